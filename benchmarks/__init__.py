@@ -1,0 +1,1 @@
+"""Data assemblies, stimulus sets, metrics, ceilings and benchmark definitions."""

@@ -1,0 +1,1 @@
+"""Container lifecycle, the run loop and the `cortexbox` CLI."""

@@ -1,0 +1,1 @@
+"""The database of models, benchmarks, runs and scores."""

@@ -1,0 +1,416 @@
+"""The gRPC transport around an author's Model: info, handshake, runs, health, reflection.
+
+A run is split over two threads joined by a small bounded queue: a worker reads stimuli,
+forms batches and calls the model; the gRPC handler thread turns finished batches into
+headers and chunks. Compute on batch k+1 thus overlaps the transfer of batch k, and a slow
+reader back-pressures the model (queue full) instead of piling up memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent import futures
+from typing import Iterator, Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cortexbox.model.v1 import model_service_pb2 as pb
+from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
+from cortexbox.sdk import wire
+from cortexbox.sdk.model import Model, Output, Stimulus, StimulusError
+
+log = logging.getLogger("cortexbox.sdk")
+
+_MODALITIES = {"image": pb.MODALITY_IMAGE, "text": pb.MODALITY_TEXT}
+#: Batches computed ahead of the sender: enough to overlap compute and transfer, small
+#: enough to bound memory at about three batches of outputs.
+_QUEUE_DEPTH = 2
+_POLL_S = 0.1
+
+
+class RunAborted(Exception):
+    """A run ends with this gRPC status and ErrorReason."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str):
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+
+def _spec(output: Output, kind: int) -> pb.OutputSpec:
+    return pb.OutputSpec(
+        name=output.name,
+        kind=kind,
+        data_type=wire.data_type_of(output.dtype),
+        shape=list(output.shape),
+        description=output.description,
+    )
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    """Serves one Model. One run at a time; info and health stay responsive during a run."""
+
+    def __init__(self, model: Model, nonce: str | None = None, max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES):
+        self.model = model
+        self.nonce = nonce
+        self.max_chunk_bytes = min(max_chunk_bytes, wire.MAX_CHUNK_BYTES)
+        self.ready = threading.Event()
+        self.last_activity = time.monotonic()
+        self._run_lock = threading.Lock()
+        self._info: pb.ModelInfo | None = None
+        self._outputs: dict[str, tuple[Output, int]] = {}
+
+    # -- set-up -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Loads the model and freezes its ModelInfo; the server is ready afterwards."""
+        self.model.load()
+        layers = list(self.model.layers())
+        behaviours = list(self.model.behaviour_outputs())
+        names = [o.name for o in layers + behaviours]
+        if len(set(names)) != len(names):
+            raise ValueError(f"output names must be unique, got {names}")
+        self._outputs = {o.name: (o, pb.OUTPUT_KIND_LAYER) for o in layers}
+        self._outputs.update({o.name: (o, pb.OUTPUT_KIND_BEHAVIOUR) for o in behaviours})
+        modality = _MODALITIES.get(self.model.modality)
+        if modality is None:
+            raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {self.model.modality!r}")
+        for region, layer in self.model.region_layers.items():
+            if layer not in self._outputs:
+                raise ValueError(f"region_layers maps {region!r} to unknown layer {layer!r}")
+        self._info = pb.ModelInfo(
+            protocol_version=wire.PROTOCOL_VERSION,
+            model_id=self.model.model_id,
+            model_version=str(self.model.model_version),
+            description=self.model.description,
+            modality=modality,
+            layers=[_spec(o, pb.OUTPUT_KIND_LAYER) for o in layers],
+            behaviours=[_spec(o, pb.OUTPUT_KIND_BEHAVIOUR) for o in behaviours],
+            region_layers=dict(self.model.region_layers),
+            visual_degrees=float(self.model.visual_degrees),
+            limits=pb.Limits(
+                max_batch_size=max(1, int(self.model.max_batch_size)),
+                max_chunk_bytes=self.max_chunk_bytes,
+                max_stimulus_bytes=wire.MAX_MESSAGE_BYTES - 4096,
+                max_context_tokens=int(self.model.max_context_tokens),
+            ),
+            capabilities=["cancel_between_batches"],
+            metadata={str(k): str(v) for k, v in self.model.metadata.items()},
+        )
+        self.ready.set()
+
+    # -- unary calls --------------------------------------------------------------------
+    def GetModelInfo(self, request, context):
+        self.last_activity = time.monotonic()
+        if not self.ready.is_set():
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "NOT_READY", "the model is still loading")
+        return self._info
+
+    def Handshake(self, request, context):
+        self.last_activity = time.monotonic()
+        if len(request.challenge) < 16:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "challenge must have at least 16 bytes")
+        if not self.nonce:
+            return pb.HandshakeResponse()
+        return pb.HandshakeResponse(proof=wire.handshake_proof(self.nonce, request.challenge))
+
+    # -- runs ---------------------------------------------------------------------------
+    def Run(self, request_iterator, context):
+        self.last_activity = time.monotonic()
+        if not self.ready.is_set():
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "NOT_READY", "the model is still loading")
+        if not self._run_lock.acquire(blocking=False):
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "BUSY", "another run is in progress")
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        results: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+        try:
+            try:
+                config = self._read_config(request_iterator)
+            except RunAborted as e:
+                _abort(context, e.code, e.reason, e.message)
+            worker = threading.Thread(
+                target=self._compute, args=(config, request_iterator, results, stop), name="cortexbox-compute", daemon=True
+            )
+            worker.start()
+            try:
+                yield from self._send(config, results, stop)
+            except RunAborted as e:
+                _abort(context, e.code, e.reason, e.message)
+        finally:
+            stop.set()
+            self.last_activity = time.monotonic()
+            self._run_lock.release()
+
+    def _read_config(self, request_iterator) -> pb.RunConfig:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("item") != "config":
+            raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "the first message of a run must be a RunConfig")
+        config = first.config
+        requested = list(config.layers) + list(config.behaviours)
+        if not requested:
+            raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "the RunConfig asks for no output")
+        if len(set(requested)) != len(requested):
+            raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "the RunConfig names an output twice")
+        for names, kind in ((config.layers, pb.OUTPUT_KIND_LAYER), (config.behaviours, pb.OUTPUT_KIND_BEHAVIOUR)):
+            for name in names:
+                if name not in self._outputs or self._outputs[name][1] != kind:
+                    what = "layer" if kind == pb.OUTPUT_KIND_LAYER else "behaviour"
+                    known = sorted(n for n, (_, k) in self._outputs.items() if k == kind)
+                    raise RunAborted(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "UNKNOWN_OUTPUT",
+                        f"unknown {what} {name!r}; the model has {len(known)}: {', '.join(known[:20])}"
+                        + (" ..." if len(known) > 20 else ""),
+                    )
+        return config
+
+    def _decode(self, message: pb.Stimulus, seen: set[str]) -> Stimulus:
+        sid = message.id
+        if not sid:
+            raise StimulusError(sid, "a stimulus needs a non-empty id")
+        if sid in seen:
+            raise StimulusError(sid, "duplicate stimulus id in this run")
+        seen.add(sid)
+        kind = message.WhichOneof("content")
+        expected = "pixels" if self.model.modality == "image" else "text"
+        if kind != expected:
+            raise StimulusError(sid, f"this {self.model.modality} model needs `{expected}` content, got {kind}")
+        if kind == "text":
+            return Stimulus(sid, text=message.text, context_id=message.context_id, attributes=dict(message.attributes))
+        t = message.pixels
+        if t.data_type != pb.DATA_TYPE_UINT8 or len(t.shape) != 3 or t.shape[2] != 3 or min(t.shape) <= 0:
+            raise StimulusError(sid, "pixels must be a height x width x 3 uint8 tensor")
+        if len(t.data) != t.shape[0] * t.shape[1] * 3:
+            raise StimulusError(sid, f"pixels carry {len(t.data)} bytes, shape {list(t.shape)} needs {t.shape[0] * t.shape[1] * 3}")
+        pixels = np.frombuffer(t.data, dtype=np.uint8).reshape(tuple(t.shape))
+        return Stimulus(sid, pixels=pixels, context_id=message.context_id, attributes=dict(message.attributes))
+
+    def _compute(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
+        """Worker thread: stimuli in, batches of outputs into `results`, one final marker."""
+        limit = self._info.limits.max_batch_size
+        batch_size = min(config.batch_size or limit, limit)
+        seen: set[str] = set()
+        batch: list[Stimulus] = []
+        received = 0
+        compute_s = 0.0
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def flush() -> bool:
+            nonlocal compute_s
+            t0 = time.perf_counter()
+            outputs = self._call_model(batch, config)
+            compute_s += time.perf_counter() - t0
+            ok = put(("batch", [s.id for s in batch], outputs, received))
+            batch.clear()
+            return ok
+
+        try:
+            for message in request_iterator:
+                if stop.is_set():
+                    return
+                if message.WhichOneof("item") != "stimulus":
+                    raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "only one RunConfig per run")
+                batch.append(self._decode(message.stimulus, seen))
+                received += 1
+                self.last_activity = time.monotonic()
+                if len(batch) >= batch_size and not flush():
+                    return
+            if batch and not flush():
+                return
+            put(("done", received, compute_s))
+        except BaseException as e:  # noqa: BLE001 - every failure must reach the client
+            put(("error", e))
+
+    def _call_model(self, batch: Sequence[Stimulus], config: pb.RunConfig) -> dict[str, np.ndarray]:
+        outputs: dict[str, np.ndarray] = {}
+        if config.layers:
+            outputs.update(self.model.activations(batch, list(config.layers)))
+        if config.behaviours:
+            outputs.update(self.model.behaviours(batch, list(config.behaviours)))
+        checked = {}
+        for name in list(config.layers) + list(config.behaviours):
+            if name not in outputs:
+                raise RunAborted(grpc.StatusCode.INTERNAL, "BAD_OUTPUT", f"the model returned no output {name!r}")
+            spec = self._outputs[name][0]
+            array = np.asarray(outputs[name])
+            expected = (len(batch), *spec.shape)
+            if array.shape != expected:
+                raise RunAborted(
+                    grpc.StatusCode.INTERNAL, "BAD_OUTPUT", f"output {name!r} has shape {array.shape}, declared {expected}"
+                )
+            if array.dtype != np.dtype(spec.dtype):
+                array = array.astype(spec.dtype)
+            checked[name] = wire.to_wire_array(array)
+        return checked
+
+    def _send(self, config: pb.RunConfig, results: queue.Queue, stop: threading.Event) -> Iterator[pb.RunResponse]:
+        chunk = min(config.max_chunk_bytes or self.max_chunk_bytes, self.max_chunk_bytes)
+        tensor_id = 0
+        sent_bytes = 0
+        send_s = 0.0
+        done = 0
+        while True:
+            try:
+                item = results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if item[0] == "error":
+                raise _as_run_aborted(item[1])
+            if item[0] == "done":
+                _, received, compute_s = item
+                yield pb.RunResponse(
+                    summary=pb.RunSummary(
+                        run_id=config.run_id,
+                        stimuli=received,
+                        tensors=tensor_id,
+                        bytes=sent_bytes,
+                        timings_s={"compute": compute_s, "send": send_s},
+                    )
+                )
+                return
+            _, ids, outputs, received = item
+            t0 = time.perf_counter()
+            for name in list(config.layers) + list(config.behaviours):
+                array = outputs[name]
+                raw = memoryview(array).cast("B")
+                yield pb.RunResponse(
+                    header=pb.TensorHeader(
+                        tensor_id=tensor_id,
+                        name=name,
+                        kind=self._outputs[name][1],
+                        stimulus_ids=ids,
+                        data_type=wire.data_type_of(array.dtype),
+                        shape=list(array.shape),
+                        byte_size=raw.nbytes,
+                    )
+                )
+                for offset in range(0, raw.nbytes, chunk):
+                    yield pb.RunResponse(
+                        chunk=pb.TensorChunk(tensor_id=tensor_id, offset=offset, data=raw[offset : offset + chunk].tobytes())
+                    )
+                sent_bytes += raw.nbytes
+                tensor_id += 1
+            done += len(ids)
+            yield pb.RunResponse(progress=pb.Progress(stimuli_received=received, stimuli_done=done))
+            send_s += time.perf_counter() - t0
+            self.last_activity = time.monotonic()
+
+
+def _as_run_aborted(e: BaseException) -> RunAborted:
+    if isinstance(e, RunAborted):
+        return e
+    if isinstance(e, StimulusError):
+        return RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_STIMULUS", str(e))
+    if isinstance(e, MemoryError):
+        return RunAborted(grpc.StatusCode.RESOURCE_EXHAUSTED, "OUT_OF_MEMORY", "the model ran out of memory on a batch")
+    if isinstance(e, NotImplementedError):
+        return RunAborted(grpc.StatusCode.UNIMPLEMENTED, "UNSUPPORTED", f"not implemented by the model: {e}")
+    if isinstance(e, grpc.RpcError):  # the request stream broke (client went away)
+        return RunAborted(grpc.StatusCode.CANCELLED, "ERROR_REASON_UNSPECIFIED", "the client stopped sending")
+    # The traceback goes to the container's log, which the orchestrator reports.
+    log.error("model code raised:\n%s", "".join(traceback.format_exception(e)))
+    return RunAborted(grpc.StatusCode.INTERNAL, "MODEL_ERROR", f"{type(e).__name__}: {e}"[:2000])
+
+
+def _abort(context, code: grpc.StatusCode, reason: str, message: str):
+    context.set_trailing_metadata(((wire.ERROR_REASON_KEY, reason),))
+    context.abort(code, message)
+
+
+def serve(model: Model, address: str | None = None, *, block: bool = True) -> tuple[grpc.Server, ModelServicer]:
+    """Serves `model` on `address` ("unix:///path/model.sock" or "host:port").
+
+    Without an address, listens on the unix socket named by $CORTEXBOX_SOCKET, as the
+    orchestrator arranges. Health is NOT_SERVING until `model.load()` has returned; a load
+    that raises ends the process with exit code 3, so the failure shows up with its log.
+    """
+    if address is None:
+        path = os.environ.get(wire.ENV_SOCKET)
+        if not path:
+            raise SystemExit(f"no address given and ${wire.ENV_SOCKET} is not set")
+        address = f"unix://{path}"
+    servicer = ModelServicer(model, nonce=os.environ.get(wire.ENV_NONCE) or None)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="cortexbox-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    pb_grpc.add_ModelServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", wire.SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (wire.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    if server.add_insecure_port(address) == 0 and not address.startswith("unix"):
+        raise SystemExit(f"could not listen on {address}")
+    server.start()
+    if address.startswith("unix://"):
+        # Lets an orchestrator that is not root connect; the folder around it is private.
+        os.chmod(address[len("unix://") :], 0o666)
+    log.info("listening on %s", address)
+
+    def load() -> None:
+        try:
+            servicer.load()
+        except BaseException:  # noqa: BLE001
+            log.critical("loading the model failed:\n%s", traceback.format_exc())
+            sys.stderr.flush()
+            os._exit(3)
+        for service in ("", wire.SERVICE_NAME):
+            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("model %s loaded; serving", model.model_id)
+
+    threading.Thread(target=load, name="cortexbox-load", daemon=True).start()
+    _watch_idle(servicer, server)
+    if block:
+
+        def on_term(signum, frame):
+            health_servicer.enter_graceful_shutdown()
+            server.stop(grace=2)
+
+        signal.signal(signal.SIGTERM, on_term)
+        server.wait_for_termination()
+    return server, servicer
+
+
+def _watch_idle(servicer: ModelServicer, server: grpc.Server) -> None:
+    """Stops the server after $CORTEXBOX_IDLE_TIMEOUT_S without any call or run activity,
+    so that a container whose orchestrator died does not run forever."""
+    timeout = float(os.environ.get(wire.ENV_IDLE_TIMEOUT) or 0)
+    if timeout <= 0:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(timeout, 5.0))
+            if not servicer._run_lock.locked() and time.monotonic() - servicer.last_activity > timeout:
+                log.warning("no activity for %.0f s; shutting down", timeout)
+                server.stop(grace=1)
+                return
+
+    threading.Thread(target=watch, name="cortexbox-idle", daemon=True).start()
