@@ -78,6 +78,9 @@ class Model:
     visual_degrees: float = 8.0
     #: Commitments of layers to regions, e.g. {"V4": "features.8"}; others are chosen for you.
     region_layers: Mapping[str, str] = {}
+    #: Layers worth considering when the orchestrator commits a layer to a region that
+    #: `region_layers` leaves open (e.g. block outputs); empty means every layer.
+    commitment_layers: Sequence[str] = ()
     #: Most stimuli per forward pass; keep a batch under about a second of compute so that
     #: cancellation is prompt.
     max_batch_size: int = 32

@@ -8,6 +8,7 @@ reader back-pressures the model (queue full) instead of piling up memory.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import queue
@@ -36,6 +37,13 @@ _MODALITIES = {"image": pb.MODALITY_IMAGE, "text": pb.MODALITY_TEXT}
 #: enough to bound memory at about three batches of outputs.
 _QUEUE_DEPTH = 2
 _POLL_S = 0.1
+
+
+def sdk_version() -> str:
+    try:
+        return importlib.metadata.version("cortexbox-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class RunAborted(Exception):
@@ -84,8 +92,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if modality is None:
             raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {self.model.modality!r}")
         for region, layer in self.model.region_layers.items():
-            if layer not in self._outputs:
+            if self._outputs.get(layer, (None, None))[1] != pb.OUTPUT_KIND_LAYER:
                 raise ValueError(f"region_layers maps {region!r} to unknown layer {layer!r}")
+        for layer in self.model.commitment_layers:
+            if self._outputs.get(layer, (None, None))[1] != pb.OUTPUT_KIND_LAYER:
+                raise ValueError(f"commitment_layers names unknown layer {layer!r}")
+        metadata = {str(k): str(v) for k, v in self.model.metadata.items()}
+        metadata.setdefault("cortexbox_sdk_version", sdk_version())
         self._info = pb.ModelInfo(
             protocol_version=wire.PROTOCOL_VERSION,
             model_id=self.model.model_id,
@@ -103,7 +116,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 max_context_tokens=int(self.model.max_context_tokens),
             ),
             capabilities=["cancel_between_batches"],
-            metadata={str(k): str(v) for k, v in self.model.metadata.items()},
+            metadata=metadata,
+            commitment_layers=list(self.model.commitment_layers),
         )
         self.ready.set()
 

@@ -96,7 +96,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_stimulus_bytes: _Optional[int] = ..., max_context_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("protocol_version", "model_id", "model_version", "description", "modality", "layers", "behaviours", "region_layers", "visual_degrees", "limits", "capabilities", "metadata")
+    __slots__ = ("protocol_version", "model_id", "model_version", "description", "modality", "layers", "behaviours", "region_layers", "visual_degrees", "limits", "capabilities", "metadata", "commitment_layers")
     class RegionLayersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class ModelInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENT_LAYERS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: str
     model_id: str
     model_version: str
@@ -135,7 +136,8 @@ class ModelInfo(_message.Message):
     limits: Limits
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, protocol_version: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[_Union[Modality, str]] = ..., layers: _Optional[_Iterable[_Union[OutputSpec, _Mapping]]] = ..., behaviours: _Optional[_Iterable[_Union[OutputSpec, _Mapping]]] = ..., region_layers: _Optional[_Mapping[str, str]] = ..., visual_degrees: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    commitment_layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol_version: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[_Union[Modality, str]] = ..., layers: _Optional[_Iterable[_Union[OutputSpec, _Mapping]]] = ..., behaviours: _Optional[_Iterable[_Union[OutputSpec, _Mapping]]] = ..., region_layers: _Optional[_Mapping[str, str]] = ..., visual_degrees: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., commitment_layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HandshakeRequest(_message.Message):
     __slots__ = ("challenge",)
