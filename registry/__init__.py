@@ -1,1 +1,6 @@
-"""The database of models, benchmarks, runs and scores."""
+"""The database of models, benchmarks, layer commitments, runs and scores (sqlmodel)."""
+
+from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score
+from cortexbox.registry.store import LeaderboardRow, Registry, default_url
+
+__all__ = ["Benchmark", "LayerCommitment", "Model", "Run", "Score", "LeaderboardRow", "Registry", "default_url"]

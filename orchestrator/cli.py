@@ -1,0 +1,270 @@
+"""The `cortexbox` command line.
+
+Progress goes to stderr and results to stdout, so `--json` output can be piped. A user's
+mistake (unknown benchmark, missing image, Docker not running) ends with one line and a
+hint, exit code 2; a model's failure with its class and log tail, exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cortexbox.orchestrator.errors import CortexboxError, ModelFailure, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Score containerised models against brain data.")
+image_app = typer.Typer(no_args_is_help=True, help="Build the offline base image and model images.")
+benchmarks_app = typer.Typer(no_args_is_help=True, help="Benchmarks known to this installation.")
+app.add_typer(image_app, name="image")
+app.add_typer(benchmarks_app, name="benchmarks")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+class _ProgressEvents:
+    """Turns job events into a rich progress display on stderr."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+        self.stage = progress.add_task("starting", total=None)
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "stage":
+            self.progress.update(self.stage, description=data["text"])
+        elif event == "progress":
+            label = data["label"]
+            if label not in self.tasks:
+                self.tasks[label] = self.progress.add_task(label, total=data["total"])
+            self.progress.update(self.tasks[label], completed=data["done"], total=data["total"])
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+@app.command()
+def score(
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark identifier, e.g. Cowley2023.V4-pls"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Docker image (tag or id) of the model"),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Score a running server: unix:///path or host:port"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choice"),
+    memory: str = typer.Option("8g", help="Memory limit of the model container"),
+    cpus: float = typer.Option(2.0, help="CPU limit of the model container"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+) -> None:
+    """Score a model image (or a running model server) on a benchmark and store the score."""
+    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.orchestrator.runtime import SandboxLimits
+
+    request = ScoreRequest(
+        benchmark=benchmark,
+        image=model,
+        endpoint=endpoint,
+        use_cache=not no_cache,
+        limits=SandboxLimits(memory_bytes=_parse_bytes(memory), cpus=cpus),
+    )
+    if (model is None) == (endpoint is None):
+        raise UserError("give exactly one of --model IMAGE and --endpoint ADDRESS")
+    with _progress(enabled=err.is_terminal or not as_json) as progress:
+        outcome = score_model(request, events=_ProgressEvents(progress))
+    if as_json:
+        _emit_json(outcome.to_dict())
+        return
+    ceiled = "n/a" if outcome.ceiled is None else f"{outcome.ceiled:.4f}"
+    out.print(
+        f"[bold]{outcome.model}[/bold] on {outcome.benchmark} (v{outcome.benchmark_version}): "
+        f"ceiled [bold]{ceiled}[/bold], raw {outcome.raw:.4f} ± {outcome.error or 0:.4f}, "
+        f"ceiling {outcome.ceiling if outcome.ceiling is None else f'{outcome.ceiling:.4f}'}, layer {outcome.layer}"
+        + (" (activations from cache)" if outcome.from_cache else "")
+    )
+
+
+@app.command()
+def leaderboard(as_json: bool = typer.Option(False, "--json", help="Print rows as JSON")) -> None:
+    """The latest score of every model on the latest version of every benchmark."""
+    from cortexbox.registry import Registry
+
+    rows = Registry().leaderboard()
+    if as_json:
+        _emit_json([r.to_dict() for r in rows])
+        return
+    table = Table(title="cortexbox leaderboard")
+    for column in ("benchmark", "rank", "model", "ceiled", "raw ± error", "ceiling", "layer", "digest"):
+        table.add_column(column)
+    rank: dict[str, int] = {}
+    for r in rows:
+        rank[r.benchmark] = rank.get(r.benchmark, 0) + 1
+        table.add_row(
+            f"{r.benchmark} v{r.version}",
+            str(rank[r.benchmark]),
+            r.model,
+            "n/a" if r.ceiled is None else f"{r.ceiled:.4f}",
+            f"{r.raw:.4f} ± {r.error or 0:.4f}",
+            "n/a" if r.ceiling is None else f"{r.ceiling:.4f}",
+            r.layer,
+            r.digest[:19],
+        )
+    out.print(table)
+
+
+@app.command()
+def runs(as_json: bool = typer.Option(False, "--json"), limit: int = 20) -> None:
+    """Recent runs, with the failure class and log tail of failed ones."""
+    from cortexbox.registry import Registry
+
+    rows = Registry().runs(limit)
+    if as_json:
+        _emit_json([r.model_dump() for r in rows])
+        return
+    table = Table(title="recent runs")
+    for column in ("id", "model", "benchmark", "status", "failure", "started", "error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.id), r.model_ref, r.benchmark_identifier, r.status, r.failure_class or "",
+            r.started_at.isoformat(timespec="seconds"), (r.error or "")[:80],
+        )
+    out.print(table)
+
+
+@benchmarks_app.command("list")
+def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every benchmark with its version, region and ceiling."""
+    from cortexbox.benchmarks import get_benchmark, list_benchmarks
+
+    rows = []
+    for identifier in list_benchmarks():
+        b = get_benchmark(identifier)
+        c = b.ceiling
+        rows.append(
+            {
+                "identifier": identifier,
+                "version": b.version,
+                "region": b.region,
+                "stimuli": len(b.stimulus_set),
+                "ceiling": c.raw,
+                "ceiling_error": c.error,
+                "data_hash": b.data_hash,
+            }
+        )
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title="benchmarks")
+    for column in ("identifier", "version", "region", "stimuli", "ceiling", "data hash"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["identifier"], str(r["version"]), r["region"], str(r["stimuli"]),
+                      f"{r['ceiling']:.4f} ± {r['ceiling_error']:.4f}", r["data_hash"][:12])
+    out.print(table)
+
+
+@image_app.command("base")
+def image_base(
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image exists"),
+    tag: str = typer.Option("cortexbox/base:bookworm", help="Tag of the base image"),
+) -> None:
+    """Build the offline base image (debootstrap + docker import; needs root)."""
+    from cortexbox.orchestrator import images
+    from cortexbox.orchestrator.runtime import docker_client
+
+    with err.status("building the base image") as status:
+        image_id = images.build_base_image(docker_client(), tag=tag, force=force, log=lambda line: status.update(line[:100]))
+    out.print(f"{tag} {image_id}")
+
+
+@image_app.command("build")
+def image_build(
+    project: Path = typer.Argument(..., exists=True, file_okay=False, help="A model project (Dockerfile + cortexbox.toml)"),
+    tag: Optional[str] = typer.Option(None, help="Image tag (default: from cortexbox.toml)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build a model image from a project folder and print its digest."""
+    from cortexbox.orchestrator import images
+    from cortexbox.orchestrator.runtime import docker_client
+
+    with err.status(f"building {project}") as status:
+        built = images.build_model_image(docker_client(), project, tag=tag, log=lambda line: status.update(line[:100]))
+    if as_json:
+        _emit_json({"tag": built.tag, "digest": built.image_id})
+    else:
+        out.print(f"{built.tag} {built.image_id}")
+
+
+@app.command()
+def gc() -> None:
+    """Remove containers left behind by cortexbox processes that no longer exist."""
+    from cortexbox.orchestrator.runtime import docker_client, reap_orphans
+
+    out.print(f"removed {reap_orphans(docker_client())} orphaned container(s)")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so every container is removed on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        err.print(f"[red]error:[/red] {e}" + (f"\n[dim]hint: {e.hint}[/dim]" if e.hint else ""), highlight=False)
+        sys.exit(2)
+    except ModelFailure as e:
+        err.print(f"[red]model failed ({e.failure.value}):[/red] {e.message}", highlight=False)
+        if e.log_tail:
+            err.print("[dim]--- last lines of the model's log ---[/dim]")
+            err.print(e.log_tail.rstrip(), markup=False, highlight=False)
+        sys.exit(1)
+    except CortexboxError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; containers removed[/yellow]")
+        sys.exit(130)
+    except Exception as e:  # typer/click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

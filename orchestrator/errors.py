@@ -1,0 +1,60 @@
+"""What can go wrong, in two families: the user's mistakes and the model's failures.
+
+User errors are printed as one line with a hint, never a traceback. Model failures carry a
+class (crash, out of memory, timeout, ...) decided from the container's state and the
+protocol, and the tail of the container's log, and are stored with the run.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CortexboxError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+
+class UserError(CortexboxError):
+    """The request cannot be carried out as asked (unknown benchmark, missing image, ...)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class FailureClass(str, Enum):
+    """Why a model run failed. Stored with the run; the leaderboard shows it."""
+
+    CRASH = "crash"  # the container exited (or the server vanished) during the run
+    OUT_OF_MEMORY = "out_of_memory"  # the kernel's OOM killer, or the model reported OOM
+    TIMEOUT = "timeout"  # a deadline passed: start-up, loading, or the run itself
+    PROTOCOL_VIOLATION = "protocol_violation"  # a message broke the wire contract
+    BAD_OUTPUT = "bad_output"  # well-formed messages with unusable values (NaN, inf, ...)
+    MODEL_ERROR = "model_error"  # the model's own code raised and said so
+    HANDSHAKE_FAILED = "handshake_failed"  # the socket is not served by the container we started
+    REJECTED = "rejected"  # the model refused the request (unknown output, bad stimulus, ...)
+    CANCELLED = "cancelled"  # the user stopped the run
+
+
+class ModelFailure(CortexboxError):
+    """A model container or server failed; `failure` says how."""
+
+    def __init__(self, failure: FailureClass, message: str, log_tail: str = "", reason: str = ""):
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+        self.log_tail = log_tail
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.failure.value}: {self.message}"
+
+
+class ProtocolViolation(ModelFailure):
+    def __init__(self, message: str):
+        super().__init__(FailureClass.PROTOCOL_VIOLATION, message)
+
+
+class BadOutput(ModelFailure):
+    def __init__(self, message: str):
+        super().__init__(FailureClass.BAD_OUTPUT, message)

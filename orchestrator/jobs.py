@@ -1,0 +1,323 @@
+"""Scoring one model on one benchmark, as one self-contained job.
+
+`score_model` takes only plain, serialisable arguments (a ScoreRequest) and reaches
+everything else (Docker, the registry, the activation cache) from them, so the same function
+can later run in a worker of a distributed queue. It records the run before doing anything,
+and records its end (score, or failure class with the container's log) on every path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from cortexbox.benchmarks import get_benchmark, neuroid_assembly
+from cortexbox.orchestrator.cache import ActivationCache, CacheKey
+from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
+from cortexbox.orchestrator.provenance import code_version, library_versions
+from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
+from cortexbox.registry import Registry
+
+#: Budget for the results of one extraction run held in memory during layer selection;
+#: candidate layers are grouped into runs that fit.
+SELECTION_GROUP_BYTES = 1536 * 1024**2
+
+
+@dataclass
+class ScoreRequest:
+    benchmark: str
+    image: str | None = None
+    endpoint: str | None = None
+    use_cache: bool = True
+    database_url: str | None = None
+    cache_dir: str | None = None
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    #: Deadline of an extraction run: a fixed allowance plus this much per stimulus.
+    seconds_per_stimulus: float = 2.0
+
+
+@dataclass
+class ScoreOutcome:
+    run_id: int
+    model: str
+    digest: str
+    benchmark: str
+    benchmark_version: int
+    raw: float
+    error: float | None
+    ceiling: float | None
+    ceiled: float | None
+    layer: str
+    from_cache: bool
+    timings: dict[str, float]
+    provenance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: (event, data) callbacks drive progress displays: "stage" {text}, "progress" {done, total, label}.
+EventSink = Callable[[str, dict], None]
+
+
+def _no_events(event: str, data: dict) -> None:
+    pass
+
+
+class _Job:
+    def __init__(self, request: ScoreRequest, registry: Registry, cache: ActivationCache, events: EventSink):
+        self.request = request
+        self.registry = registry
+        self.cache = cache
+        self.events = events
+        self.session: ModelSession | None = None
+        self.timings: dict[str, float] = {}
+        self.from_cache = True
+
+    # -- the model, started only when something must actually run -------------------------
+    def _session(self) -> ModelSession:
+        if self.session is None:
+            self.events("stage", {"text": "starting the model"})
+            t0 = time.perf_counter()
+            self.session = open_session(image=self.request.image, endpoint=self.request.endpoint, limits=self.request.limits)
+            self.timings["start_s"] = time.perf_counter() - t0
+            self.description = self.session.description
+            self._record_model()
+        return self.session
+
+    def _record_model(self) -> None:
+        info = self.description.to_dict()
+        if self.request.image:
+            digest = self.session.image_id
+        else:
+            digest = f"endpoint:{info['model_id']}@{info['model_version']}"
+        self.model_row = self.registry.upsert_model(
+            digest, info["model_id"], info["model_version"], self.request.image or self.request.endpoint, info
+        )
+
+    def _resolve_model(self) -> None:
+        """Finds the model's stored description by image digest, so a fully cached score
+        needs no container at all."""
+        self.model_row = None
+        self.description = None
+        if self.request.image and self.request.use_cache:
+            from cortexbox.orchestrator.runtime import docker_client
+
+            docker = docker_client()
+            try:
+                digest = docker.images.get(self.request.image).id
+            except Exception:  # noqa: BLE001 - ImageNotFound and friends
+                raise UserError(
+                    f"no Docker image {self.request.image!r} on this machine",
+                    "build one with `cortexbox image build <project dir>` or list them with `docker images`",
+                ) from None
+            self.model_row = self.registry.model_by_digest(digest)
+        if self.model_row is None:
+            self._session()
+
+    @property
+    def cacheable(self) -> bool:
+        # An endpoint's code can change under the same name: never trust a cache for it.
+        return self.request.use_cache and self.request.image is not None
+
+    @property
+    def info(self) -> dict:
+        return self.model_row.info
+
+    # -- extraction --------------------------------------------------------------------------
+    def extract(self, stimulus_set, layers: list[str], label: str) -> dict[str, np.ndarray]:
+        """(stimuli x features) float32 per layer, from the cache or from the model."""
+        degrees = float(self.info["visual_degrees"])
+        placement = stimulus_set.placement_key(degrees)
+        ids = list(stimulus_set.stimulus_ids)
+        found: dict[str, np.ndarray] = {}
+        keys = {layer: CacheKey(self.model_row.digest, stimulus_set.hash, layer, placement) for layer in layers}
+        if self.cacheable:
+            for layer in layers:
+                cached = self.cache.get(keys[layer], ids)
+                if cached is not None:
+                    found[layer] = cached
+        missing = [layer for layer in layers if layer not in found]
+        if missing:
+            self.from_cache = False
+            session = self._session()
+            self.events("stage", {"text": f"{label}: {len(ids)} stimuli, {len(missing)} layer(s)"})
+            t0 = time.perf_counter()
+            result = session.client.run(
+                session.description,
+                stimulus_set.iter_placed(degrees),
+                ids,
+                layers=missing,
+                timeout_s=60 + self.request.seconds_per_stimulus * len(ids),
+                on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
+                run_id=f"{label}",
+            )
+            self.timings[f"{label}_extract_s"] = self.timings.get(f"{label}_extract_s", 0.0) + time.perf_counter() - t0
+            for layer in missing:
+                found[layer] = result.outputs[layer]
+                if self.request.image is not None:
+                    self.cache.put(keys[layer], ids, result.outputs[layer])
+        return found
+
+    # -- layer commitment --------------------------------------------------------------------
+    def commit_layer(self, bench) -> tuple[str, dict]:
+        """The model's layer for the benchmark's region: its own commitment, a stored choice,
+        or a fresh, reproducible choice on the benchmark's selection data (never its test data)."""
+        region = bench.region
+        declared = self.info.get("region_layers", {}).get(region)
+        if declared:
+            return declared, {"method": "declared by the model"}
+        candidates = list(self.info.get("commitment_layers") or self.info["layers"])
+        if bench.selection_stimulus_set is None:
+            raise UserError(f"{bench.identifier} has no selection data and the model commits no layer to {region}")
+        key = f"{bench.identifier}@{bench.version}:selection"
+        if self.cacheable:
+            stored = self.registry.commitment(self.model_row.id, region, key)
+            if stored is not None and stored.layer in candidates:
+                return stored.layer, {"method": "selection", "selection_key": key, "layer_scores": stored.layer_scores, "stored": True}
+        if len(candidates) == 1:
+            scores = {candidates[0]: None}
+        else:
+            scores = self._score_candidates(bench, candidates)
+        best = max(candidates, key=lambda layer: (scores[layer] if scores[layer] is not None else -math.inf))
+        if self.cacheable:
+            self.registry.save_commitment(self.model_row.id, region, best, key, scores)
+        return best, {"method": "selection", "selection_key": key, "layer_scores": scores, "stored": False}
+
+    def _score_candidates(self, bench, candidates: list[str]) -> dict[str, float]:
+        selection = bench.selection_stimulus_set
+        n = len(selection)
+        groups: list[list[str]] = []
+        size = 0
+        for layer in candidates:
+            nbytes = n * math.prod(self.info["layers"][layer]) * 4
+            if groups and size + nbytes <= SELECTION_GROUP_BYTES:
+                groups[-1].append(layer)
+                size += nbytes
+            else:
+                groups.append([layer])
+                size = nbytes
+        scores: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for i, group in enumerate(groups):
+            arrays = self.extract(selection, group, label=f"layer selection {i + 1}/{len(groups)}")
+            for layer in group:
+                assembly = neuroid_assembly(arrays.pop(layer), selection.stimulus_ids, layer=layer, model=self.model_row.name)
+                scores[layer] = float(bench.score_for_selection(assembly))
+                self.events("stage", {"text": f"selection: {layer} scored {scores[layer]:.3f}"})
+        self.timings["selection_s"] = time.perf_counter() - t0
+        return scores
+
+
+def score_model(
+    request: ScoreRequest,
+    *,
+    registry: Registry | None = None,
+    cache: ActivationCache | None = None,
+    events: EventSink | None = None,
+) -> ScoreOutcome:
+    """Scores one model on one benchmark and stores the result; see the module docstring."""
+    events = events or _no_events
+    try:
+        bench = get_benchmark(request.benchmark)
+    except KeyError as e:
+        raise UserError(str(e.args[0]) if e.args else f"unknown benchmark {request.benchmark!r}", "see `cortexbox benchmarks list`") from None
+    registry = registry or Registry(request.database_url)
+    cache = cache or ActivationCache(request.cache_dir)
+    job = _Job(request, registry, cache, events)
+    run = registry.start_run(request.image or request.endpoint or "", bench.identifier)
+    t_start = time.perf_counter()
+    try:
+        events("stage", {"text": f"{bench.identifier}: ceiling"})
+        ceiling = bench.ceiling
+        bench_row = registry.upsert_benchmark(
+            bench.identifier,
+            bench.version,
+            bench.data_hash,
+            region=bench.region,
+            description=bench.description,
+            citation=bench.citation,
+            ceiling=ceiling.raw,
+            ceiling_error=ceiling.error,
+        )
+        registry.update_run(run, benchmark_id=bench_row.id)
+        job._resolve_model()
+        registry.update_run(run, model_id=job.model_row.id)
+        layer, commitment = job.commit_layer(bench)
+        stimuli = bench.stimulus_set
+        values = job.extract(stimuli, [layer], label="benchmark")[layer]
+        events("stage", {"text": f"{bench.identifier}: scoring layer {layer}"})
+        t0 = time.perf_counter()
+        assembly = neuroid_assembly(values, stimuli.stimulus_ids, layer=layer, model=job.model_row.name)
+        del values
+        score = bench.score(assembly)
+        job.timings["score_s"] = time.perf_counter() - t0
+        job.timings["total_s"] = time.perf_counter() - t_start
+        info = job.info
+        provenance = {
+            "image_digest": job.model_row.digest,
+            "image_ref": request.image or request.endpoint,
+            "model_id": info["model_id"],
+            "model_version": info["model_version"],
+            "sdk_version": info.get("metadata", {}).get("cortexbox_sdk_version", ""),
+            "benchmark": bench.identifier,
+            "benchmark_version": bench.version,
+            "data_hash": bench.data_hash,
+            "stimulus_set": stimuli.identifier,
+            "stimulus_set_hash": stimuli.hash,
+            "placement": stimuli.placement_key(float(info["visual_degrees"])),
+            "code_version": code_version(),
+            "libraries": library_versions(),
+            "metric": score.attrs,
+            "ceiling": ceiling.to_dict(),
+            "layer": layer,
+            "layer_commitment": commitment,
+            "activations_from_cache": job.from_cache,
+        }
+        registry.add_score(
+            run_id=run.id,
+            model_id=job.model_row.id,
+            benchmark_id=bench_row.id,
+            raw=score.raw,
+            error=score.error,
+            ceiling=score.ceiling,
+            ceiled=score.ceiled,
+            layer=layer,
+            values=list(score.values),
+            provenance=provenance,
+        )
+        registry.update_run(run, status="succeeded", timings=job.timings)
+        return ScoreOutcome(
+            run_id=run.id,
+            model=job.model_row.name,
+            digest=job.model_row.digest,
+            benchmark=bench.identifier,
+            benchmark_version=bench.version,
+            raw=score.raw,
+            error=score.error,
+            ceiling=score.ceiling,
+            ceiled=score.ceiled,
+            layer=layer,
+            from_cache=job.from_cache,
+            timings=job.timings,
+            provenance=provenance,
+        )
+    except ModelFailure as e:
+        failure = job.session.diagnose(e) if job.session is not None else e
+        registry.update_run(
+            run, status="failed", failure_class=failure.failure.value, error=failure.message, log_tail=failure.log_tail, timings=job.timings
+        )
+        raise failure from None
+    except KeyboardInterrupt:
+        registry.update_run(run, status="failed", failure_class=FailureClass.CANCELLED.value, error="interrupted", timings=job.timings)
+        raise
+    except BaseException as e:
+        registry.update_run(run, status="failed", error=f"{type(e).__name__}: {e}"[:4000], timings=job.timings)
+        raise
+    finally:
+        if job.session is not None:
+            job.session.close()

@@ -1,0 +1,323 @@
+"""Where a model server runs: a hardened Docker container, or an endpoint someone else runs.
+
+A `ModelSession` is what the run loop sees either way: a connected, verified client plus
+`diagnose()` (turn an error into a failure class using the container's state and log) and
+`close()`. Sessions are context managers; every container is removed on every path.
+
+The sandbox settings follow shared/research/competitions.md section 2.4: no network,
+read-only root, bounded tmpfs, no capabilities, no-new-privileges, non-root user, pid,
+memory and CPU limits, rotated logs, and a per-run unguessable socket folder as the only
+mount. Before any stimulus is sent, the socket is lstat-checked and the server must prove
+it holds the run's nonce.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortexbox.orchestrator.client import ModelClient, ModelDescription
+from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
+from cortexbox.sdk import wire
+
+log = logging.getLogger("cortexbox.runtime")
+
+SANDBOX_UID = 65534
+LABEL_RUN = "cortexbox.run"
+LABEL_OWNER = "cortexbox.owner"  # "<hostname>:<pid>" of the orchestrator that started it
+SOCKET_IN_CONTAINER = "/run/cortexbox/model.sock"
+LOG_TAIL_LINES = 60
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one model container. Defaults fit a 2-core, 24 GiB machine."""
+
+    memory_bytes: int = 8 * 1024**3
+    cpus: float = 2.0
+    pids: int = 512
+    tmpfs_bytes: int = 1024**3
+    startup_timeout_s: float = 30.0  # container start until the socket exists
+    load_timeout_s: float = 300.0  # socket until health says SERVING
+    idle_timeout_s: float = 600.0  # the server exits when nobody talks to it this long
+
+
+def docker_client():
+    """A Docker client, or a UserError that says how to start the engine."""
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - a dependency of ours
+        raise UserError("the Docker SDK for Python is not installed", "pip install docker") from e
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except Exception as e:  # noqa: BLE001 - docker raises many kinds here
+        raise UserError(
+            f"cannot reach the Docker engine ({type(e).__name__})",
+            "start it, e.g. `sudo dockerd > /tmp/dockerd.log 2>&1 &` (or `sudo systemctl start docker`), "
+            "or score a running model server with --endpoint",
+        ) from None
+
+
+def _owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reap_orphans(client) -> int:
+    """Removes containers of ours whose orchestrator process (on this host) is gone, e.g.
+    after a SIGKILL. Returns how many were removed."""
+    removed = 0
+    host = socket.gethostname()
+    for container in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
+        owner_host, _, pid = container.labels.get(LABEL_OWNER, "").rpartition(":")
+        if owner_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        container.remove(force=True)
+        removed += 1
+    return removed
+
+
+class ModelSession:
+    """A verified connection to one model server."""
+
+    client: ModelClient
+    description: ModelDescription
+    image_id: str | None = None  # the content-addressed image id, when we started it
+
+    def diagnose(self, error: ModelFailure) -> ModelFailure:
+        return error
+
+    def log_tail(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "ModelSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EndpointSession(ModelSession):
+    """A model server that is already running (an author iterating on a model): no Docker,
+    no sandbox, no nonce."""
+
+    def __init__(self, endpoint: str, load_timeout_s: float = 60.0):
+        target = endpoint
+        if endpoint.startswith("unix:") and not endpoint.startswith("unix://"):
+            target = "unix://" + endpoint[len("unix:") :]
+        self.client = ModelClient(target)
+        try:
+            self.client.wait_until_serving(load_timeout_s)
+            self.description = self.client.info()
+        except ModelFailure as e:
+            self.client.close()
+            raise UserError(f"no usable model server at {endpoint}: {e}", "is the server running? (python -m cortexbox.sdk serve ...)") from None
+
+
+class ContainerSession(ModelSession):
+    """Starts `image` in the sandbox, waits for it, verifies it; removes it on close()."""
+
+    def __init__(self, docker, image: str, *, limits: SandboxLimits | None = None, run_root: Path | None = None):
+        import docker as docker_sdk
+
+        self.docker = docker
+        self.limits = limits or SandboxLimits()
+        self.container = None
+        self.run_dir: Path | None = None
+        try:
+            image_obj = docker.images.get(image)
+        except docker_sdk.errors.ImageNotFound:
+            raise UserError(
+                f"no Docker image {image!r} on this machine",
+                "build one with `cortexbox image build <project dir>` or list them with `docker images`",
+            ) from None
+        self.image_id = image_obj.id
+        try:
+            self._start(docker_sdk, run_root)
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, docker_sdk, run_root: Path | None) -> None:
+        from docker.types import LogConfig, Ulimit
+
+        root = Path(run_root or os.environ.get("CORTEXBOX_RUN_DIR") or Path(tempfile.gettempdir()) / "cortexbox-runs")
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o711)  # others may traverse to their own folder but not list
+        # Unguessable per-run folder; the container sees it at /run/cortexbox and nothing else.
+        self.run_dir = Path(tempfile.mkdtemp(prefix=secrets.token_hex(16), dir=root))
+        if os.geteuid() == 0:
+            os.chown(self.run_dir, SANDBOX_UID, SANDBOX_UID)
+            os.chmod(self.run_dir, 0o700)
+        else:
+            os.chmod(self.run_dir, 0o777)
+        self.socket_path = self.run_dir / "model.sock"
+        self.nonce = secrets.token_hex(32)
+        self.run_id = secrets.token_hex(8)
+        lim = self.limits
+        self.container = self.docker.containers.run(
+            self.image_id,
+            detach=True,
+            auto_remove=False,  # keep it until we have read its state and log
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={lim.tmpfs_bytes}"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+            pids_limit=lim.pids,
+            mem_limit=lim.memory_bytes,
+            memswap_limit=lim.memory_bytes,
+            nano_cpus=int(lim.cpus * 1e9),
+            ipc_mode="private",
+            shm_size="256m",
+            ulimits=[
+                Ulimit(name="nofile", soft=4096, hard=4096),
+                Ulimit(name="core", soft=0, hard=0),
+                Ulimit(name="fsize", soft=1 << 30, hard=1 << 30),
+            ],
+            init=True,
+            log_config=LogConfig(type="json-file", config={"max-size": "5m", "max-file": "2"}),
+            environment={
+                wire.ENV_SOCKET: SOCKET_IN_CONTAINER,
+                wire.ENV_NONCE: self.nonce,
+                wire.ENV_IDLE_TIMEOUT: str(int(lim.idle_timeout_s)),
+                "HOME": "/tmp",
+                "XDG_CACHE_HOME": "/tmp/.cache",
+                "OMP_NUM_THREADS": str(max(1, int(lim.cpus))),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+            },
+            volumes={str(self.run_dir): {"bind": os.path.dirname(SOCKET_IN_CONTAINER), "mode": "rw"}},
+            labels={LABEL_RUN: self.run_id, LABEL_OWNER: _owner_tag()},
+            hostname="model",
+            stop_signal="SIGTERM",
+        )
+
+    def _connect(self) -> None:
+        deadline = time.monotonic() + self.limits.startup_timeout_s
+        while True:
+            self._raise_if_exited("while starting")
+            if self._socket_ready():
+                break
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    FailureClass.TIMEOUT, f"no model socket appeared within {self.limits.startup_timeout_s:.0f} s"
+                )
+            time.sleep(0.1)
+        self.client = ModelClient(f"unix://{self.socket_path}", nonce=self.nonce)
+        try:
+            self.client.wait_until_serving(self.limits.load_timeout_s, lambda: self._raise_if_exited("while loading"))
+            self.client.handshake()
+            self.description = self.client.info()
+        except ModelFailure as e:
+            raise self.diagnose(e) from None
+
+    def _socket_ready(self) -> bool:
+        """lstat, never stat: the path must be a real socket owned by the sandbox user, not a
+        symlink the container planted to redirect us to another run's socket."""
+        try:
+            st = os.lstat(self.socket_path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISSOCK(st.st_mode):
+            raise self._failure(FailureClass.PROTOCOL_VIOLATION, "the model's socket path is not a plain socket")
+        if os.geteuid() == 0 and st.st_uid != SANDBOX_UID:
+            raise self._failure(FailureClass.PROTOCOL_VIOLATION, f"the model's socket is owned by uid {st.st_uid}")
+        return True
+
+    def _state(self) -> dict:
+        try:
+            self.container.reload()
+            return self.container.attrs.get("State", {})
+        except Exception:  # noqa: BLE001 - the container may be gone
+            return {}
+
+    def _raise_if_exited(self, when: str) -> None:
+        state = self._state()
+        if state.get("Status") in ("exited", "dead"):
+            if state.get("OOMKilled"):
+                raise self._failure(FailureClass.OUT_OF_MEMORY, f"the container was killed for memory {when}")
+            raise self._failure(FailureClass.CRASH, f"the container exited with code {state.get('ExitCode')} {when}")
+
+    def log_tail(self) -> str:
+        if self.container is None:
+            return ""
+        try:
+            return self.container.logs(tail=LOG_TAIL_LINES).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _failure(self, failure: FailureClass, message: str) -> ModelFailure:
+        return ModelFailure(failure, message, log_tail=self.log_tail())
+
+    def diagnose(self, error: ModelFailure) -> ModelFailure:
+        """Refines a failure seen on the wire with what the container's state says: a broken
+        stream is a crash, or an OOM kill; a hang is a timeout."""
+        if self.container is None:
+            return error
+        if error.failure in (FailureClass.CRASH, FailureClass.PROTOCOL_VIOLATION, FailureClass.TIMEOUT):
+            # A dying server breaks the stream first and exits a moment later.
+            for _ in range(20):
+                if self._state().get("Status") in ("exited", "dead"):
+                    break
+                if error.failure != FailureClass.CRASH:
+                    break
+                time.sleep(0.1)
+        state = self._state()
+        failure, message = error.failure, error.message
+        if state.get("OOMKilled"):
+            failure, message = FailureClass.OUT_OF_MEMORY, f"the container was killed for memory ({message})"
+        elif state.get("Status") in ("exited", "dead") and error.failure in (FailureClass.CRASH, FailureClass.PROTOCOL_VIOLATION):
+            failure, message = FailureClass.CRASH, f"the container exited with code {state.get('ExitCode')} ({message})"
+        return ModelFailure(failure, message, log_tail=error.log_tail or self.log_tail(), reason=error.reason)
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception as e:  # noqa: BLE001
+                if "No such container" not in str(e):
+                    log.warning("could not remove container %s: %s", self.container.id[:12], e)
+            self.container = None
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+
+def open_session(
+    *, image: str | None = None, endpoint: str | None = None, limits: SandboxLimits | None = None
+) -> ModelSession:
+    """A session on a sandboxed container of `image`, or on an existing `endpoint`."""
+    if (image is None) == (endpoint is None):
+        raise UserError("give exactly one of --model IMAGE and --endpoint ADDRESS")
+    if endpoint is not None:
+        return EndpointSession(endpoint)
+    docker = docker_client()
+    reap_orphans(docker)
+    return ContainerSession(docker, image, limits=limits)
+
+

@@ -1,0 +1,100 @@
+"""Tables of the registry: models (by image digest), benchmarks (by version), runs, scores.
+
+A score row is a scientific claim, so it carries everything needed to reproduce it: the
+image digest, the benchmark's version and data hash, the code version, the seeds, the
+chosen layer and how it was chosen (see `Score.provenance`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Model(SQLModel, table=True):
+    """One model build. Identified by its content-addressed image digest; an endpoint that
+    has no image is identified by `endpoint:<model_id>@<version>`."""
+
+    __tablename__ = "model"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    digest: str = Field(index=True, unique=True)
+    name: str = Field(index=True)  # the model's own model_id
+    version: str = ""
+    image_ref: str = ""  # the tag or reference the user gave
+    info: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Benchmark(SQLModel, table=True):
+    """One version of one benchmark. A change of data makes a new version; scores keep
+    pointing at the version they were computed on."""
+
+    __tablename__ = "benchmark"
+    __table_args__ = (UniqueConstraint("identifier", "version"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    identifier: str = Field(index=True)
+    version: int
+    data_hash: str
+    region: str = ""
+    description: str = ""
+    citation: str = ""
+    ceiling: Optional[float] = None
+    ceiling_error: Optional[float] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LayerCommitment(SQLModel, table=True):
+    """Which layer of a model build stands for a region, and how that was decided."""
+
+    __tablename__ = "layer_commitment"
+    __table_args__ = (UniqueConstraint("model_id", "region", "selection_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True)
+    region: str
+    layer: str
+    # "model" (declared by the model) or the selection data's identity, e.g.
+    # "Cowley2023.V4-pls@1:selection".
+    selection_key: str
+    layer_scores: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    """One attempt to score a model on a benchmark, successful or not."""
+
+    __tablename__ = "run"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: Optional[int] = Field(default=None, foreign_key="model.id", index=True)
+    benchmark_id: Optional[int] = Field(default=None, foreign_key="benchmark.id", index=True)
+    model_ref: str = ""  # what the user asked for (image tag or endpoint)
+    benchmark_identifier: str = ""
+    status: str = "running"  # running | succeeded | failed
+    failure_class: Optional[str] = None
+    error: Optional[str] = None
+    log_tail: Optional[str] = None
+    timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class Score(SQLModel, table=True):
+    __tablename__ = "score"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    model_id: int = Field(foreign_key="model.id", index=True)
+    benchmark_id: int = Field(foreign_key="benchmark.id", index=True)
+    raw: float
+    error: Optional[float] = None
+    ceiling: Optional[float] = None
+    ceiled: Optional[float] = None
+    layer: str = ""
+    values: list[float] = Field(default_factory=list, sa_column=Column(JSON))  # per split
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,189 @@
+"""The registry's one door: open a database by URL and read or write its rows.
+
+SQLite by default (a file under the cortexbox home); any SQLAlchemy URL works, e.g.
+postgresql+psycopg2://user:pw@host/db as in docker-compose.yml.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import event
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, utcnow
+
+
+def default_url() -> str:
+    url = os.environ.get("CORTEXBOX_DATABASE_URL")
+    if url:
+        return url
+    home = Path(os.environ.get("CORTEXBOX_HOME") or Path.home() / ".cortexbox")
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'registry.db'}"
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    model: str
+    digest: str
+    benchmark: str
+    version: int
+    raw: float
+    ceiled: Optional[float]
+    error: Optional[float]
+    ceiling: Optional[float]
+    layer: str
+    scored_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Registry:
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = create_engine(self.url)
+        if self.url.startswith("sqlite"):
+            # Concurrent CLI invocations share one file: wait for locks instead of failing.
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(conn, _):
+                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute("PRAGMA foreign_keys = ON")
+
+        SQLModel.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- models and benchmarks ----------------------------------------------------------------
+    def upsert_model(self, digest: str, name: str, version: str, image_ref: str, info: dict) -> Model:
+        with self.session() as s:
+            row = s.exec(select(Model).where(Model.digest == digest)).first()
+            if row is None:
+                row = Model(digest=digest, name=name, version=version, image_ref=image_ref, info=info)
+            else:
+                row.name, row.version, row.info = name, version, info
+                row.image_ref = image_ref or row.image_ref
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def model_by_digest(self, digest: str) -> Model | None:
+        with self.session() as s:
+            return s.exec(select(Model).where(Model.digest == digest)).first()
+
+    def upsert_benchmark(self, identifier: str, version: int, data_hash: str, **fields: Any) -> Benchmark:
+        with self.session() as s:
+            row = s.exec(
+                select(Benchmark).where(Benchmark.identifier == identifier, Benchmark.version == version)
+            ).first()
+            if row is not None and row.data_hash != data_hash:
+                raise ValueError(
+                    f"{identifier} version {version} is registered with data hash {row.data_hash[:12]}, "
+                    f"but its data now hashes to {data_hash[:12]}: changed data needs a new version"
+                )
+            if row is None:
+                row = Benchmark(identifier=identifier, version=version, data_hash=data_hash)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    # -- layer commitments ------------------------------------------------------------------
+    def commitment(self, model_id: int, region: str, selection_key: str) -> LayerCommitment | None:
+        with self.session() as s:
+            return s.exec(
+                select(LayerCommitment).where(
+                    LayerCommitment.model_id == model_id,
+                    LayerCommitment.region == region,
+                    LayerCommitment.selection_key == selection_key,
+                )
+            ).first()
+
+    def save_commitment(self, model_id: int, region: str, layer: str, selection_key: str, layer_scores: dict) -> LayerCommitment:
+        with self.session() as s:
+            row = LayerCommitment(
+                model_id=model_id, region=region, layer=layer, selection_key=selection_key, layer_scores=layer_scores
+            )
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    # -- runs and scores --------------------------------------------------------------------
+    def start_run(self, model_ref: str, benchmark_identifier: str) -> Run:
+        with self.session() as s:
+            run = Run(model_ref=model_ref, benchmark_identifier=benchmark_identifier)
+            s.add(run)
+            s.commit()
+            s.refresh(run)
+            return run
+
+    def update_run(self, run: Run, **fields: Any) -> Run:
+        with self.session() as s:
+            row = s.get(Run, run.id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if fields.get("status") in ("succeeded", "failed"):
+                row.finished_at = utcnow()
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def add_score(self, **fields: Any) -> Score:
+        with self.session() as s:
+            row = Score(**fields)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def runs(self, limit: int = 50) -> list[Run]:
+        with self.session() as s:
+            return list(s.exec(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+    def scores(self) -> Iterator[tuple[Score, Model, Benchmark]]:
+        with self.session() as s:
+            yield from s.exec(
+                select(Score, Model, Benchmark).where(Score.model_id == Model.id, Score.benchmark_id == Benchmark.id)
+            )
+
+    def leaderboard(self) -> list[LeaderboardRow]:
+        """The latest score of every model build on the latest version of every benchmark,
+        best ceiled score first."""
+        latest_version: dict[str, int] = {}
+        with self.session() as s:
+            for b in s.exec(select(Benchmark)):
+                latest_version[b.identifier] = max(latest_version.get(b.identifier, 0), b.version)
+        newest: dict[tuple[int, str], tuple[Score, Model, Benchmark]] = {}
+        for score, model, bench in self.scores():
+            if bench.version != latest_version[bench.identifier]:
+                continue
+            key = (model.id, bench.identifier)
+            if key not in newest or score.id > newest[key][0].id:
+                newest[key] = (score, model, bench)
+        rows = [
+            LeaderboardRow(
+                model=model.name,
+                digest=model.digest,
+                benchmark=bench.identifier,
+                version=bench.version,
+                raw=score.raw,
+                ceiled=score.ceiled,
+                error=score.error,
+                ceiling=score.ceiling,
+                layer=score.layer,
+                scored_at=score.created_at.isoformat(timespec="seconds"),
+            )
+            for score, model, bench in newest.values()
+        ]
+        rows.sort(key=lambda r: (r.benchmark, -(r.ceiled if r.ceiled is not None else r.raw)))
+        return rows

@@ -1,0 +1,338 @@
+"""The SDK server and the orchestrator's client, in one process, over a real unix socket.
+
+No Docker here: these pin the wire contract itself (chunking, validation, cancellation,
+errors, health, handshake). Hostile servers are written against the generated stubs
+directly, since the SDK would never send such messages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cortexbox.model.v1 import model_service_pb2 as pb
+from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
+from cortexbox.orchestrator.client import ModelClient
+from cortexbox.orchestrator.errors import FailureClass, ModelFailure
+from cortexbox.sdk import Model, Output, serve, wire
+
+
+class Toy(Model):
+    model_id = "toy"
+    max_batch_size = 4
+
+    def __init__(self, load_delay: float = 0.0, compute_delay: float = 0.0, fail_on: str | None = None):
+        self.load_delay = load_delay
+        self.compute_delay = compute_delay
+        self.fail_on = fail_on
+        self.batches = 0
+
+    def load(self):
+        time.sleep(self.load_delay)
+
+    def layers(self):
+        return [Output("mean", (3,)), Output("wide", (300_000,))]
+
+    def behaviour_outputs(self):
+        return [Output("logits", (10,))]
+
+    def activations(self, stimuli, layers):
+        self.batches += 1
+        time.sleep(self.compute_delay)
+        if self.fail_on and any(s.id == self.fail_on for s in stimuli):
+            raise RuntimeError("boom on purpose")
+        out = {}
+        if "mean" in layers:
+            out["mean"] = np.stack([s.pixels.reshape(-1, 3).mean(axis=0) for s in stimuli])
+        if "wide" in layers:
+            out["wide"] = np.stack([np.full(300_000, float(s.pixels[0, 0, 0]), np.float32) for s in stimuli])
+        return out
+
+    def behaviours(self, stimuli, names):
+        return {"logits": np.stack([np.arange(10, dtype=np.float32) + s.pixels[0, 0, 0] for s in stimuli])}
+
+
+def images(n: int, size: int = 8):
+    ids = [f"img{i:03d}" for i in range(n)]
+    return ids, [(sid, np.full((size, size, 3), i % 256, np.uint8)) for i, sid in enumerate(ids)]
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    servers = []
+
+    def start(model: Model, nonce: str | None = None):
+        if nonce:
+            monkeypatch.setenv(wire.ENV_NONCE, nonce)
+        else:
+            monkeypatch.delenv(wire.ENV_NONCE, raising=False)
+        address = f"unix://{tmp_path}/m{len(servers)}.sock"
+        server, _ = serve(model, address, block=False)
+        servers.append(server)
+        return address
+
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+def test_run_returns_every_output_in_stimulus_order(served):
+    address = served(Toy())
+    with ModelClient(address) as client:
+        client.wait_until_serving(5)
+        info = client.info()
+        assert info.layers == ["mean", "wide"] and info.behaviours == ["logits"]
+        ids, stimuli = images(10)
+        progress = []
+        result = client.run(
+            info, stimuli, ids, layers=["mean", "wide"], behaviours=["logits"], timeout_s=30,
+            on_progress=lambda done, total: progress.append(done),
+        )
+    assert result.outputs["mean"].shape == (10, 3)
+    np.testing.assert_array_equal(result.outputs["mean"][:, 0], np.arange(10))
+    np.testing.assert_array_equal(result.outputs["wide"][:, 123], np.arange(10))
+    np.testing.assert_array_equal(result.outputs["logits"][3], np.arange(10) + 3)
+    # 1.2 MB per stimulus of "wide" must have been chunked below the 1 MiB default
+    assert result.bytes_received == 10 * (3 + 300_000 + 10) * 4
+    assert progress[-1] == 10 and progress == sorted(progress)
+    assert result.summary.stimuli == 10
+
+
+def test_health_is_not_serving_until_loaded(served):
+    address = served(Toy(load_delay=1.0))
+    channel = grpc.insecure_channel(address)
+    health = health_pb2_grpc.HealthStub(channel)
+    first = health.Check(health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME), timeout=5)
+    assert first.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.RpcError) as e:
+        pb_grpc.ModelServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert dict(e.value.trailing_metadata())[wire.ERROR_REASON_KEY] == "NOT_READY"
+    ModelClient(address).wait_until_serving(10)
+    channel.close()
+
+
+def test_reflection_lists_the_services(served):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    address = served(Toy())
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {wire.SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def test_handshake_proves_the_nonce(served):
+    address = served(Toy(), nonce="the-right-nonce")
+    with ModelClient(address, nonce="the-right-nonce") as good:
+        good.wait_until_serving(5)
+        good.handshake()
+    with ModelClient(address, nonce="another-run's-nonce") as bad:
+        with pytest.raises(ModelFailure) as e:
+            bad.handshake()
+    assert e.value.failure == FailureClass.HANDSHAKE_FAILED
+
+
+def test_model_exception_is_reported_as_model_error(served):
+    address = served(Toy(fail_on="img005"))
+    with ModelClient(address) as client:
+        client.wait_until_serving(5)
+        ids, stimuli = images(8)
+        with pytest.raises(ModelFailure) as e:
+            client.run(client.info(), stimuli, ids, layers=["mean"], timeout_s=30)
+    assert e.value.failure == FailureClass.MODEL_ERROR
+    assert "boom on purpose" in e.value.message
+
+
+def test_unknown_layer_is_rejected_by_the_server(served):
+    address = served(Toy())
+    ModelClient(address).wait_until_serving(5)
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Run(iter([pb.RunRequest(config=pb.RunConfig(layers=["nope"]))]), timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(e.value.trailing_metadata())[wire.ERROR_REASON_KEY] == "UNKNOWN_OUTPUT"
+
+
+def test_bad_pixels_are_rejected(served):
+    address = served(Toy())
+    ModelClient(address).wait_until_serving(5)
+    bad = pb.Stimulus(id="x", pixels=pb.Tensor(data_type=pb.DATA_TYPE_UINT8, shape=[4, 4, 3], data=b"\0" * 47))
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Run(iter([pb.RunRequest(config=pb.RunConfig(layers=["mean"])), pb.RunRequest(stimulus=bad)]), timeout=10))
+    assert dict(e.value.trailing_metadata())[wire.ERROR_REASON_KEY] == "BAD_STIMULUS"
+    assert "47 bytes" in e.value.details()
+
+
+def test_cancelling_a_run_stops_the_model_between_batches(served):
+    model = Toy(compute_delay=0.2)
+    address = served(model)
+    with ModelClient(address) as client:
+        client.wait_until_serving(5)
+        ids, stimuli = images(400)
+        with pytest.raises(ModelFailure) as e:
+            client.run(client.info(), stimuli, ids, layers=["mean"], timeout_s=1.0)
+        assert e.value.failure == FailureClass.TIMEOUT
+        stopped_at = model.batches
+        time.sleep(1.0)
+        # at most the batch in flight (and one queued) completes after the deadline
+        assert model.batches - stopped_at <= 2
+        assert model.batches < 100
+        # and the server accepts the next run right away
+        ids, stimuli = images(3)
+        assert client.run(client.info(), stimuli, ids, layers=["mean"], timeout_s=10).outputs["mean"].shape == (3, 3)
+
+
+# -- hostile servers ----------------------------------------------------------------------------
+
+INFO = pb.ModelInfo(
+    protocol_version="1.0",
+    model_id="hostile",
+    modality=pb.MODALITY_IMAGE,
+    layers=[pb.OutputSpec(name="f", kind=pb.OUTPUT_KIND_LAYER, data_type=pb.DATA_TYPE_FLOAT32, shape=[4])],
+    visual_degrees=8,
+    limits=pb.Limits(max_batch_size=8, max_chunk_bytes=1024),
+)
+
+
+class Scripted(pb_grpc.ModelServiceServicer):
+    """Reads the whole run, then answers with `script(stimulus_ids)`."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def GetModelInfo(self, request, context):
+        return INFO
+
+    def Run(self, request_iterator, context):
+        ids = [r.stimulus.id for r in request_iterator if r.WhichOneof("item") == "stimulus"]
+        yield from self.script(ids)
+
+
+def header(ids, byte_size=None, name="f", tensor_id=0, shape=None):
+    shape = shape or [len(ids), 4]
+    return pb.RunResponse(
+        header=pb.TensorHeader(
+            tensor_id=tensor_id, name=name, kind=pb.OUTPUT_KIND_LAYER, stimulus_ids=ids,
+            data_type=pb.DATA_TYPE_FLOAT32, shape=shape,
+            byte_size=byte_size if byte_size is not None else len(ids) * 16,
+        )
+    )
+
+
+def chunk(data, offset=0, tensor_id=0):
+    return pb.RunResponse(chunk=pb.TensorChunk(tensor_id=tensor_id, offset=offset, data=data))
+
+
+def summary(n):
+    return pb.RunResponse(summary=pb.RunSummary(stimuli=n))
+
+
+def good(ids):
+    yield header(ids)
+    yield chunk(np.ones((len(ids), 4), "<f4").tobytes())
+    yield summary(len(ids))
+
+
+HOSTILE = {
+    "byte size disagrees with shape": (lambda ids: iter([header(ids, byte_size=999)]), FailureClass.PROTOCOL_VIOLATION, "announces"),
+    "wrong shape": (lambda ids: iter([header(ids, shape=[len(ids), 5], byte_size=len(ids) * 20)]), FailureClass.PROTOCOL_VIOLATION, "shape"),
+    "unrequested output": (lambda ids: iter([header(ids, name="secret")]), FailureClass.PROTOCOL_VIOLATION, "not requested"),
+    "unknown stimulus": (lambda ids: iter([header(["intruder"], byte_size=16, shape=[1, 4])]), FailureClass.PROTOCOL_VIOLATION, "not sent"),
+    "repeated stimulus": (lambda ids: iter([header([ids[0], ids[0]], shape=[2, 4])]), FailureClass.PROTOCOL_VIOLATION, "repeats"),
+    "chunk overflows": (
+        lambda ids: iter([header(ids[:1], shape=[1, 4]), chunk(b"\0" * 8), chunk(b"\0" * 16, offset=8)]),
+        FailureClass.PROTOCOL_VIOLATION, "overflows",
+    ),
+    "chunk out of order": (lambda ids: iter([header(ids[:1], shape=[1, 4]), chunk(b"\0" * 8, offset=8)]), FailureClass.PROTOCOL_VIOLATION, "offset"),
+    "chunk too large": (lambda ids: iter([header(ids[:1], shape=[1, 4]), chunk(b"\0" * 2048)]), FailureClass.PROTOCOL_VIOLATION, "allowed"),
+    "chunk without header": (lambda ids: iter([chunk(b"\0" * 8)]), FailureClass.PROTOCOL_VIOLATION, "without a TensorHeader"),
+    "NaN values": (
+        lambda ids: iter([header(ids), chunk(np.full((len(ids), 4), np.nan, "<f4").tobytes())]),
+        FailureClass.BAD_OUTPUT, "NaN",
+    ),
+    "missing stimuli": (
+        lambda ids: iter([header(ids[:1], shape=[1, 4]), chunk(b"\0" * 16), summary(len(ids))]),
+        FailureClass.PROTOCOL_VIOLATION, "missing",
+    ),
+    "no summary": (lambda ids: iter([header(ids), chunk(b"\0" * 16 * len(ids))]), FailureClass.CRASH, "RunSummary"),
+    "tensor cut short": (lambda ids: iter([header(ids), chunk(b"\0" * 8), summary(len(ids))]), FailureClass.PROTOCOL_VIOLATION, "ended after"),
+    "message after summary": (lambda ids: iter([*good(ids), summary(len(ids))]), FailureClass.PROTOCOL_VIOLATION, "after the RunSummary"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_responses_are_caught(tmp_path, case):
+    script, failure, words = HOSTILE[case]
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_ModelServiceServicer_to_server(Scripted(script), server)
+    address = f"unix://{tmp_path}/h.sock"
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        with ModelClient(address) as client:
+            ids, stimuli = images(3)
+            with pytest.raises(ModelFailure) as e:
+                client.run(client.info(), stimuli, ids, layers=["f"], timeout_s=10)
+        assert e.value.failure == failure, e.value
+        assert words in e.value.message
+    finally:
+        server.stop(0)
+
+
+def test_scripted_good_server_passes(tmp_path):
+    """The hostile cases above differ from this one only in what they break."""
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_ModelServiceServicer_to_server(Scripted(good), server)
+    address = f"unix://{tmp_path}/g.sock"
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        with ModelClient(address) as client:
+            ids, stimuli = images(3)
+            result = client.run(client.info(), stimuli, ids, layers=["f"], timeout_s=10)
+        np.testing.assert_array_equal(result.outputs["f"], np.ones((3, 4)))
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("protocol_version", "2.0", "protocol version"),
+        ("visual_degrees", 0.0, "visual_degrees"),
+    ],
+)
+def test_invalid_model_info_is_refused(field, value, words):
+    from cortexbox.orchestrator.client import validate_model_info
+    from cortexbox.orchestrator.errors import ProtocolViolation
+
+    info = pb.ModelInfo()
+    info.CopyFrom(INFO)
+    setattr(info, field, value)
+    with pytest.raises(ProtocolViolation, match=words):
+        validate_model_info(info)
+
+
+def test_invalid_output_shape_is_refused():
+    from cortexbox.orchestrator.client import validate_model_info
+    from cortexbox.orchestrator.errors import ProtocolViolation
+
+    info = pb.ModelInfo()
+    info.CopyFrom(INFO)
+    info.layers[0].shape[:] = [4, 0]
+    with pytest.raises(ProtocolViolation, match="invalid shape"):
+        validate_model_info(info)
