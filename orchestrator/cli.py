@@ -222,6 +222,40 @@ def image_build(
         out.print(f"{built.tag} {built.image_id}")
 
 
+DEMO_TEMPLATES = ("pixels", "pytorch-vision", "tflite-mobilenet")
+
+
+@app.command()
+def demo(
+    benchmark: str = typer.Option("Cowley2023.V4-pls", "--benchmark", "-b"),
+    templates: Path = typer.Option(
+        Path(__file__).resolve().parents[1] / "model_templates", help="Folder holding the model templates"
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+) -> None:
+    """The main job: build the base and the three template images, score each, show the leaderboard."""
+    from cortexbox.orchestrator import images
+    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.orchestrator.runtime import docker_client
+
+    docker = docker_client()
+    with err.status("building the base image (first time: about a minute)") as status:
+        images.build_base_image(docker, log=lambda line: status.update(line[:100]))
+    for name in DEMO_TEMPLATES:
+        with err.status(f"building {name}") as status:
+            built = images.build_model_image(docker, templates / name, log=lambda line: status.update(line[:100]))
+        err.print(f"built {built.tag} {built.image_id}")
+        with _progress(enabled=True) as progress:
+            outcome = score_model(
+                ScoreRequest(benchmark=benchmark, image=built.tag, use_cache=not no_cache), events=_ProgressEvents(progress)
+            )
+        err.print(
+            f"{outcome.model}: ceiled {outcome.ceiled:.4f}, raw {outcome.raw:.4f} ± {outcome.error:.4f}, "
+            f"ceiling {outcome.ceiling:.4f}, layer {outcome.layer}"
+        )
+    leaderboard(as_json=False)
+
+
 @app.command()
 def gc() -> None:
     """Remove containers left behind by cortexbox processes that no longer exist."""

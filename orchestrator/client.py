@@ -193,6 +193,12 @@ class ModelClient:
         self.call_timeout_s = call_timeout_s
         self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.ModelServiceStub(self.channel)
+        # Run's chunks are parsed by hand, without copying their payload (wire.decode_run_response).
+        self._run = self.channel.stream_stream(
+            f"/{wire.SERVICE_NAME}/Run",
+            request_serializer=pb.RunRequest.SerializeToString,
+            response_deserializer=wire.decode_run_response,
+        )
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
@@ -300,11 +306,10 @@ class ModelClient:
                 yield pb.RunRequest(stimulus=_stimulus_message(sid, content))
 
         start = time.perf_counter()
-        call = self.stub.Run(requests(), timeout=timeout_s)
+        call = self._run(requests(), timeout=timeout_s)
         try:
             for response in call:
-                received.accept(response, sent_count=len(sent))
-                if on_progress is not None and response.WhichOneof("item") == "progress":
+                if received.accept(response, sent_count=len(sent)) == "progress" and on_progress is not None:
                     on_progress(received.stimuli_done, n)
         except grpc.RpcError as e:
             raise _failure_from_rpc_error(e, "Run") from None
@@ -351,13 +356,18 @@ class RunReceiver:
         self.bytes_received = 0
         self.summary: pb.RunSummary | None = None
 
-    def accept(self, response: pb.RunResponse, sent_count: int) -> None:
+    def accept(self, response: pb.RunResponse | wire.ChunkView, sent_count: int) -> str | None:
+        """Takes one response; returns its kind ("header", "chunk", "progress", "summary")."""
         if self.summary is not None:
             raise ProtocolViolation("a message arrived after the RunSummary")
+        if isinstance(response, wire.ChunkView):
+            self._chunk(response)
+            return "chunk"
         item = response.WhichOneof("item")
         if item == "chunk":
-            self._chunk(response.chunk)
-            return
+            c = response.chunk
+            self._chunk(wire.ChunkView(c.tensor_id, c.offset, memoryview(c.data)))
+            return item
         if self.header is not None:
             raise ProtocolViolation(
                 f"tensor {self.header.tensor_id} ({self.header.name!r}) ended after {self.buffer_fill} of "
@@ -373,7 +383,8 @@ class RunReceiver:
         elif item == "summary":
             self.summary = response.summary
         else:
-            raise ProtocolViolation("a RunResponse with no known item (is the model speaking a newer protocol?)")
+            raise ProtocolViolation("a RunResponse that is malformed or has no known item")
+        return item
 
     def _header(self, h: pb.TensorHeader, sent_count: int) -> None:
         if h.tensor_id != self.next_tensor_id:
@@ -408,17 +419,24 @@ class RunReceiver:
         self.header = h
         self.rows = np.asarray(rows)
         self.dtype = dtype
-        self.buffer = bytearray(h.byte_size)
         self.buffer_fill = 0
         self.next_tensor_id += 1
+        first = rows[0]
+        if dtype == np.float32 and rows == list(range(first, first + k)):
+            # The usual case: consecutive stimuli of float32. Chunks land in their final place.
+            self.target = self.results[h.name][first : first + k]
+            self.buffer = self.target.reshape(-1).view(np.uint8)
+        else:
+            self.target = None
+            self.buffer = np.empty(h.byte_size, dtype=np.uint8)
 
-    def _chunk(self, c: pb.TensorChunk) -> None:
+    def _chunk(self, c: wire.ChunkView) -> None:
         h = self.header
         if h is None:
             raise ProtocolViolation("a TensorChunk arrived without a TensorHeader")
         if c.tensor_id != h.tensor_id:
             raise ProtocolViolation(f"chunk for tensor {c.tensor_id} inside tensor {h.tensor_id}")
-        size = len(c.data)
+        size = c.data.nbytes
         if c.offset != self.buffer_fill:
             raise ProtocolViolation(f"chunk at offset {c.offset}; expected {self.buffer_fill}")
         if not 1 <= size <= self.max_chunk:
@@ -433,14 +451,15 @@ class RunReceiver:
 
     def _complete(self) -> None:
         h = self.header
-        values = np.frombuffer(self.buffer, dtype=self.dtype).reshape(len(self.rows), -1)
+        values = self.target if self.target is not None else self.buffer.view(self.dtype).reshape(len(self.rows), -1)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             bad = int((~np.isfinite(values)).sum())
             raise BadOutput(f"tensor {h.name!r} contains {bad} NaN or infinite values")
-        self.results[h.name][self.rows] = values
+        if self.target is None:
+            self.results[h.name][self.rows] = values
         self.filled[h.name][self.rows] = True
         self.header = None
-        self.buffer = None
+        self.buffer = self.target = None
 
     def finish(self) -> None:
         if self.header is not None:

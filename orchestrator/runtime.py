@@ -93,6 +93,21 @@ def reap_orphans(client) -> int:
     return removed
 
 
+def check_socket(path: Path) -> bool:
+    """Whether the model's socket exists, checked with lstat, never stat: it must be a real
+    socket owned by the sandbox user, not a symlink the container planted to send us to
+    another run's socket. False while it does not exist yet."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISSOCK(st.st_mode):
+        raise ModelFailure(FailureClass.PROTOCOL_VIOLATION, "the model's socket path is not a plain socket")
+    if os.geteuid() == 0 and st.st_uid != SANDBOX_UID:
+        raise ModelFailure(FailureClass.PROTOCOL_VIOLATION, f"the model's socket is owned by uid {st.st_uid}")
+    return True
+
+
 class ModelSession:
     """A verified connection to one model server."""
 
@@ -234,17 +249,10 @@ class ContainerSession(ModelSession):
             raise self.diagnose(e) from None
 
     def _socket_ready(self) -> bool:
-        """lstat, never stat: the path must be a real socket owned by the sandbox user, not a
-        symlink the container planted to redirect us to another run's socket."""
         try:
-            st = os.lstat(self.socket_path)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISSOCK(st.st_mode):
-            raise self._failure(FailureClass.PROTOCOL_VIOLATION, "the model's socket path is not a plain socket")
-        if os.geteuid() == 0 and st.st_uid != SANDBOX_UID:
-            raise self._failure(FailureClass.PROTOCOL_VIOLATION, f"the model's socket is owned by uid {st.st_uid}")
-        return True
+            return check_socket(self.socket_path)
+        except ModelFailure as e:
+            raise self._failure(e.failure, e.message) from None
 
     def _state(self) -> dict:
         try:

@@ -336,3 +336,33 @@ def test_invalid_output_shape_is_refused():
     info.layers[0].shape[:] = [4, 0]
     with pytest.raises(ProtocolViolation, match="invalid shape"):
         validate_model_info(info)
+
+
+# -- the hand-framed chunk path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tensor_id, offset, size", [(0, 0, 1), (7, 123456789, 1000), (2**31, 2**40, 0)])
+def test_hand_framed_chunks_are_plain_protobuf(tensor_id, offset, size):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    framed = wire.encode_chunk(tensor_id, offset, memoryview(data))
+    parsed = pb.RunResponse.FromString(framed)
+    assert parsed.WhichOneof("item") == "chunk"
+    assert (parsed.chunk.tensor_id, parsed.chunk.offset, parsed.chunk.data) == (tensor_id, offset, data)
+    view = wire.decode_run_response(parsed.SerializeToString())
+    assert isinstance(view, wire.ChunkView)
+    assert (view.tensor_id, view.offset, bytes(view.data)) == (tensor_id, offset, data)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x12", b"\x12\x05\x08", b"\x12\x03\x1a\x09ab", b"\x12\x02\x0f\x00", b"\xff\xff\xff", b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"],
+)
+def test_malformed_responses_are_rejected_not_crashed_on(garbage):
+    from cortexbox.orchestrator.client import RunReceiver, validate_model_info
+
+    decoded = wire.decode_run_response(garbage)
+    receiver = RunReceiver(validate_model_info(INFO), ["f"], {"a": 0}, {"f": np.empty((1, 4), np.float32)})
+    from cortexbox.orchestrator.errors import ProtocolViolation
+
+    with pytest.raises(ProtocolViolation):
+        receiver.accept(decoded, sent_count=1)

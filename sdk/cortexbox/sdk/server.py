@@ -318,15 +318,42 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     )
                 )
                 for offset in range(0, raw.nbytes, chunk):
-                    yield pb.RunResponse(
-                        chunk=pb.TensorChunk(tensor_id=tensor_id, offset=offset, data=raw[offset : offset + chunk].tobytes())
-                    )
+                    yield wire.encode_chunk(tensor_id, offset, raw[offset : offset + chunk])
                 sent_bytes += raw.nbytes
                 tensor_id += 1
             done += len(ids)
             yield pb.RunResponse(progress=pb.Progress(stimuli_received=received, stimuli_done=done))
             send_s += time.perf_counter() - t0
             self.last_activity = time.monotonic()
+
+
+def _serialize_run_response(item) -> bytes:
+    # Chunks arrive pre-serialized (wire.encode_chunk); everything else is a message.
+    return item if isinstance(item, bytes) else item.SerializeToString()
+
+
+def _method_handlers(servicer: ModelServicer) -> grpc.GenericRpcHandler:
+    """The generated registration, except that Run's responses may be pre-serialized bytes."""
+    return grpc.method_handlers_generic_handler(
+        wire.SERVICE_NAME,
+        {
+            "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+                servicer.GetModelInfo,
+                request_deserializer=pb.GetModelInfoRequest.FromString,
+                response_serializer=pb.ModelInfo.SerializeToString,
+            ),
+            "Handshake": grpc.unary_unary_rpc_method_handler(
+                servicer.Handshake,
+                request_deserializer=pb.HandshakeRequest.FromString,
+                response_serializer=pb.HandshakeResponse.SerializeToString,
+            ),
+            "Run": grpc.stream_stream_rpc_method_handler(
+                servicer.Run,
+                request_deserializer=pb.RunRequest.FromString,
+                response_serializer=_serialize_run_response,
+            ),
+        },
+    )
 
 
 def _as_run_aborted(e: BaseException) -> RunAborted:
@@ -350,7 +377,9 @@ def _abort(context, code: grpc.StatusCode, reason: str, message: str):
     context.abort(code, message)
 
 
-def serve(model: Model, address: str | None = None, *, block: bool = True) -> tuple[grpc.Server, ModelServicer]:
+def serve(
+    model: Model, address: str | None = None, *, block: bool = True, max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES
+) -> tuple[grpc.Server, ModelServicer]:
     """Serves `model` on `address` ("unix:///path/model.sock" or "host:port").
 
     Without an address, listens on the unix socket named by $CORTEXBOX_SOCKET, as the
@@ -362,7 +391,7 @@ def serve(model: Model, address: str | None = None, *, block: bool = True) -> tu
         if not path:
             raise SystemExit(f"no address given and ${wire.ENV_SOCKET} is not set")
         address = f"unix://{path}"
-    servicer = ModelServicer(model, nonce=os.environ.get(wire.ENV_NONCE) or None)
+    servicer = ModelServicer(model, nonce=os.environ.get(wire.ENV_NONCE) or None, max_chunk_bytes=max_chunk_bytes)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="cortexbox-grpc"),
         options=[
@@ -372,7 +401,7 @@ def serve(model: Model, address: str | None = None, *, block: bool = True) -> tu
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],
     )
-    pb_grpc.add_ModelServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((_method_handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", wire.SERVICE_NAME):

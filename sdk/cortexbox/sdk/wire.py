@@ -77,3 +77,96 @@ def handshake_proof(nonce: str, challenge: bytes) -> bytes:
 
 def proof_matches(nonce: str, challenge: bytes, proof: bytes) -> bool:
     return hmac.compare_digest(handshake_proof(nonce, challenge), proof)
+
+
+# -- the chunk fast path ---------------------------------------------------------------------
+# TensorChunk messages carry nearly all the bytes of a run. Building them as protobuf objects
+# costs two extra copies of every payload on each side, so both ends frame and parse them by
+# hand. The bytes on the wire are exactly RunResponse{chunk: TensorChunk{...}}: any other
+# client or server still reads and writes them with plain protobuf.
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_chunk(tensor_id: int, offset: int, data) -> bytes:
+    """The serialized RunResponse{chunk: TensorChunk{tensor_id, offset, data}}, with the
+    payload (any bytes-like object) copied exactly once."""
+    size = len(data) if not isinstance(data, memoryview) else data.nbytes
+    inner = b"\x08" + _varint(tensor_id) + b"\x10" + _varint(offset) + b"\x1a" + _varint(size)
+    return b"".join((b"\x12", _varint(len(inner) + size), inner, data))
+
+
+class ChunkView:
+    """A TensorChunk parsed without copying its payload: `data` is a view into the message."""
+
+    __slots__ = ("tensor_id", "offset", "data")
+
+    def __init__(self, tensor_id: int, offset: int, data: memoryview):
+        self.tensor_id, self.offset, self.data = tensor_id, offset, data
+
+
+def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def decode_run_response(data: bytes):
+    """Parses a serialized RunResponse: a ChunkView for a lone chunk (zero copy), else a
+    protobuf RunResponse. Anything malformed comes back as a RunResponse with no item set
+    (which the receiver rejects) rather than an exception inside gRPC's machinery."""
+    try:
+        if data[:1] == b"\x12":
+            length, pos = _read_varint(data, 1, len(data))
+            if pos + length == len(data):
+                return _decode_chunk(data, pos, len(data))
+        return pb.RunResponse.FromString(data)
+    except Exception:  # noqa: BLE001 - hostile bytes must not crash the client
+        return pb.RunResponse()
+
+
+def _decode_chunk(buf: bytes, pos: int, end: int) -> ChunkView:
+    tensor_id = offset = 0
+    payload = memoryview(b"")
+    view = memoryview(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        field, kind = key >> 3, key & 7
+        if kind == 0:
+            value, pos = _read_varint(buf, pos, end)
+            if field == 1:
+                tensor_id = value
+            elif field == 2:
+                offset = value
+        elif kind == 2:
+            length, pos = _read_varint(buf, pos, end)
+            if pos + length > end:
+                raise ValueError("field runs past the message")
+            if field == 3:
+                payload = view[pos : pos + length]
+            pos += length
+        elif kind == 1:
+            pos += 8
+        elif kind == 5:
+            pos += 4
+        else:
+            raise ValueError(f"wire type {kind}")
+    if pos != end:
+        raise ValueError("field runs past the message")
+    return ChunkView(tensor_id, offset, payload)

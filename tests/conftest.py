@@ -1,0 +1,70 @@
+"""Shared fixtures: the real data folder, a throwaway registry and cache, and Docker.
+
+Tests that need Docker are marked `docker`. Where no engine is reachable they are skipped
+on a developer's machine, but fail in CI (CI=true), where the engine must be there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("CORTEXBOX_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own registry database and activation cache."""
+    home = tmp_path_factory.mktemp("cortexbox-home")
+    monkeypatch.setenv("CORTEXBOX_HOME", str(home))
+    monkeypatch.delenv("CORTEXBOX_DATABASE_URL", raising=False)
+    yield home
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"the shared data folder is missing: {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Docker is not reachable in CI: {e}")
+        pytest.skip(f"Docker is not reachable: {e}")
+    yield client
+    leftovers = client.containers.list(all=True, filters={"label": "cortexbox.run"})
+    assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    from cortexbox.orchestrator import images
+
+    images.build_base_image(docker_client)
+    return "cortexbox/base:bookworm"
+
+
+@pytest.fixture(scope="session")
+def template_image(docker_client, base_image):
+    """Builds a template's image once per session (Docker's layer cache makes rebuilds cheap)."""
+    from cortexbox.orchestrator import images
+
+    built: dict[str, str] = {}
+
+    def build(name: str) -> str:
+        if name not in built:
+            built[name] = images.build_model_image(docker_client, REPO / "model_templates" / name).tag
+        return built[name]
+
+    return build
