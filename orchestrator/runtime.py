@@ -135,10 +135,15 @@ class EndpointSession(ModelSession):
     """A model server that is already running (an author iterating on a model): no Docker,
     no sandbox, no nonce."""
 
-    def __init__(self, endpoint: str, load_timeout_s: float = 60.0):
+    def __init__(self, endpoint: str, load_timeout_s: float | None = None):
+        if load_timeout_s is None:
+            load_timeout_s = float(os.environ.get("CORTEXBOX_ENDPOINT_TIMEOUT_S", "60"))
         target = endpoint
         if endpoint.startswith("unix:") and not endpoint.startswith("unix://"):
             target = "unix://" + endpoint[len("unix:") :]
+        if target.startswith("unix://") and not os.path.exists(target[len("unix://") :]):
+            raise UserError(f"no usable model server at {endpoint}: the socket does not exist",
+                            "start one with `python -m cortexbox.sdk serve module:Class --address " + target + "`")
         self.client = ModelClient(target)
         try:
             self.client.wait_until_serving(load_timeout_s)
