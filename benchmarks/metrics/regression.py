@@ -1,0 +1,101 @@
+"""Mappings from model features to neural responses, and the row-space projection that makes PLS cheap.
+
+Why the projection is exact
+---------------------------
+sklearn's ``PLSRegression(scale=False)`` centres ``X`` by the training mean and then works only through products
+with ``X``: NIPALS weights ``w = Xc^T u / |Xc^T u|``, scores ``t = Xc w``, loadings ``p = Xc^T t / t^T t``, deflation
+``Xc -= t p^T``, and predictions ``(x - mean_train) @ coef`` with ``coef = W (P^T W)^-1 Q^T``. If ``V`` (p x r) has
+orthonormal columns spanning every training row of ``Xc``, then running the same algorithm on ``Xc V`` gives
+``w' = V^T w``, the same scores ``t``, ``coef' = V^T coef`` and the same predictions, because every weight, loading
+and coefficient vector lies in the row space of ``Xc`` (``V V^T w = w``). The NIPALS convergence test
+``|w_k - w_{k-1}|^2`` is a norm, so it is unchanged too. sklearn's per-component sign flip (by the largest
+``|w|`` entry) depends on the basis, but flipping a component's ``w`` and ``c`` together leaves ``coef`` unchanged.
+
+Which ``V`` works for *every* split: the training rows centred by the training mean,
+``x_i - m_train = (x_i - m_all) - (m_train - m_all)``, are combinations of the rows centred by the mean over *all*
+stimuli (``m_train - m_all`` is the mean of some of those rows). So the row space of the globally centred matrix
+``Xc_all = X - m_all`` (rank <= n - 1) contains every split's centred training rows, and its coordinates
+``Z = Xc_all V = U S`` (thin SVD ``Xc_all = U S V^T``) can stand in for ``X`` in every split: ``Z`` is ``n x r``
+instead of ``n x p``. (The uncentred row space would also do; centring first removes the large mean direction, which
+keeps the Gram matrix better conditioned.)
+
+``Z`` comes from the ``n x n`` Gram matrix ``G = Xc_all Xc_all^T = U S^2 U^T`` (``Z = U S``), accumulated over
+column blocks converted to float64 one block at a time: the only full-size array is the caller's own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.cross_decomposition import PLSRegression
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "fit_predict_pls", "row_space_coordinates"]
+
+#: Feature columns converted to float64 at a time when building the Gram matrix (640 x 4096 x 8 B = 21 MB).
+DEFAULT_BLOCK_SIZE = 4096
+
+
+def row_space_coordinates(features: np.ndarray, *, block_size: int = DEFAULT_BLOCK_SIZE) -> np.ndarray:
+    """Coordinates of the globally centred rows of ``features`` in an orthonormal basis of their span.
+
+    Parameters
+    ----------
+    features : numpy.ndarray of shape (n_samples, n_features)
+        Any real dtype and memory layout; never copied whole (read ``block_size`` columns at a time).
+    block_size : int, default=4096
+        Columns per float64 block.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, rank)
+        ``Z`` with ``Z @ Z.T == (X - X.mean(0)) @ (X - X.mean(0)).T`` (float64). Directions whose eigenvalue is
+        below ``n * eps * max eigenvalue`` (numerically null) are dropped. PLS (``scale=False``) fitted and
+        evaluated on ``Z`` predicts what it would on ``X`` for any split of the rows (see the module docstring).
+    """
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D, got shape {features.shape}")
+    n_samples, n_features = features.shape
+    gram = np.zeros((n_samples, n_samples))
+    for start in range(0, n_features, block_size):
+        block = np.array(features[:, start : start + block_size], dtype=np.float64, order="C")
+        block -= block.mean(axis=0)
+        gram += block @ block.T
+    gram = (gram + gram.T) / 2
+    eigenvalues, eigenvectors = np.linalg.eigh(gram)
+    largest = eigenvalues[-1] if eigenvalues.size else 0.0
+    if not largest > 0:
+        return np.zeros((n_samples, 0))
+    keep = eigenvalues > largest * n_samples * np.finfo(np.float64).eps
+    coordinates = eigenvectors[:, keep] * np.sqrt(eigenvalues[keep])
+    logger.debug("row space of %d x %d features has rank %d", n_samples, n_features, int(keep.sum()))
+    return coordinates[:, ::-1].copy()  # largest first, for readability
+
+
+def fit_predict_pls(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    n_components: int = 25,
+) -> np.ndarray:
+    """Fit ``sklearn.cross_decomposition.PLSRegression(n_components, scale=False)`` and predict ``x_test``.
+
+    Parameters
+    ----------
+    x_train : numpy.ndarray of shape (n_train, n_features)
+    y_train : numpy.ndarray of shape (n_train, n_targets)
+    x_test : numpy.ndarray of shape (n_test, n_features)
+    n_components : int, default=25
+        Brain-Score's ``pls_regression`` default.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_test, n_targets)
+    """
+    regression = PLSRegression(n_components=n_components, scale=False)
+    regression.fit(x_train, y_train)
+    return regression.predict(x_test)
