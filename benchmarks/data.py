@@ -1,0 +1,54 @@
+"""Where benchmark data lives, and content hashes of the files a benchmark is defined by.
+
+Data is read in place, never copied into the repository. The directory is, in order: the ``data_dir`` argument,
+the environment variable ``CORTEXBOX_DATA_DIR``, or ``<repo>/../shared/data`` (the layout of a checkout next to
+the shared data folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["DATA_DIR_ENV", "DataNotFoundError", "files_hash", "resolve_data_dir", "sha256_file"]
+
+DATA_DIR_ENV = "CORTEXBOX_DATA_DIR"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A benchmark's data files are not where the data directory says."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``data_dir``, else ``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser().resolve()
+    from_env = os.environ.get(DATA_DIR_ENV)
+    if from_env:
+        return Path(from_env).expanduser().resolve()
+    return (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_hash(root: Path, relative_paths: Iterable[str]) -> str:
+    """SHA-256 (hex) over several files: for each path in sorted order, ``path NUL sha256(file) LF``.
+
+    Renaming, adding, removing or changing any file changes the hash; the order the paths are given in does not.
+    """
+    digest = hashlib.sha256()
+    for relative in sorted(relative_paths):
+        path = root / relative
+        if not path.is_file():
+            raise DataNotFoundError(f"data file {path} not found (set {DATA_DIR_ENV} or pass data_dir)")
+        digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,63 @@
+"""The benchmarks cortexbox knows, in one explicit dict (no discovery by import side effects)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .benchmark import NeuralBenchmark
+from .cowley2023 import Cowley2023V4PLS
+from .data import resolve_data_dir
+
+__all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
+
+#: identifier -> benchmark class (constructed with ``data_dir`` and ``cache_dir``).
+BENCHMARKS: dict[str, Callable[..., NeuralBenchmark]] = {
+    Cowley2023V4PLS.identifier: Cowley2023V4PLS,
+}
+
+_instances: dict[tuple[str, Path, Path | None], NeuralBenchmark] = {}
+_lock = threading.Lock()
+
+
+class UnknownBenchmark(KeyError):
+    """No benchmark has the requested identifier; the message lists the known ones."""
+
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+        self.known = list_benchmarks()
+        super().__init__(f"unknown benchmark {identifier!r}; known benchmarks: {', '.join(self.known)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def list_benchmarks() -> list[str]:
+    """Identifiers of all registered benchmarks, sorted."""
+    return sorted(BENCHMARKS)
+
+
+def get_benchmark(
+    identifier: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> NeuralBenchmark:
+    """Return the benchmark ``identifier`` (one shared instance per identifier, data_dir and cache_dir).
+
+    Sharing the instance means its ceiling, data hash and loaded assemblies are computed once per process.
+
+    Raises
+    ------
+    UnknownBenchmark
+        A ``KeyError`` whose message lists the known identifiers.
+    """
+    if identifier not in BENCHMARKS:
+        raise UnknownBenchmark(identifier)
+    key = (identifier, resolve_data_dir(data_dir), None if cache_dir is None else Path(cache_dir).resolve())
+    with _lock:
+        if key not in _instances:
+            _instances[key] = BENCHMARKS[identifier](data_dir=key[1], cache_dir=key[2])
+        return _instances[key]

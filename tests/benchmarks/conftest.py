@@ -1,0 +1,34 @@
+"""Fixtures for the cortexbox.benchmarks tests.
+
+Data is read in place from ``$CORTEXBOX_DATA_DIR`` or ``<repo>/../shared/data``; it is never copied.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cortexbox.benchmarks import get_benchmark
+
+DATA_DIR = Path(
+    os.environ.get("CORTEXBOX_DATA_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+).resolve()
+COWLEY = DATA_DIR / "cowley2023_v4"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "data: reads the shared data folder (../shared/data) in place")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not COWLEY.is_dir():
+        pytest.skip(f"shared data not found at {COWLEY} (set CORTEXBOX_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def bench(data_dir: Path):
+    return get_benchmark("Cowley2023.V4-pls", data_dir=data_dir)
