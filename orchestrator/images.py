@@ -1,0 +1,648 @@
+"""Build model images without a registry: a debootstrap base, a host-side wheelhouse, one context per model.
+
+Nothing here needs network access inside a container. The base image is a Debian rootfs made by
+debootstrap on the host and loaded with ``docker import``; Python packages are downloaded as wheels
+on the host (for CPython 3.11 on manylinux x86_64, which matches the base), and every model image
+installs them with ``pip install --no-index``. The recipe and its timings are in
+``shared/research/offline_images.md``.
+
+A model project is a folder with a ``Dockerfile``, a ``requirements.txt`` of exact pins, a
+``cortexbox.toml`` and its code::
+
+    [image]
+    name = "cortexbox/tflite-mobilenet"     # tag defaults to "<name>:latest"
+
+    [assets]                                # context-relative destination = source
+    "assets/model.tflite" = "{data}/coral_mobilenet_tflite/mobilenet_v2_1.0_224_quant.tflite"
+
+``{data}`` expands to the data folder (``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data``);
+relative sources are relative to the project folder. Every Dockerfile begins with
+``ARG BASE_IMAGE=cortexbox/base:bookworm`` and ``FROM ${BASE_IMAGE} AS build`` so that elsewhere an
+ordinary ``python:3.11-slim`` base works too.
+
+An image is identified by its ID (``sha256:...``), which is content-addressed: with no registry,
+that is the digest the leaderboard records.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import tomllib
+
+logger = logging.getLogger(__name__)
+
+Log = Callable[[str], None]
+
+DEFAULT_BASE_IMAGE = "cortexbox/base:bookworm"
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+#: python3-venv is in the base so that model builds need no apt (and no network) at all.
+BASE_PACKAGES = ("python3", "python3-venv")
+#: What the base provides, and so what the wheelhouse targets: Debian bookworm's CPython and glibc.
+PYTHON_VERSION = "3.11"
+GLIBC_VERSION = (2, 36)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SDK_DIR = REPO_ROOT / "sdk"
+#: Wheels that lie on this machine's disk (the CPU build of torch); used when the folder exists.
+LOCAL_WHEELS = Path("/opt/wheels")
+PROJECT_FILE = "cortexbox.toml"
+ENV_DATA_DIR = "CORTEXBOX_DATA_DIR"
+ENV_WHEELHOUSE = "CORTEXBOX_WHEELHOUSE"
+#: Wheel mtimes are fixed so that an unchanged SDK gives a byte-identical wheel (and a cache hit).
+_SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip file can hold
+_LOG_TAIL = 40
+
+
+class ImageBuildError(RuntimeError):
+    """A base or model image could not be built; `log_tail` holds the last lines of output."""
+
+    def __init__(self, message: str, log_tail: Iterable[str] = ()):
+        self.message = message
+        self.log_tail = list(log_tail)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if not self.log_tail:
+            return self.message
+        return self.message + "\n--- last lines of the log ---\n" + "\n".join(self.log_tail)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A model image: the tag it was given and its content-addressed ID (``sha256:...``)."""
+
+    tag: str
+    image_id: str
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The parsed ``cortexbox.toml`` of a model project."""
+
+    name: str
+    #: Context-relative destination -> source, with ``{data}`` not yet expanded.
+    assets: Mapping[str, str] = field(default_factory=dict)
+
+
+# -- paths -------------------------------------------------------------------------------------
+def default_data_dir() -> Path:
+    """``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data`` (read-only; never copied into git)."""
+    return Path(os.environ.get(ENV_DATA_DIR) or REPO_ROOT.parent / "shared" / "data")
+
+
+def default_wheelhouse() -> Path:
+    """``$CORTEXBOX_WHEELHOUSE``, else ``$XDG_CACHE_HOME/cortexbox/wheelhouse`` (~/.cache/...)."""
+    if os.environ.get(ENV_WHEELHOUSE):
+        return Path(os.environ[ENV_WHEELHOUSE])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "cortexbox" / "wheelhouse"
+
+
+# -- base image --------------------------------------------------------------------------------
+def build_base_image(
+    client: docker.DockerClient,
+    tag: str = DEFAULT_BASE_IMAGE,
+    *,
+    mirror: str = DEFAULT_MIRROR,
+    suite: str = DEFAULT_SUITE,
+    packages: Sequence[str] = BASE_PACKAGES,
+    force: bool = False,
+    workdir: str | Path | None = None,
+    log: Log = logger.info,
+) -> str:
+    """Creates the base image: a debootstrap ``minbase`` rootfs plus `packages`, imported into Docker.
+
+    Parameters
+    ----------
+    client : docker.DockerClient
+    tag : str
+        ``repository:tag`` for the image.
+    mirror, suite : str
+        The Debian mirror and release that debootstrap installs from.
+    packages : sequence of str
+        Extra packages (``--include``); python3 and python3-venv by default.
+    force : bool
+        Rebuild even when `tag` exists already.
+    workdir : path, optional
+        Where the temporary rootfs goes (default: the system temp folder); it needs ~300 MB.
+    log : callable
+        Receives each line of debootstrap's output.
+
+    Returns
+    -------
+    str
+        The image ID, ``sha256:...``.
+
+    Raises
+    ------
+    ImageBuildError
+        Not root, debootstrap missing, or debootstrap / tar / import failed.
+    """
+    if not force:
+        try:
+            image = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            pass
+        else:
+            log(f"base image {tag} exists ({image.id}); not rebuilding (force=True rebuilds)")
+            return image.id
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "building the base image needs root: debootstrap creates device nodes, chroots and sets file "
+            "owners. Run as root (e.g. `sudo`), or build FROM an existing python:3.11 image by passing "
+            "base_image= to build_model_image."
+        )
+    for tool in ("debootstrap", "tar", "chroot"):
+        if shutil.which(tool) is None:
+            hint = " (apt-get install debootstrap)" if tool == "debootstrap" else ""
+            raise ImageBuildError(f"`{tool}` is not on PATH{hint}; it is needed to build the base image")
+
+    tmp = Path(tempfile.mkdtemp(prefix="cortexbox-base-", dir=workdir))
+    rootfs = tmp / "rootfs"
+    try:
+        log(f"debootstrap --variant=minbase {suite} from {mirror} with {', '.join(packages)}")
+        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs), mirror]
+        _run_logged(cmd, log, what="debootstrap")
+        # What debootstrap leaves behind that an image does not need: ~80 MB of package lists and
+        # archives, and the host's resolver and name (Docker provides its own at run time).
+        _run_logged(["chroot", str(rootfs), "apt-get", "clean"], log, what="apt-get clean")
+        for sub in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            for entry in (rootfs / sub).glob("*"):
+                if entry.is_file() or entry.is_symlink():
+                    entry.unlink()
+        for name in ("etc/resolv.conf", "etc/hostname"):
+            path = rootfs / name
+            if path.is_file() and not path.is_symlink():
+                path.write_text("")
+        _slim_rootfs(rootfs)
+        tarball = tmp / "rootfs.tar"
+        log(f"packing the rootfs into {tarball.name}")
+        _run_logged(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."], log, what="tar"
+        )
+        repository, image_tag = _split_tag(tag)
+        log(f"importing as {repository}:{image_tag}")
+        try:
+            reply = client.api.import_image_from_file(
+                str(tarball),
+                repository=repository,
+                tag=image_tag,
+                changes=[
+                    "ENV LANG=C.UTF-8",
+                    'CMD ["python3"]',
+                    f"LABEL org.cortexbox.base.suite={suite} org.cortexbox.base.packages={','.join(packages)}",
+                ],
+            )
+        except docker.errors.APIError as e:
+            raise ImageBuildError(f"docker import of the rootfs failed: {e}") from e
+        if '"error"' in str(reply):
+            raise ImageBuildError(f"docker import of the rootfs failed: {reply}")
+        image_id = client.images.get(f"{repository}:{image_tag}").id
+        log(f"base image {repository}:{image_tag} is {image_id}")
+        return image_id
+    finally:
+        _remove_tree(tmp, log)
+
+
+#: As in Debian's own "slim" images: no manuals, docs or translations (copyright files stay), now
+#: and for whatever a model's Dockerfile installs with apt later. About 50 MB.
+_DPKG_SLIM = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+
+
+def _slim_rootfs(rootfs: Path) -> None:
+    (rootfs / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/dpkg/dpkg.cfg.d/cortexbox-slim").write_text(_DPKG_SLIM)
+    for sub in ("usr/share/man", "usr/share/groff", "usr/share/info", "usr/share/lintian", "usr/share/locale"):
+        for entry in (rootfs / sub).glob("*"):
+            if entry.name == "locale.alias":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    for entry in (rootfs / "usr/share/doc").glob("*/*"):
+        if entry.name == "copyright":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _run_logged(cmd: Sequence[str], log: Log, *, what: str) -> None:
+    """Runs `cmd`, passing each output line to `log`; ImageBuildError with the last lines on failure."""
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            log(line)
+        code = proc.wait()
+    if code != 0:
+        raise ImageBuildError(f"{what} failed with exit code {code}: {' '.join(cmd)}", tail)
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """``"a/b:c"`` -> ``("a/b", "c")``; a tag without one gets ``latest`` (a registry port is not a tag)."""
+    repository, sep, name = tag.rpartition(":")
+    if not sep or "/" in name:
+        return tag, "latest"
+    return repository, name
+
+
+def _remove_tree(path: Path, log: Log) -> None:
+    """Removes a temporary rootfs, first unmounting anything a failed debootstrap left mounted in it."""
+    prefix = str(path.resolve()) + os.sep
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    except OSError:
+        mounts = []
+    for mount in sorted(mounts, key=len, reverse=True):
+        log(f"unmounting {mount}")
+        subprocess.run(["umount", "-l", mount], check=False)
+    if mounts:  # never walk into a mount that would not go away
+        with open("/proc/mounts") as f:
+            if any(line.split()[1].startswith(prefix) for line in f):
+                log(f"leaving {path} in place: something is still mounted below it")
+                return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- wheels ------------------------------------------------------------------------------------
+def _platform_args(python_version: str, glibc: tuple[int, int]) -> list[str]:
+    """pip's target options: CPython `python_version`, any manylinux tag a glibc `glibc` can run."""
+    major, minor = glibc
+    tags = [f"manylinux_{major}_{m}_x86_64" for m in range(minor, 4, -1)]
+    tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    args = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp"]
+    for tag in tags:
+        args += ["--platform", tag]
+    return args
+
+
+def _pip_download(
+    requirements: Sequence[str],
+    dest: Path,
+    *,
+    offline_from: Path | None,
+    find_links: Sequence[Path],
+    python_version: str,
+    glibc: tuple[int, int],
+) -> subprocess.CompletedProcess:
+    cmd = [
+        _host_python(),
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "-d",
+        str(dest),
+        *_platform_args(python_version, glibc),
+    ]
+    if offline_from is not None:
+        cmd += ["--no-index", "--find-links", str(offline_from)]
+    for link in find_links:
+        cmd += ["--find-links", str(link)]
+    cmd += list(requirements)
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `folder` (created if need be) for the duration of the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _host_python() -> str:
+    return sys.executable
+
+
+def ensure_wheelhouse(
+    requirements: Sequence[str],
+    cache_dir: str | Path | None = None,
+    *,
+    python_version: str = PYTHON_VERSION,
+    glibc: tuple[int, int] = GLIBC_VERSION,
+    find_links: Sequence[str | Path] | None = None,
+    log: Log = logger.info,
+) -> Path:
+    """Makes sure `cache_dir` holds wheels for `requirements` and all their dependencies.
+
+    The wheels are for CPython `python_version` on manylinux x86_64 up to glibc `glibc` (the base
+    image's), whatever the host is. A cache that already resolves `requirements` offline is used
+    as it is; otherwise pip downloads what is missing (from the indexes in the host's pip
+    configuration, plus `find_links`, by default ``/opt/wheels`` when it exists). The cache is
+    shared by all builds, so a wheel is downloaded once.
+
+    Parameters
+    ----------
+    requirements : sequence of str
+        Requirement specifiers, e.g. ``["numpy==2.4.6", "torch==2.13.0+cpu"]``; pin them exactly for
+        reproducible images.
+    cache_dir : path, optional
+        The wheelhouse (default :func:`default_wheelhouse`).
+
+    Returns
+    -------
+    Path
+        The wheelhouse folder.
+
+    Raises
+    ------
+    ImageBuildError
+        pip could not find wheels for every requirement; the message has pip's output.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_wheelhouse()
+    cache.mkdir(parents=True, exist_ok=True)
+    if find_links is None:
+        find_links = [LOCAL_WHEELS] if LOCAL_WHEELS.is_dir() else []
+    links = [Path(p) for p in find_links]
+    if not requirements:
+        return cache
+    opts = {"python_version": python_version, "glibc": glibc}
+    if _pip_download(requirements, cache, offline_from=cache, find_links=[], **opts).returncode == 0:
+        log(f"wheelhouse {cache} already has everything for {len(requirements)} requirement(s)")
+        return cache
+    log(f"downloading wheels for {len(requirements)} requirement(s) into {cache}")
+    done = _pip_download(requirements, cache, offline_from=None, find_links=[cache, *links], **opts)
+    if done.returncode != 0:
+        raise ImageBuildError(
+            f"pip could not download wheels (CPython {python_version}, manylinux x86_64, glibc <= "
+            f"{glibc[0]}.{glibc[1]}) for: {' '.join(requirements)}",
+            (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:],
+        )
+    return cache
+
+
+def select_wheels(
+    requirements: Sequence[str],
+    wheelhouse: str | Path,
+    dest: str | Path,
+    *,
+    python_version: str = PYTHON_VERSION,
+    glibc: tuple[int, int] = GLIBC_VERSION,
+) -> list[Path]:
+    """Copies into `dest` exactly the wheels that `requirements` resolve to from `wheelhouse` (offline).
+
+    Returns the wheels now in `dest`, sorted by name. Raises ImageBuildError if the wheelhouse
+    lacks something (call :func:`ensure_wheelhouse` first).
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    done = _pip_download(
+        requirements, dest, offline_from=Path(wheelhouse), find_links=[], python_version=python_version, glibc=glibc
+    )
+    if done.returncode != 0:
+        raise ImageBuildError(
+            f"the wheelhouse {wheelhouse} does not resolve {' '.join(requirements)}",
+            (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:],
+        )
+    return sorted(dest.glob("*.whl"))
+
+
+def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path = SDK_DIR) -> Path:
+    """Builds a wheel of this checkout's SDK into `dest` (``pip wheel --no-deps``) and returns its path.
+
+    The source is copied first, so the checkout gets no ``build/`` folder, and file times are
+    fixed, so an unchanged SDK gives a byte-identical wheel and Docker's layer cache stays valid.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cortexbox-sdk-") as tmp:
+        src = Path(tmp) / "sdk"
+        shutil.copytree(
+            sdk_dir, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+        )
+        env = dict(os.environ, SOURCE_DATE_EPOCH=_SOURCE_DATE_EPOCH)
+        cmd = [_host_python(), "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-w", tmp, str(src)]
+        # Without build isolation when this Python has setuptools (fast, offline); else pip
+        # fetches setuptools into an isolated build environment.
+        done = subprocess.run([*cmd, "--no-build-isolation"], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise ImageBuildError(
+                f"building the SDK wheel from {sdk_dir} failed", (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:]
+            )
+        (wheel,) = Path(tmp).glob("*.whl")
+        target = dest / wheel.name
+        shutil.copyfile(wheel, target)
+    return target
+
+
+def sdk_requirements(sdk_dir: str | Path = SDK_DIR) -> list[str]:
+    """The SDK's own dependencies, as declared in its pyproject.toml."""
+    with open(Path(sdk_dir) / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["project"].get("dependencies", []))
+
+
+def read_requirements(path: str | Path) -> list[str]:
+    """Requirement lines of a requirements.txt, without comments, blank lines or pip options."""
+    lines = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            raise ImageBuildError(
+                f"{path}: pip options such as {line.split()[0]!r} are not supported; list requirements only"
+            )
+        lines.append(line)
+    return lines
+
+
+# -- model images ------------------------------------------------------------------------------
+def load_project(project_dir: str | Path) -> ProjectConfig:
+    """Reads ``cortexbox.toml`` of a model project.
+
+    Raises ImageBuildError when the file is missing or lacks ``[image] name``.
+    """
+    path = Path(project_dir) / PROJECT_FILE
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ImageBuildError(f'{path} is missing; a model project needs one with [image] name = "..."') from None
+    except tomllib.TOMLDecodeError as e:
+        raise ImageBuildError(f"{path} is not valid TOML: {e}") from None
+    name = data.get("image", {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise ImageBuildError(f'{path} needs [image] name = "repository/name"')
+    assets = data.get("assets", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in assets.items()):
+        raise ImageBuildError(f"{path}: [assets] maps destination paths to source paths, both strings")
+    return ProjectConfig(name=name, assets=dict(assets))
+
+
+def assemble_context(
+    project_dir: str | Path,
+    context_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    wheelhouse: str | Path | None = None,
+    log: Log = logger.info,
+) -> ProjectConfig:
+    """Fills `context_dir` with what ``docker build`` needs for a project.
+
+    The project's files; ``wheels/`` with the SDK wheel of this checkout and exactly the wheels its
+    ``requirements.txt`` plus the SDK's dependencies resolve to; and the ``[assets]`` of
+    ``cortexbox.toml`` (copied, so the data stay read-only and out of git).
+    """
+    project_dir, context = Path(project_dir), Path(context_dir)
+    config = load_project(project_dir)
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    shutil.copytree(
+        project_dir,
+        context,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "wheels", ".git"),
+    )
+    requirements_file = project_dir / "requirements.txt"
+    requirements = read_requirements(requirements_file) if requirements_file.is_file() else []
+    requirements += sdk_requirements()
+    wheels = context / "wheels"
+    sdk_wheel = build_sdk_wheel(wheels)
+    house = Path(wheelhouse) if wheelhouse is not None else default_wheelhouse()
+    with _locked(house):  # builds in parallel share the wheelhouse; pip writes into it in place
+        ensure_wheelhouse(requirements, house, log=log)
+        selected = select_wheels(requirements, house, wheels)
+    size = sum(p.stat().st_size for p in selected)
+    log(f"{len(selected)} wheels ({size / 1e6:.0f} MB) incl. {sdk_wheel.name} in the build context")
+    for dest, source in config.assets.items():
+        src = Path(source.replace("{data}", str(data)))
+        if not src.is_absolute():
+            src = project_dir / src
+        target = (context / dest).resolve()
+        if not target.is_relative_to(context.resolve()):
+            raise ImageBuildError(f"{PROJECT_FILE}: asset destination {dest!r} leaves the build context")
+        if not src.exists():
+            raise ImageBuildError(f"{PROJECT_FILE}: asset {dest!r} comes from {src}, which does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src, target)
+        log(f"asset {dest} <- {src}")
+    return config
+
+
+def build_model_image(
+    client: docker.DockerClient,
+    project_dir: str | Path,
+    tag: str | None = None,
+    *,
+    base_image: str = DEFAULT_BASE_IMAGE,
+    data_dir: str | Path | None = None,
+    wheelhouse: str | Path | None = None,
+    nocache: bool = False,
+    log: Log = logger.info,
+) -> BuiltImage:
+    """Builds a model project into an image; the build context is temporary.
+
+    Parameters
+    ----------
+    client : docker.DockerClient
+    project_dir : path
+        A folder with Dockerfile, requirements.txt, cortexbox.toml and the model code.
+    tag : str, optional
+        Default ``<[image] name>:latest``.
+    base_image : str
+        Passed as build argument ``BASE_IMAGE``; it must exist locally (nothing is pulled).
+    data_dir : path, optional
+        What ``{data}`` means in ``[assets]`` (default :func:`default_data_dir`).
+    wheelhouse : path, optional
+        The wheel cache (default :func:`default_wheelhouse`).
+    nocache : bool
+        Build every step afresh.
+    log : callable
+        Receives each line of the build output.
+
+    Returns
+    -------
+    BuiltImage
+        The tag and the image ID (``sha256:...``), which identifies the build's content.
+
+    Raises
+    ------
+    ImageBuildError
+        A missing base image, an unresolvable requirement, a missing asset or a failed build step,
+        with the last lines of the build log.
+    """
+    project_dir = Path(project_dir).resolve()
+    try:
+        client.images.get(base_image)
+    except docker.errors.ImageNotFound:
+        raise ImageBuildError(
+            f"base image {base_image} is not present and cannot be pulled here; build it with "
+            "build_base_image() or pass another base_image"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="cortexbox-context-") as tmp:
+        context = Path(tmp) / "context"
+        config = assemble_context(project_dir, context, data_dir=data_dir, wheelhouse=wheelhouse, log=log)
+        tag = tag or f"{config.name}:latest"
+        log(f"building {tag} from {project_dir} on {base_image}")
+        tail: deque[str] = deque(maxlen=_LOG_TAIL)
+        image_id = None
+        try:
+            # The low-level API streams; images.build() would only report at the end.
+            stream = client.api.build(
+                path=str(context),
+                tag=tag,
+                buildargs={"BASE_IMAGE": base_image},
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=nocache,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
+                text = chunk.get("stream")
+                if text:
+                    for line in text.rstrip("\n").splitlines():
+                        tail.append(line)
+                        log(line)
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+        except docker.errors.APIError as e:
+            raise ImageBuildError(f"building {tag} failed: {e}", tail) from e
+        if image_id is None:  # engines before API 1.30 do not report it; the tag is as good
+            image_id = client.images.get(tag).id
+        log(f"built {tag}: {image_id}")
+        return BuiltImage(tag=tag, image_id=image_id)
