@@ -208,9 +208,13 @@ def test_alexnet_threads_follow_the_environment(alexnet_module, monkeypatch):
 
     monkeypatch.setenv("CORTEXBOX_NUM_THREADS", "1")
     assert alexnet_module.cpu_quota() == 1
-    model = alexnet_module.AlexNetModel()
-    model.load()
-    assert torch.get_num_threads() == 1 and model.metadata["threads"] == "1"
+    before = torch.get_num_threads()
+    try:
+        model = alexnet_module.AlexNetModel()
+        model.load()
+        assert torch.get_num_threads() == 1 and model.metadata["threads"] == "1"
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- the builder, without Docker -----------------------------------------------------------------
