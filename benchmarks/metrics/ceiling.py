@@ -20,20 +20,21 @@ and ``Split`` from ``metric_helpers/transformations.py``):
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ..assemblies import AssemblyValidationError
-from ..dims import NEUROID, NEUROID_ID, PRESENTATION, REPETITION, STIMULUS_ID
+from ..dims import NEUROID, NEUROID_ID, PRESENTATION, REPETITION, STIMULUS_ID, TIME_BIN, TIME_BIN_END, TIME_BIN_START
 from ..score import Score
 from .correlation import pearson_r_score
-from .cross_validation import aggregate_splits, shuffle_splits
+from .cross_validation import InsufficientDataError, aggregate_splits, shuffle_splits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InternalConsistency", "spearman_brown"]
+__all__ = ["InternalConsistency", "ItemStatisticsCeiling", "TemporalInternalConsistency", "spearman_brown"]
 
 
 def spearman_brown(r: np.ndarray | float, n: float = 2) -> np.ndarray | float:
@@ -105,6 +106,11 @@ class InternalConsistency:
         codes, stimulus_ids = pd.factorize(np.asarray(assembly[STIMULUS_ID].values))
         repetitions = np.asarray(assembly[REPETITION].values)
         unique_repetitions = np.unique(repetitions)
+        if len(unique_repetitions) < 2:
+            raise InsufficientDataError(
+                f"a split-half ceiling needs at least 2 repetitions; the assembly has {len(unique_repetitions)}"
+                f" ({REPETITION}={unique_repetitions.tolist()}). Pass the per-trial recording, not the average."
+            )
         splits = shuffle_splits(
             len(unique_repetitions), n_splits=self.n_splits, train_size=self.train_size, random_state=self.random_state
         )
@@ -142,3 +148,100 @@ class InternalConsistency:
             "neuroid_ids": [str(v) for v in assembly[NEUROID_ID].values] if NEUROID_ID in assembly.coords else [],
         }
         return Score(raw=center, error=error, values=per_split.tolist(), attrs=attrs, split_neuroid_values=corrected)
+
+
+class TemporalInternalConsistency:
+    """Brain-Score's ``internal_consistency_temporal``: :class:`InternalConsistency` per time bin.
+
+    The assembly has dims ``(presentation, neuroid, time_bin)``; each bin is scored on its own (same splits, since
+    the split is over repetition values). ``raw`` is the mean over bins; ``attrs["time_bins"]`` lists each bin's
+    ``time_bin_start``/``time_bin_end`` (when present), ``raw`` and ``error``; ``values`` the per-bin ``raw``.
+    """
+
+    name = "internal_consistency_temporal"
+
+    def __init__(self, *, n_splits: int = 10, train_size: float = 0.5, random_state: int = 1) -> None:
+        self.n_splits = n_splits
+        self.train_size = train_size
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, object]:
+        return {"n_splits": self.n_splits, "train_size": self.train_size, "random_state": self.random_state}
+
+    def __call__(self, assembly: xr.DataArray) -> Score:
+        if TIME_BIN not in assembly.dims:
+            raise AssemblyValidationError(f"expected a {TIME_BIN!r} dim, got dims {assembly.dims}")
+        per_bin = InternalConsistency(**self.get_params())  # type: ignore[arg-type]
+        bins = []
+        for index in range(assembly.sizes[TIME_BIN]):
+            ceiling = per_bin(assembly.isel({TIME_BIN: index}, drop=False).drop_vars(
+                [c for c in assembly.coords if assembly[c].dims == (TIME_BIN,)]
+            ))
+            entry: dict[str, object] = {"raw": ceiling.raw, "error": ceiling.error, "values": ceiling.values}
+            for coord in (TIME_BIN_START, TIME_BIN_END):
+                if coord in assembly.coords:
+                    entry[coord] = assembly[coord].values[index].item()
+            bins.append(entry)
+        raws = np.array([b["raw"] for b in bins], dtype=np.float64)
+        attrs = {"ceiling": self.name, **self.get_params(), "time_bins": bins}
+        return Score(raw=float(np.nanmean(raws)), error=math.nan, values=raws.tolist(), attrs=attrs)
+
+
+class ItemStatisticsCeiling:
+    """Reliability of per-item means when only means, standard deviations and counts were published.
+
+    With ``m_i`` the mean of ``n_i`` observations with standard deviation ``s_i``, the sampling variance of ``m_i`` is
+    ``s_i**2 / n_i``. The reliability of the means (the expected correlation between two independent replications
+    of the whole experiment, the quantity a Spearman-Brown corrected split-half estimates) is
+
+        ``rho = 1 - mean_i(s_i**2 / n_i) / var(m)``
+
+    (classical test theory; ``var`` with ``ddof=1``). ``error`` is a delta-method standard error from the
+    sampling variance of ``var(m)`` under normality, ``rho_err = (1 - rho) * sqrt(2 / (k - 1))`` for ``k`` items.
+    The value is clipped at 0 below (noise larger than the spread gives no usable ceiling).
+    """
+
+    name = "item_statistics"
+
+    def get_params(self) -> dict[str, object]:
+        return {}
+
+    def __call__(self, means: np.ndarray, stds: np.ndarray, counts: np.ndarray) -> Score:
+        """Estimate the ceiling.
+
+        Parameters
+        ----------
+        means, stds : numpy.ndarray of shape (n_items,)
+            Per-item mean and standard deviation (``ddof=1``) of the observations.
+        counts : numpy.ndarray of shape (n_items,)
+            Observations per item (each > 1).
+
+        Raises
+        ------
+        ValueError
+            Shapes differ, NaN values, fewer than 3 items, or a count below 2.
+        """
+        means = np.asarray(means, dtype=np.float64)
+        stds = np.asarray(stds, dtype=np.float64)
+        counts = np.asarray(counts, dtype=np.float64)
+        if not (means.shape == stds.shape == counts.shape) or means.ndim != 1:
+            raise ValueError(f"means, stds and counts must be 1-D of one length: {means.shape}, {stds.shape}, {counts.shape}")
+        if not (np.isfinite(means).all() and np.isfinite(stds).all() and np.isfinite(counts).all()):
+            raise ValueError("means, stds and counts must be finite (no NaN)")
+        if len(means) < 3:
+            raise InsufficientDataError(f"need at least 3 items for a reliability estimate, got {len(means)}")
+        if (counts < 2).any():
+            raise InsufficientDataError(f"every item needs at least 2 observations; smallest count {counts.min():g}")
+        observed = float(np.var(means, ddof=1))
+        noise = float(np.mean(stds**2 / counts))
+        rho = 1.0 - noise / observed if observed > 0 else math.nan
+        error = (1.0 - rho) * math.sqrt(2.0 / (len(means) - 1)) if math.isfinite(rho) else math.nan
+        attrs = {
+            "ceiling": self.name,
+            "formula": "1 - mean(std**2 / count) / var(means, ddof=1)",
+            "n_items": int(len(means)),
+            "noise_variance": noise,
+            "observed_variance": observed,
+            "unclipped": rho,
+        }
+        return Score(raw=max(rho, 0.0) if math.isfinite(rho) else rho, error=error, values=[rho], attrs=attrs)

@@ -1,13 +1,41 @@
-"""Splits and split aggregation, as Brain-Score's ``metric_helpers/transformations.py`` (``Split``)."""
+"""Splits and split aggregation with Brain-Score's semantics (``metric_helpers/transformations.py``, ``Split``).
+
+Brain-Score builds splits on the *target* assembly's ``stimulus_id`` values, in the target's order:
+
+* no stratification coordinate: ``ShuffleSplit(n_splits, train_size, test_size, random_state)``;
+* with one (e.g. ``object_name``): ``StratifiedShuffleSplit`` on that coordinate's labels;
+* ``kfold=True``: ``KFold(n_splits, shuffle=True, random_state)``, or ``StratifiedKFold`` with a stratification coord;
+* language's ``kfold="group"``: ``GroupKFold(n_splits, shuffle=True, random_state)`` on a group coordinate (e.g.
+  ``story``; brain-score/language ``utils/transformations.py``).
+
+Defaults: 10 splits, ``train_size=0.9`` when neither size is given, ``random_state=1``. Per split the metric's
+aggregate runs (e.g. median over neuroids); then :func:`aggregate_splits` takes the mean over splits and the standard
+error ``std(ddof=0) / sqrt(n_splits)``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import ShuffleSplit
+from sklearn.model_selection import GroupKFold, KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
-__all__ = ["aggregate_splits", "shuffle_splits"]
+__all__ = [
+    "CrossValidation",
+    "InsufficientDataError",
+    "aggregate_splits",
+    "make_splits",
+    "median_over_neuroids",
+    "shuffle_splits",
+]
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+class InsufficientDataError(ValueError):
+    """Too few stimuli (or repetitions, subjects, groups) for the requested splits."""
 
 
 def shuffle_splits(
@@ -16,7 +44,7 @@ def shuffle_splits(
     n_splits: int = 10,
     train_size: float = 0.9,
     random_state: int = 1,
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[Split]:
     """Brain-Score's unstratified ``Split``: ``ShuffleSplit(n_splits, train_size, test_size=None, random_state)``.
 
     Parameters
@@ -31,8 +59,171 @@ def shuffle_splits(
     list of (train_indices, test_indices)
         Indices into the values in the order given.
     """
-    splitter = ShuffleSplit(n_splits=n_splits, train_size=train_size, test_size=None, random_state=random_state)
-    return list(splitter.split(np.zeros(n_samples)))
+    return make_splits(n_samples, n_splits=n_splits, train_size=train_size, random_state=random_state)
+
+
+def make_splits(
+    n_samples: int,
+    *,
+    n_splits: int = 10,
+    train_size: float | None = None,
+    test_size: float | None = None,
+    stratify: Sequence[object] | np.ndarray | None = None,
+    groups: Sequence[object] | np.ndarray | None = None,
+    kfold: bool | Literal["group"] = False,
+    random_state: int = 1,
+    min_size: int = 1,
+) -> list[Split]:
+    """Train/test index pairs over ``n_samples`` values, exactly as Brain-Score's ``Split.build_splits``.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of values (stimulus ids) split over, in the order the indices refer to.
+    n_splits : int, default=10
+    train_size, test_size : float, optional
+        Fractions; when both are ``None`` ``train_size`` is 0.9 (Brain-Score's default). Ignored by k-fold.
+    stratify : array-like of shape (n_samples,), optional
+        Labels to stratify on (``StratifiedShuffleSplit`` / ``StratifiedKFold``).
+    groups : array-like of shape (n_samples,), optional
+        Group labels for ``kfold="group"`` (``GroupKFold(shuffle=True)``).
+    kfold : bool or "group", default=False
+    random_state : int, default=1
+    min_size : int, default=1
+        Fewest values each side of every split must have (2 where a correlation runs on the test side).
+
+    Returns
+    -------
+    list of (train_indices, test_indices)
+
+    Raises
+    ------
+    InsufficientDataError
+        When there are too few values (or groups, or members of a stratum) for the splits.
+    """
+    if train_size is None and test_size is None:
+        train_size = 0.9
+    if n_samples < 2:
+        raise InsufficientDataError(f"need at least 2 values to split, got {n_samples}")
+    dummy = np.zeros(n_samples)
+    if kfold == "group":
+        if groups is None:
+            raise ValueError("kfold='group' needs group labels (e.g. the 'story' coordinate)")
+        groups = np.asarray(groups)
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise InsufficientDataError(f"{n_splits} group folds need at least {n_splits} groups, got {n_groups}")
+        splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+        splits = [(train, test) for train, test in splitter.split(dummy, groups=groups)]
+    elif kfold:
+        if n_samples < n_splits:
+            raise InsufficientDataError(f"{n_splits} folds need at least {n_splits} stimuli, got {n_samples}")
+        if stratify is not None:
+            stratified = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+            splits = _checked(lambda: list(stratified.split(dummy, np.asarray(stratify))))
+        else:
+            splits = list(KFold(n_splits=n_splits, shuffle=True, random_state=random_state).split(dummy))
+    elif stratify is not None:
+        shuffled = StratifiedShuffleSplit(
+            n_splits=n_splits, train_size=train_size, test_size=test_size, random_state=random_state
+        )
+        splits = _checked(lambda: list(shuffled.split(dummy, np.asarray(stratify))))
+    else:
+        plain = ShuffleSplit(n_splits=n_splits, train_size=train_size, test_size=test_size, random_state=random_state)
+        splits = _checked(lambda: list(plain.split(dummy)))
+    for train, test in splits:
+        if len(train) < min_size or len(test) < min_size:
+            raise InsufficientDataError(
+                f"{n_samples} values give splits of {len(train)} train / {len(test)} test values; each side needs"
+                f" at least {min_size}"
+            )
+    return splits
+
+
+def _checked(build):  # type: ignore[no-untyped-def]
+    try:
+        return build()
+    except ValueError as error:  # sklearn's messages for too few samples or too small classes
+        raise InsufficientDataError(f"cannot build the splits: {error}") from error
+
+
+class CrossValidation:
+    """Brain-Score's split configuration, applied to a target's stimulus ids.
+
+    Parameters
+    ----------
+    n_splits : int, default=10
+    train_size, test_size : float, optional
+        Default ``train_size=0.9``.
+    stratification_coord : str, optional
+        A ``presentation`` coordinate of the target to stratify on (Brain-Score's default is ``object_name``; pass it
+        where the benchmark has it).
+    group_coord : str, optional
+        With ``kfold="group"``: the coordinate whose values are kept together (e.g. ``story``).
+    kfold : bool or "group", default=False
+    random_state : int, default=1
+    """
+
+    def __init__(
+        self,
+        *,
+        n_splits: int = 10,
+        train_size: float | None = None,
+        test_size: float | None = None,
+        stratification_coord: str | None = None,
+        group_coord: str | None = None,
+        kfold: bool | Literal["group"] = False,
+        random_state: int = 1,
+    ) -> None:
+        self.n_splits = n_splits
+        self.train_size = train_size
+        self.test_size = test_size
+        self.stratification_coord = stratification_coord
+        self.group_coord = group_coord
+        self.kfold = kfold
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, object]:
+        return {
+            "n_splits": self.n_splits,
+            "train_size": self.train_size,
+            "test_size": self.test_size,
+            "stratification_coord": self.stratification_coord,
+            "group_coord": self.group_coord,
+            "kfold": self.kfold,
+            "random_state": self.random_state,
+        }
+
+    def splits(self, target: object, *, min_size: int = 2) -> list[Split]:
+        """Splits over the rows of ``target`` (an assembly with dim ``presentation``), in the target's order."""
+        import xarray as xr
+
+        assert isinstance(target, xr.DataArray)
+        n = target.sizes["presentation"]
+        labels = None
+        groups = None
+        if self.stratification_coord:
+            if self.stratification_coord not in target.coords:
+                raise ValueError(
+                    f"the target has no stratification coordinate {self.stratification_coord!r};"
+                    f" coords present: {sorted(map(str, target.coords))}"
+                )
+            labels = np.asarray(target[self.stratification_coord].values)
+        if self.kfold == "group":
+            if not self.group_coord or self.group_coord not in target.coords:
+                raise ValueError(f"kfold='group' needs a group coordinate on the target, got {self.group_coord!r}")
+            groups = np.asarray(target[self.group_coord].values)
+        return make_splits(
+            n,
+            n_splits=self.n_splits,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            stratify=labels,
+            groups=groups,
+            kfold=self.kfold,
+            random_state=self.random_state,
+            min_size=min_size,
+        )
 
 
 def aggregate_splits(values: np.ndarray) -> tuple[float, float]:
@@ -47,3 +238,9 @@ def aggregate_splits(values: np.ndarray) -> tuple[float, float]:
     center = float(np.nanmean(values))
     error = float(np.nanstd(values) / math.sqrt(len(values)))
     return center, error
+
+
+def median_over_neuroids(values: np.ndarray) -> np.ndarray:
+    """Per-split median over neuroids of a ``(n_splits, n_neuroids)`` array, NaN skipped (xarray's ``median``)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.array([np.nan if np.isnan(row).all() else np.nanmedian(row) for row in values], dtype=np.float64)

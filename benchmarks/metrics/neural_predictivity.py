@@ -1,6 +1,7 @@
 """Neural predictivity: cross-validated regression from model features to neurons, scored by Pearson r.
 
-This is Brain-Score's ``CrossRegressedCorrelation`` with the ``pls`` regression
+This is Brain-Score's ``CrossRegressedCorrelation`` (registry names ``pls``, ``ridge``, ``linear_predictivity``,
+``neuron_to_neuron``; ``ridgecv`` is the same machinery with ``RidgeCV`` over Brain-Score's ``ALPHA_LIST``). For ``pls``
 (brain-score/vision: ``brainscore_vision/metrics/regression_correlation/metric.py``,
 ``metric_helpers/transformations.py``, ``metric_helpers/xarray_utils.py``):
 
@@ -28,8 +29,8 @@ from ..assemblies import check_stimulus_ids_match, validate_assembly
 from ..dims import NEUROID_ID, STIMULUS_ID
 from ..score import Score
 from .correlation import pearson_r_score
-from .cross_validation import aggregate_splits, shuffle_splits
-from .regression import DEFAULT_BLOCK_SIZE, fit_predict_pls, row_space_coordinates
+from .cross_validation import CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
+from .regression import DEFAULT_BLOCK_SIZE, REGRESSIONS, RegressionKind, fit_predict, row_space_coordinates
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,19 @@ def cross_regressed_correlation(
     target: np.ndarray,
     stimulus_ids: np.ndarray,
     *,
+    regression: RegressionKind = "pls",
     n_components: int = 25,
+    alpha: float = 1.0,
+    alphas: list[float] | None = None,
     n_splits: int = 10,
     train_size: float = 0.9,
     random_state: int = 1,
+    splits: list[Split] | None = None,
     project: bool | Literal["auto"] = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     source_order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, object]]:
-    """Per-split, per-neuroid Pearson r of PLS predictions (the array form of :class:`CrossRegressedCorrelation`).
+    """Per-split, per-neuroid Pearson r of cross-validated predictions (the array form of the metric).
 
     Parameters
     ----------
@@ -59,10 +64,16 @@ def cross_regressed_correlation(
         Recorded responses, rows in the order the splits are drawn over.
     stimulus_ids : numpy.ndarray of shape (n_stimuli,)
         The target rows' ids (training rows are sorted by them before fitting, as Brain-Score).
-    n_components, n_splits, train_size, random_state
-        PLS and split parameters (Brain-Score defaults).
+    regression : {"pls", "ridge", "linear", "ridgecv", "neuron_to_neuron"}, default="pls"
+    n_components, alpha, alphas
+        Mapping parameters (Brain-Score defaults); see :func:`~cortexbox.benchmarks.metrics.regression.fit_predict`.
+    n_splits, train_size, random_state
+        Unstratified shuffle splits, used when ``splits`` is not given.
+    splits : list of (train_indices, test_indices), optional
+        Precomputed splits over the target rows (e.g. from :class:`CrossValidation`).
     project : bool or "auto", default="auto"
-        Fit on row-space coordinates instead of the raw features; ``"auto"``: when ``n_features > n_stimuli``.
+        Fit on row-space coordinates instead of the raw features; ``"auto"``: when ``n_features > n_stimuli`` and the
+        mapping allows it (not ``neuron_to_neuron``).
     block_size : int
         Columns per float64 block when projecting.
     source_order : numpy.ndarray of shape (n_stimuli,), optional
@@ -72,43 +83,79 @@ def cross_regressed_correlation(
     -------
     values : numpy.ndarray of shape (n_splits, n_neuroids)
     info : dict
-        ``{"projected": bool, "n_features": int, "rank": int | None}``.
+        ``{"projected": bool, "n_features": int, "rank": int | None}`` (plus ``"alphas"`` per split for ridgecv).
     """
+    if regression not in REGRESSIONS:
+        raise ValueError(f"regression must be one of {sorted(REGRESSIONS)}, got {regression!r}")
     n_stimuli, n_features = source.shape
     if target.shape[0] != n_stimuli:
         raise ValueError(f"source has {n_stimuli} rows but target has {target.shape[0]}")
     if project == "auto":
-        project = n_features > n_stimuli
+        project = n_features > n_stimuli and regression != "neuron_to_neuron"
+    if project and regression == "neuron_to_neuron":
+        raise ValueError("neuron_to_neuron maps single source units; it cannot run on projected features")
     order = np.arange(n_stimuli) if source_order is None else np.asarray(source_order)
     rank: int | None = None
     if project:
         coordinates = row_space_coordinates(source, block_size=block_size)
         rank = coordinates.shape[1]
-        if rank < n_components <= n_features:
+        if regression == "pls" and rank < n_components <= n_features:
             # keep the dimensionality sklearn would see on the raw features (extra null directions)
             coordinates = np.hstack([coordinates, np.zeros((n_stimuli, n_components - rank))])
         design = coordinates[order]
+    elif source_order is None:
+        design = np.asarray(source)
     else:
         design = np.asarray(source)[order]
     target = np.asarray(target, dtype=np.float64)
     ids = np.asarray(stimulus_ids)
-    splits = shuffle_splits(n_stimuli, n_splits=n_splits, train_size=train_size, random_state=random_state)
+    if splits is None:
+        splits = make_splits(
+            n_stimuli, n_splits=n_splits, train_size=train_size, random_state=random_state, min_size=2
+        )
     values = np.empty((len(splits), target.shape[1]))
+    chosen_alphas: list[float] = []
     for split, (train, test) in enumerate(splits):
         train = train[np.argsort(ids[train], kind="stable")]
-        prediction = fit_predict_pls(design[train], target[train], design[test], n_components=n_components)
+        prediction, fitted = fit_predict(
+            regression, design[train], target[train], design[test], n_components=n_components, alpha=alpha,
+            alphas=alphas,
+        )
+        if "alpha" in fitted:
+            chosen_alphas.append(fitted["alpha"])
         values[split] = pearson_r_score(target[test], prediction, aggregate="raw_values")
-    return values, {"projected": bool(project), "n_features": int(n_features), "rank": rank}
+    info: dict[str, object] = {"projected": bool(project), "n_features": int(n_features), "rank": rank}
+    if chosen_alphas:
+        info["alphas"] = chosen_alphas
+    return values, info
 
 
 class CrossRegressedCorrelation:
-    """Brain-Score's ``pls`` metric: cross-validated PLS regression scored by the median per-neuroid Pearson r.
+    """Brain-Score's cross-validated regression metrics scored by the median per-neuroid Pearson r.
+
+    ``regression="pls"`` is Brain-Score's ``pls`` metric; ``"ridge"``, ``"linear"`` (``linear_predictivity``),
+    ``"ridgecv"`` and ``"neuron_to_neuron"`` are its siblings. The splits are drawn over the target's stimulus ids
+    (:class:`~cortexbox.benchmarks.metrics.cross_validation.CrossValidation`).
 
     Parameters
     ----------
+    regression : {"pls", "ridge", "linear", "ridgecv", "neuron_to_neuron"}, default="pls"
     n_components : int, default=25
+        PLS components.
+    alpha : float, default=1.0
+        Ridge penalty.
+    alphas : list of float, optional
+        RidgeCV grid (default Brain-Score's ``ALPHA_LIST``).
     n_splits : int, default=10
-    train_size : float, default=0.9
+    train_size : float, optional
+        Default 0.9 (when ``test_size`` is not given either).
+    test_size : float, optional
+    stratification_coord : str, optional
+        Target ``presentation`` coordinate to stratify on (Brain-Score's benchmarks use ``object_name`` where the data
+        have it).
+    kfold : bool or "group", default=False
+    group_coord : str, optional
+        Coordinate for ``kfold="group"`` (e.g. ``story``).
     random_state : int, default=1
     project : bool or "auto", default="auto"
         See :func:`cross_regressed_correlation`.
@@ -120,31 +167,79 @@ class CrossRegressedCorrelation:
     >>> score.raw, score.error  # doctest: +SKIP
     """
 
-    name = "pls"
+    _NAMES = {
+        "pls": "pls",
+        "ridge": "ridge",
+        "linear": "linear_predictivity",
+        "ridgecv": "ridgecv",
+        "neuron_to_neuron": "neuron_to_neuron",
+    }
 
     def __init__(
         self,
+        regression: RegressionKind = "pls",
         *,
         n_components: int = 25,
+        alpha: float = 1.0,
+        alphas: list[float] | None = None,
         n_splits: int = 10,
-        train_size: float = 0.9,
+        train_size: float | None = None,
+        test_size: float | None = None,
+        stratification_coord: str | None = None,
+        kfold: bool | Literal["group"] = False,
+        group_coord: str | None = None,
         random_state: int = 1,
         project: bool | Literal["auto"] = "auto",
     ) -> None:
+        self.regression = regression
         self.n_components = n_components
+        self.alpha = alpha
+        self.alphas = alphas
         self.n_splits = n_splits
         self.train_size = train_size
+        self.test_size = test_size
+        self.stratification_coord = stratification_coord
+        self.kfold = kfold
+        self.group_coord = group_coord
         self.random_state = random_state
         self.project = project
 
+    @property
+    def name(self) -> str:
+        return self._NAMES.get(self.regression, str(self.regression))
+
     def get_params(self) -> dict[str, object]:
         """The constructor parameters (JSON-able)."""
-        return {
-            "n_components": self.n_components,
+        params: dict[str, object] = {
             "n_splits": self.n_splits,
-            "train_size": self.train_size,
+            "train_size": 0.9 if self.train_size is None and self.test_size is None else self.train_size,
             "random_state": self.random_state,
         }
+        if self.regression == "pls":
+            params = {"n_components": self.n_components, **params}
+        else:
+            params = {"regression": self.regression, **params}
+        if self.regression == "ridge":
+            params["alpha"] = self.alpha
+        if self.regression == "ridgecv" and self.alphas is not None:
+            params["alphas"] = list(self.alphas)
+        for key in ("test_size", "stratification_coord", "group_coord"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        if self.kfold:
+            params["kfold"] = self.kfold
+        return params
+
+    def cross_validation(self) -> CrossValidation:
+        return CrossValidation(
+            n_splits=self.n_splits,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            stratification_coord=self.stratification_coord,
+            group_coord=self.group_coord,
+            kfold=self.kfold,
+            random_state=self.random_state,
+        )
 
     def __call__(self, source: xr.DataArray, target: xr.DataArray) -> Score:
         """Score ``source`` (model features) against ``target`` (recording); both ``(presentation, neuroid)``.
@@ -154,26 +249,29 @@ class CrossRegressedCorrelation:
         Raises
         ------
         ValueError
-            Bad dims or coords, NaN/inf, or stimulus ids that do not match the target's.
+            Bad dims or coords, NaN/inf, stimulus ids that do not match the target's, or too few stimuli for the
+            splits.
         """
         source = validate_assembly(source)
         target = validate_assembly(target)
         target_ids = np.asarray(target[STIMULUS_ID].values)
         order = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
+        if (order == np.arange(len(order))).all():
+            order = None
+        splits = self.cross_validation().splits(target)
         values, info = cross_regressed_correlation(
             np.asarray(source.values),
             np.asarray(target.values),
             target_ids,
+            regression=self.regression,
             n_components=self.n_components,
-            n_splits=self.n_splits,
-            train_size=self.train_size,
-            random_state=self.random_state,
+            alpha=self.alpha,
+            alphas=self.alphas,
+            splits=splits,
             project=self.project,
             source_order=order,
         )
-        per_split = np.array(
-            [np.nan if np.isnan(row).all() else np.nanmedian(row) for row in values], dtype=np.float64
-        )
+        per_split = median_over_neuroids(values)
         n_nan = int(np.isnan(values).sum())
         if n_nan:
             logger.warning(
@@ -182,7 +280,7 @@ class CrossRegressedCorrelation:
         center, error = aggregate_splits(per_split)
         attrs = {
             "metric": self.name,
-            "regression": "sklearn.cross_decomposition.PLSRegression(scale=False)",
+            "regression": REGRESSIONS[self.regression],
             "correlation": "pearson_r",
             "neuroid_aggregation": "median",
             "split_aggregation": "mean; error = std(ddof=0) / sqrt(n_splits)",

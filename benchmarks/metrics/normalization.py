@@ -7,9 +7,15 @@ has used three regimes; a benchmark version fixes one:
   ``shared/research/brainscore.md`` section 4.4; the stored snapshot of ``neural_common.py`` available here still
   shows the previous regime).
 * ``"r_over_ceiling_squared"``: ``(raw / ceiling)**2``, Brain-Score 1.0 (2020) to 2025.
-* ``"r_over_ceiling"``: ``raw / ceiling``, Brain-Score 0.2 (2018 paper).
+* ``"r_over_ceiling"``: ``raw / ceiling``, Brain-Score 0.2 (2018 paper); also RSA benchmarks.
+* ``"raw_over_ceiling_clipped"``: ``raw / ceiling`` clipped to [0, 1], the unclipped value kept in
+  ``attrs["original_out_of_range_score"]`` (brain-score/language ``utils/ceiling.py`` ``ceiling_normalize``; behaviour
+  benchmarks' ``ceil_score`` + ``bound_score``).
+* ``"per_split_over_sqrt_ceiling"``: Rajalingham 2018 (i2n): ``mean_k(score_k / sqrt(ceiling_k))`` over the paired
+  splits ``k`` of score and ceiling; the error becomes ``std_k(score_k / sqrt(ceiling_k))`` (ddof 0), as
+  ``brainscore_vision/benchmarks/rajalingham2018/benchmarks/benchmark.py``.
 
-In every regime the error is copied unscaled from the raw score, as Brain-Score does. No clipping: a squared
+In every regime but the last the error is copied unscaled from the raw score, as Brain-Score does. No clipping: a squared
 regime maps a negative ``raw`` to a positive value and can exceed 1, exactly as Brain-Score's formula does
 (its website clips to [0, 1] only when aggregating).
 """
@@ -20,16 +26,26 @@ import dataclasses
 import math
 from typing import Literal
 
+import numpy as np
+
 from ..score import Score
 
-__all__ = ["NORMALIZATIONS", "Normalization", "explained_variance"]
+__all__ = ["NORMALIZATIONS", "Normalization", "explained_variance", "normalize"]
 
-Normalization = Literal["r2_over_ceiling", "r_over_ceiling_squared", "r_over_ceiling"]
+Normalization = Literal[
+    "r2_over_ceiling",
+    "r_over_ceiling_squared",
+    "r_over_ceiling",
+    "raw_over_ceiling_clipped",
+    "per_split_over_sqrt_ceiling",
+]
 
 NORMALIZATIONS: dict[str, str] = {
     "r2_over_ceiling": "raw**2 / ceiling",
     "r_over_ceiling_squared": "(raw / ceiling)**2",
     "r_over_ceiling": "raw / ceiling",
+    "raw_over_ceiling_clipped": "clip(raw / ceiling, 0, 1)",
+    "per_split_over_sqrt_ceiling": "mean_k(values_k / sqrt(ceiling.values_k))",
 }
 
 
@@ -42,16 +58,35 @@ def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = 
         Raw (unceiled) score.
     ceiling : Score
         The benchmark's ceiling; its ``raw`` value is used.
-    regime : {"r2_over_ceiling", "r_over_ceiling_squared", "r_over_ceiling"}, default="r2_over_ceiling"
+    regime : str, default="r2_over_ceiling"
+        One of :data:`NORMALIZATIONS`.
 
     Returns
     -------
     Score
         A copy with ``ceiling``, ``ceiled`` and ``attrs["normalization"]``, ``attrs["ceiling_error"]`` set; ``error``
-        unchanged.
+        unchanged (except for ``per_split_over_sqrt_ceiling``).
     """
     raw, c = float(score.raw), float(ceiling.raw)
-    if regime == "r2_over_ceiling":
+    error = float(score.error)
+    extra: dict[str, object] = {}
+    if regime == "per_split_over_sqrt_ceiling":
+        if len(score.values) != len(ceiling.values) or not score.values:
+            raise ValueError(
+                f"per-split normalisation needs as many score splits as ceiling splits:"
+                f" {len(score.values)} vs {len(ceiling.values)}"
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_split = np.asarray(score.values, dtype=np.float64) / np.sqrt(np.asarray(ceiling.values, dtype=np.float64))
+        ceiled = float(np.mean(per_split))
+        error = float(np.std(per_split))
+        extra["ceiled_values"] = per_split.tolist()
+    elif regime == "raw_over_ceiling_clipped":
+        ceiled = raw / c if c else math.nan
+        if math.isfinite(ceiled) and not 0 <= ceiled <= 1:
+            extra["original_out_of_range_score"] = ceiled
+            ceiled = min(max(ceiled, 0.0), 1.0)
+    elif regime == "r2_over_ceiling":
         ceiled = raw**2 / c if c else math.nan
     elif regime == "r_over_ceiling_squared":
         ceiled = (raw / c) ** 2 if c else math.nan
@@ -64,5 +99,10 @@ def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = 
         "normalization": regime,
         "normalization_formula": NORMALIZATIONS[regime],
         "ceiling_error": float(ceiling.error),
+        **extra,
     }
-    return dataclasses.replace(score, ceiling=c, ceiled=ceiled, attrs=attrs)
+    return dataclasses.replace(score, ceiling=c, ceiled=ceiled, error=error, attrs=attrs)
+
+
+#: ``normalize`` is the general name; ``explained_variance`` the one Brain-Score uses for the neural regimes.
+normalize = explained_variance

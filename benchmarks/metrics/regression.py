@@ -11,6 +11,11 @@ and coefficient vector lies in the row space of ``Xc`` (``V V^T w = w``). The NI
 ``|w_k - w_{k-1}|^2`` is a norm, so it is unchanged too. sklearn's per-component sign flip (by the largest
 ``|w|`` entry) depends on the basis, but flipping a component's ``w`` and ``c`` together leaves ``coef`` unchanged.
 
+The same holds for ``Ridge`` and ``RidgeCV`` (they see ``X`` only through ``Xc Xc^T`` and ``Xc w`` with ``w`` in the
+row space; RidgeCV's leave-one-out errors come from the same Gram matrix, so it picks the same alpha: Brain-Score's
+``DualRidgeCVRegression`` relies on this) and for ``LinearRegression`` (its minimum-norm least-squares solution
+lies in the row space). ``neuron_to_neuron`` picks raw feature columns, so it never projects.
+
 Which ``V`` works for *every* split: the training rows centred by the training mean,
 ``x_i - m_train = (x_i - m_all) - (m_train - m_all)``, are combinations of the rows centred by the mean over *all*
 stimuli (``m_train - m_all`` is the mean of some of those rows). So the row space of the globally centred matrix
@@ -26,13 +31,46 @@ column blocks converted to float64 one block at a time: the only full-size array
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 from sklearn.cross_decomposition import PLSRegression
+from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "fit_predict_pls", "row_space_coordinates"]
+__all__ = [
+    "ALPHA_LIST",
+    "DEFAULT_BLOCK_SIZE",
+    "REGRESSIONS",
+    "RegressionKind",
+    "fit_predict",
+    "fit_predict_pls",
+    "row_space_coordinates",
+    "single_unit_mapping",
+]
+
+RegressionKind = Literal["pls", "ridge", "linear", "ridgecv", "neuron_to_neuron"]
+
+#: The mappings :func:`fit_predict` knows, with the sklearn estimator each one is (Brain-Score's registry names).
+REGRESSIONS: dict[str, str] = {
+    "pls": "PLSRegression(n_components=25, scale=False)",
+    "ridge": "Ridge(alpha=1)",
+    "linear": "LinearRegression()",
+    "ridgecv": "RidgeCV(alphas=ALPHA_LIST) (leave-one-out / GCV alpha)",
+    "neuron_to_neuron": "each neuroid mapped to the single source unit with the highest training Pearson r",
+}
+
+#: Brain-Score's ``ALPHA_LIST`` for ``ridgecv`` (``metrics/regression_correlation/metric.py``): 95 values.
+ALPHA_LIST: list[float] = [
+    *[0.01, 0.1, 0.5, 1.0],
+    *np.linspace(1e1, 1e2, 4, endpoint=False).tolist(),
+    *np.linspace(1e2, 1e3, 18, endpoint=False).tolist(),
+    *np.linspace(1e3, 1e4, 18, endpoint=False).tolist(),
+    *np.linspace(1e4, 1e5, 18, endpoint=False).tolist(),
+    *np.linspace(1e5, 1e6, 18, endpoint=False).tolist(),
+    *np.linspace(1e6, 1e7, 19).tolist(),
+]
 
 #: Feature columns converted to float64 at a time when building the Gram matrix (640 x 4096 x 8 B = 21 MB).
 DEFAULT_BLOCK_SIZE = 4096
@@ -99,3 +137,89 @@ def fit_predict_pls(
     regression = PLSRegression(n_components=n_components, scale=False)
     regression.fit(x_train, y_train)
     return regression.predict(x_test)
+
+
+def fit_predict(
+    kind: RegressionKind,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    n_components: int = 25,
+    alpha: float = 1.0,
+    alphas: list[float] | None = None,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Fit one of Brain-Score's mappings on the training rows and predict the test rows.
+
+    Parameters
+    ----------
+    kind : {"pls", "ridge", "linear", "ridgecv", "neuron_to_neuron"}
+    x_train : numpy.ndarray of shape (n_train, n_features)
+    y_train : numpy.ndarray of shape (n_train, n_targets)
+    x_test : numpy.ndarray of shape (n_test, n_features)
+    n_components : int, default=25
+        PLS components.
+    alpha : float, default=1.0
+        Ridge penalty.
+    alphas : list of float, optional
+        RidgeCV's grid; default :data:`ALPHA_LIST`.
+
+    Returns
+    -------
+    prediction : numpy.ndarray of shape (n_test, n_targets)
+    info : dict
+        ``{"alpha": chosen alpha}`` for ridgecv, else empty.
+    """
+    if kind == "pls":
+        return fit_predict_pls(x_train, y_train, x_test, n_components=n_components), {}
+    if kind == "ridge":
+        model = Ridge(alpha=alpha).fit(x_train, y_train)
+        return model.predict(x_test), {}
+    if kind == "linear":
+        model = LinearRegression().fit(x_train, y_train)
+        return model.predict(x_test), {}
+    if kind == "ridgecv":
+        model = RidgeCV(alphas=ALPHA_LIST if alphas is None else alphas).fit(x_train, y_train)
+        return model.predict(x_test), {"alpha": float(model.alpha_)}
+    if kind == "neuron_to_neuron":
+        mapping = single_unit_mapping(x_train, y_train)
+        return np.asarray(x_test)[:, mapping], {}
+    raise ValueError(f"regression must be one of {sorted(REGRESSIONS)}, got {kind!r}")
+
+
+def single_unit_mapping(
+    x_train: np.ndarray, y_train: np.ndarray, *, block_size: int = DEFAULT_BLOCK_SIZE
+) -> np.ndarray:
+    """For each target column, the source column with the highest Pearson r on the training rows.
+
+    Brain-Score's ``SingleRegression`` (``neuron_to_neuron``): ``nanargmax`` over source units of the correlation with
+    each neuroid, so constant source columns (NaN r) are skipped and ties go to the first unit. Computed a block of
+    source columns at a time in float64.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_targets,)
+        Source column indices.
+    """
+    y = np.asarray(y_train, dtype=np.float64)
+    y = y - y.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = y / np.linalg.norm(y, axis=0)
+    best = np.full(y.shape[1], -np.inf)
+    mapping = np.full(y.shape[1], -1, dtype=np.int64)
+    n_features = x_train.shape[1]
+    for start in range(0, n_features, block_size):
+        block = np.array(x_train[:, start : start + block_size], dtype=np.float64)
+        block -= block.mean(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            block /= np.linalg.norm(block, axis=0)
+            r = block.T @ y  # (block, n_targets)
+        r = np.where(np.isnan(r), -np.inf, r)
+        index = np.argmax(r, axis=0)
+        value = r[index, np.arange(r.shape[1])]
+        better = value > best
+        best[better] = value[better]
+        mapping[better] = start + index[better]
+    if (mapping < 0).any():
+        raise ValueError("neuron_to_neuron: every source unit is constant on the training stimuli")
+    return mapping
