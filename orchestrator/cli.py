@@ -26,7 +26,8 @@ benchmarks_app = typer.Typer(no_args_is_help=True, help="Benchmarks known to thi
 app.add_typer(image_app, name="image")
 app.add_typer(benchmarks_app, name="benchmarks")
 
-out = Console()
+# Tables wider than a pipe's default 80 columns stay readable in logs.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
@@ -273,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns KeyboardInterrupt into this return value
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as e:
         err.print(f"[red]error:[/red] {e}" + (f"\n[dim]hint: {e.hint}[/dim]" if e.hint else ""), highlight=False)
         sys.exit(2)
