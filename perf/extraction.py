@@ -1,0 +1,120 @@
+"""Activations through the sandboxed container versus the same model called in-process.
+
+Both paths get the same placed stimuli (the Cowley V4 benchmark's 640 images) and produce the
+same (stimuli x features) float32 arrays. In-process, the template's Model is imported from
+its folder and called batch by batch, as the SDK's worker would; through the container, the
+orchestrator's client streams the stimuli over gRPC and validates and places every chunk.
+Container start-up is measured separately: it is paid once per model, not per stimulus.
+
+    python perf/extraction.py --template pytorch-vision [--layers all|LAYER,...] [--repeats 3]
+
+Target (issue 2): container time at most 1.10x the in-process time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_template_model(template: str):
+    path = REPO / "model_templates" / template / "model.py"
+    spec = importlib.util.spec_from_file_location(f"template_{template.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    spec.loader.exec_module(module)
+    from cortexbox.sdk import Model
+
+    classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Model) and v is not Model]
+    return classes[0]()
+
+
+def in_process(model, stimuli, layers: list[str], features: dict[str, int]) -> float:
+    from cortexbox.sdk import Stimulus
+
+    n = len(stimuli)
+    out = {layer: np.empty((n, features[layer]), np.float32) for layer in layers}
+    t0 = time.perf_counter()
+    batch = model.max_batch_size
+    for start in range(0, n, batch):
+        chunk = [Stimulus(sid, pixels=px) for sid, px in stimuli[start : start + batch]]
+        result = model.activations(chunk, layers)
+        for layer in layers:
+            out[layer][start : start + len(chunk)] = np.asarray(result[layer], np.float32).reshape(len(chunk), -1)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--template", default="pytorch-vision")
+    parser.add_argument("--image", help="image tag (default: built from the template)")
+    parser.add_argument("--layers", default="all", help="'all' or comma-separated layer names")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpus", type=float, default=float(os.cpu_count() or 2))
+    args = parser.parse_args()
+
+    from cortexbox.benchmarks import get_benchmark
+    from cortexbox.orchestrator import images
+    from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, docker_client
+
+    docker = docker_client()
+    tag = args.image or images.build_model_image(docker, REPO / "model_templates" / args.template, log=lambda _: None).tag
+
+    os.environ.setdefault("TFLITE_MODEL_PATH", str(images.default_data_dir() / "coral_mobilenet_tflite" / "mobilenet_v2_1.0_224_quant.tflite"))
+    os.environ.setdefault("CORTEXBOX_NUM_THREADS", str(int(args.cpus)))
+    model = load_template_model(args.template)
+    model.load()
+    layer_outputs = {o.name: math.prod(o.shape) for o in model.layers()}
+    layers = list(layer_outputs) if args.layers == "all" else args.layers.split(",")
+
+    bench = get_benchmark("Cowley2023.V4-pls")
+    stimuli = list(bench.stimulus_set.iter_placed(float(model.visual_degrees)))
+    ids = [sid for sid, _ in stimuli]
+    mib = sum(layer_outputs[layer] for layer in layers) * 4 * len(ids) / 2**20
+
+    in_process(model, stimuli[:8], layers, layer_outputs)  # warm-up
+    local = min(in_process(model, stimuli, layers, layer_outputs) for _ in range(args.repeats))
+
+    t0 = time.perf_counter()
+    session = ContainerSession(docker, tag, limits=SandboxLimits(cpus=args.cpus))
+    startup = time.perf_counter() - t0
+    try:
+        d = session.description
+        session.client.run(d, stimuli[:8], ids[:8], layers=layers, timeout_s=600)  # warm-up
+        walls = []
+        for _ in range(args.repeats):
+            result = session.client.run(d, iter(stimuli), ids, layers=layers, timeout_s=1800)
+            walls.append(result.wall_s)
+            del result
+    finally:
+        session.close()
+    remote = min(walls)
+    report = {
+        "template": args.template,
+        "image": tag,
+        "stimuli": len(ids),
+        "layers": len(layers),
+        "activation_MiB": round(mib, 1),
+        "in_process_s": round(local, 3),
+        "container_s": round(remote, 3),
+        "ratio": round(remote / local, 3),
+        "container_startup_s": round(startup, 2),
+        "container_MiB_per_s": round(mib / remote, 1),
+        "cpus": args.cpus,
+    }
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
