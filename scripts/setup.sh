@@ -27,4 +27,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ./sdk -e '.[dev]'
+# The templates' own stacks, so their models also run in-process (tests, perf/extraction.py).
+# torch==2.13.0 exactly: here it is a CPU wheel on local disk; an open range pulls a CUDA build.
+.venv/bin/pip install -q 'torch==2.13.0' 'ai-edge-litert==2.3.0'
 echo "setup done: activate with '. .venv/bin/activate'"

@@ -25,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not COWLEY.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared data not found at {COWLEY} in CI")
         pytest.skip(f"shared data not found at {COWLEY} (set CORTEXBOX_DATA_DIR)")
     return DATA_DIR
 
