@@ -366,3 +366,30 @@ def test_malformed_responses_are_rejected_not_crashed_on(garbage):
 
     with pytest.raises(ProtocolViolation):
         receiver.accept(decoded, sent_count=1)
+
+
+def test_socket_checks_refuse_symlinks_and_plain_files(tmp_path):
+    import socket as socketlib
+
+    from cortexbox.orchestrator.runtime import check_socket
+
+    path = tmp_path / "model.sock"
+    assert check_socket(path) is False  # not there yet
+    path.symlink_to(tmp_path / "another-runs.sock")
+    with pytest.raises(ModelFailure) as e:
+        check_socket(path)
+    assert e.value.failure == FailureClass.PROTOCOL_VIOLATION
+    path.unlink()
+    path.write_text("not a socket")
+    with pytest.raises(ModelFailure):
+        check_socket(path)
+    path.unlink()
+    with socketlib.socket(socketlib.AF_UNIX) as s:
+        s.bind(str(path))
+        import os
+
+        if os.geteuid() == 0:  # as root the socket must belong to the sandbox user
+            with pytest.raises(ModelFailure, match="owned by uid 0"):
+                check_socket(path)
+            os.chown(path, 65534, 65534)
+        assert check_socket(path) is True
