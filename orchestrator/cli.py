@@ -102,12 +102,17 @@ def score(
     if as_json:
         _emit_json(outcome.to_dict())
         return
-    ceiled = "n/a" if outcome.ceiled is None else f"{outcome.ceiled:.4f}"
-    out.print(
+    out.print(_describe(outcome))
+
+
+def _describe(outcome) -> str:
+    def num(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
+    return (
         f"[bold]{outcome.model}[/bold] on {outcome.benchmark} (v{outcome.benchmark_version}): "
-        f"ceiled [bold]{ceiled}[/bold], raw {outcome.raw:.4f} ± {outcome.error or 0:.4f}, "
-        f"ceiling {outcome.ceiling if outcome.ceiling is None else f'{outcome.ceiling:.4f}'}, layer {outcome.layer}"
-        + (" (activations from cache)" if outcome.from_cache else "")
+        f"ceiled [bold]{num(outcome.ceiled)}[/bold], raw {num(outcome.raw)} ± {num(outcome.error)}, "
+        f"ceiling {num(outcome.ceiling)}, layer {outcome.layer}" + (" (activations from cache)" if outcome.from_cache else "")
     )
 
 
@@ -172,10 +177,11 @@ def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
             {
                 "identifier": identifier,
                 "version": b.version,
-                "region": b.region,
+                "region": getattr(b, "region", ""),
                 "stimuli": len(b.stimulus_set),
-                "ceiling": c.raw,
-                "ceiling_error": c.error,
+                "kind": getattr(b, "kind", "neural"),
+                "ceiling": None if c is None else c.raw,
+                "ceiling_error": None if c is None else c.error,
                 "data_hash": b.data_hash,
             }
         )
@@ -183,11 +189,11 @@ def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
         _emit_json(rows)
         return
     table = Table(title="benchmarks")
-    for column in ("identifier", "version", "region", "stimuli", "ceiling", "data hash"):
+    for column in ("identifier", "version", "region / kind", "stimuli", "ceiling", "data hash"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["identifier"], str(r["version"]), r["region"], str(r["stimuli"]),
-                      f"{r['ceiling']:.4f} ± {r['ceiling_error']:.4f}", r["data_hash"][:12])
+        ceiling = "none" if r["ceiling"] is None else f"{r['ceiling']:.4f} ± {r['ceiling_error'] or 0:.4f}"
+        table.add_row(r["identifier"], str(r["version"]), r["region"] or r["kind"], str(r["stimuli"]), ceiling, r["data_hash"][:12])
     out.print(table)
 
 
@@ -250,10 +256,7 @@ def demo(
             outcome = score_model(
                 ScoreRequest(benchmark=benchmark, image=built.tag, use_cache=not no_cache), events=_ProgressEvents(progress)
             )
-        err.print(
-            f"{outcome.model}: ceiled {outcome.ceiled:.4f}, raw {outcome.raw:.4f} ± {outcome.error:.4f}, "
-            f"ceiling {outcome.ceiling:.4f}, layer {outcome.layer}"
-        )
+        err.print(_describe(outcome))
     leaderboard(as_json=False)
 
 
@@ -263,6 +266,27 @@ def gc() -> None:
     from cortexbox.orchestrator.runtime import docker_client, reap_orphans
 
     out.print(f"removed {reap_orphans(docker_client())} orphaned container(s)")
+
+
+@app.command()
+def metric(
+    name: str = typer.Argument(..., help="Metric, named as in Brain-Score's registry (pls, ridge, rdm, cka, i2n, ...)"),
+    source: Path = typer.Option(..., "--source", help="Model assembly (Brain-Score netCDF)"),
+    target: Path = typer.Option(..., "--target", help="Recording or behaviour assembly (Brain-Score netCDF)"),
+    param: list[str] = typer.Option([], "--param", help="Metric parameter key=value (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the score as JSON"),
+) -> None:
+    """Score two precomputed assemblies with one metric, without any model."""
+    from cortexbox.benchmarks.metrics import MetricInputError, parse_params, score_files
+
+    try:
+        score = score_files(name, source, target, params=parse_params(param))
+    except MetricInputError as e:
+        raise UserError(str(e), e.hint) from e
+    if as_json:
+        _emit_json(score.to_dict())
+    else:
+        out.print(f"{name}: {score.raw:.6f} ± {score.error:.6f} ({len(score.values)} value(s))", highlight=False)
 
 
 def _raise_interrupt(signum, frame):

@@ -130,7 +130,8 @@ class _Job:
 
     # -- extraction --------------------------------------------------------------------------
     def extract(self, stimulus_set, layers: list[str], label: str) -> dict[str, np.ndarray]:
-        """(stimuli x features) float32 per layer, from the cache or from the model."""
+        """(stimuli x features) float32 per output (layers and behaviours alike), from the
+        cache or from the model."""
         degrees = float(self.info["visual_degrees"])
         placement = stimulus_set.placement_key(degrees)
         ids = list(stimulus_set.stimulus_ids)
@@ -151,7 +152,8 @@ class _Job:
                 session.description,
                 stimulus_set.iter_placed(degrees),
                 ids,
-                layers=missing,
+                layers=[name for name in missing if name in self.info["layers"]],
+                behaviours=[name for name in missing if name not in self.info["layers"]],
                 timeout_s=60 + self.request.seconds_per_stimulus * len(ids),
                 on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
                 run_id=f"{label}",
@@ -241,13 +243,23 @@ def score_model(
             region=bench.region,
             description=bench.description,
             citation=bench.citation,
-            ceiling=ceiling.raw,
-            ceiling_error=ceiling.error,
+            ceiling=None if ceiling is None else ceiling.raw,
+            ceiling_error=None if ceiling is None else ceiling.error,
         )
         registry.update_run(run, benchmark_id=bench_row.id)
         job._resolve_model()
         registry.update_run(run, model_id=job.model_row.id)
-        layer, commitment = job.commit_layer(bench)
+        if getattr(bench, "kind", "neural") == "behaviour":
+            layer = bench.behaviour
+            if layer not in job.info["behaviours"]:
+                raise ModelFailure(
+                    FailureClass.REJECTED,
+                    f"{bench.identifier} needs the behaviour {layer!r}, which the model does not offer "
+                    f"(it offers: {', '.join(job.info['behaviours']) or 'none'})",
+                )
+            commitment = {"method": "behaviour", "output": layer}
+        else:
+            layer, commitment = job.commit_layer(bench)
         stimuli = bench.stimulus_set
         values = job.extract(stimuli, [layer], label="benchmark")[layer]
         events("stage", {"text": f"{bench.identifier}: scoring layer {layer}"})
@@ -273,7 +285,7 @@ def score_model(
             "code_version": code_version(),
             "libraries": library_versions(),
             "metric": score.attrs,
-            "ceiling": ceiling.to_dict(),
+            "ceiling": None if ceiling is None else ceiling.to_dict(),
             "layer": layer,
             "layer_commitment": commitment,
             "activations_from_cache": job.from_cache,
