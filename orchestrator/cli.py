@@ -25,6 +25,8 @@ image_app = typer.Typer(no_args_is_help=True, help="Build the offline base image
 benchmarks_app = typer.Typer(no_args_is_help=True, help="Benchmarks known to this installation.")
 app.add_typer(image_app, name="image")
 app.add_typer(benchmarks_app, name="benchmarks")
+models_app = typer.Typer(no_args_is_help=True, help="Models known to the registry.")
+app.add_typer(models_app, name="models")
 
 # Tables wider than a pipe's default 80 columns stay readable in logs.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -167,11 +169,14 @@ def runs(as_json: bool = typer.Option(False, "--json"), limit: int = 20) -> None
 @benchmarks_app.command("list")
 def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every benchmark with its version, region and ceiling."""
-    from cortexbox.benchmarks import get_benchmark, list_benchmarks
+    from cortexbox.benchmarks import list_benchmarks
+    from cortexbox.orchestrator.ingest import ingested_identifiers, resolve_benchmark
+    from cortexbox.registry import Registry
 
+    registry = Registry()
     rows = []
-    for identifier in list_benchmarks():
-        b = get_benchmark(identifier)
+    for identifier in list_benchmarks() + ingested_identifiers(registry):
+        b = resolve_benchmark(identifier, registry)
         c = b.ceiling
         rows.append(
             {
@@ -195,6 +200,83 @@ def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
         ceiling = "none" if r["ceiling"] is None else f"{r['ceiling']:.4f} ± {r['ceiling_error'] or 0:.4f}"
         table.add_row(r["identifier"], str(r["version"]), r["region"] or r["kind"], str(r["stimuli"]), ceiling, r["data_hash"][:12])
     out.print(table)
+
+
+@benchmarks_app.command("ingest")
+def benchmarks_ingest(
+    assembly: Path = typer.Argument(..., help="netCDF assembly (Brain-Score format): presentation x neuroid"),
+    stimuli: Path = typer.Option(..., "--stimuli", help="folder of <stimulus_id>.<ext> images, or a CSV (stimulus_id, filename)"),
+    identifier: str = typer.Option(..., "--identifier", help="e.g. Smith2026.V4-pls"),
+    region: str = typer.Option(..., "--region", help="brain region, e.g. V4 or IT"),
+    visual_degrees: float = typer.Option(8.0, "--visual-degrees", help="degrees of visual angle the images spanned"),
+    stimuli_zip: Optional[Path] = typer.Option(None, "--stimuli-zip", help="zip holding the CSV's files"),
+    description: str = typer.Option("", help="what the recording is"),
+    citation: str = typer.Option("", help="how to cite it"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would be created; change nothing"),
+    no_score: bool = typer.Option(False, "--no-score", help="queue the scoring jobs but do not run them now"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Turn a recording into a versioned benchmark and score every registered model on it."""
+    from cortexbox.orchestrator.ingest import ingest_recording, run_queued_jobs
+
+    plan = ingest_recording(assembly, stimuli, identifier=identifier, region=region, visual_degrees=visual_degrees,
+                            stimuli_zip=stimuli_zip, description=description, citation=citation, dry_run=dry_run)
+    results = []
+    if plan.status == "registered" and not no_score:
+        with _progress(enabled=err.is_terminal or not as_json) as progress:
+            results = run_queued_jobs(events=_ProgressEvents(progress))
+    if as_json:
+        _emit_json({**plan.to_dict(), "scored": results})
+        return
+    ceiling = "none (no repetitions)" if plan.ceiling is None else f"{plan.ceiling:.4f} ± {plan.ceiling_error:.4f}"
+    verb = {"planned": "would register", "registered": "registered", "unchanged": "unchanged (same data):"}[plan.status]
+    out.print(f"{verb} {plan.identifier} v{plan.version}: {plan.facts['stimuli']} stimuli, {plan.facts['neuroids']} neuroids, "
+              f"metric {plan.metric}, ceiling {ceiling}, data hash {plan.data_hash[:12]}")
+    if plan.status != "unchanged":
+        out.print(f"models to score: {', '.join(plan.models_to_score) or 'none registered'}")
+    for r in results:
+        out.print(f"  {r['model']}: {r['status']}" + (f" ceiled {r['ceiled']}, raw {r['raw']:.4f}" if r["status"] == "succeeded" else f" ({r['error']})"))
+
+
+@app.command()
+def worker(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Run every queued scoring job (e.g. those an ingestion queued with --no-score)."""
+    from cortexbox.orchestrator.ingest import run_queued_jobs
+
+    results = run_queued_jobs()
+    if as_json:
+        _emit_json(results)
+    else:
+        for r in results:
+            out.print(f"{r['model']} on {r['benchmark']} v{r['version']}: {r['status']}")
+
+
+@models_app.command("add")
+def models_add(image: str = typer.Argument(..., help="Docker image tag or id"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Register a model image (reads its info from a sandboxed container)."""
+    from cortexbox.orchestrator.runtime import open_session
+    from cortexbox.registry import Registry
+
+    with open_session(image=image) as session:
+        info = session.description.to_dict()
+        row = Registry().upsert_model(session.image_id, info["model_id"], info["model_version"], image, info)
+    if as_json:
+        _emit_json({"model": row.name, "digest": row.digest})
+    else:
+        out.print(f"{row.name} {row.digest}")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered models and their image digests."""
+    from cortexbox.registry import Registry
+
+    rows = [{"model": m.name, "version": m.version, "digest": m.digest, "image": m.image_ref} for m in Registry().models()]
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        out.print(f"{r['model']} {r['version']} {r['digest']} {r['image']}")
 
 
 @image_app.command("base")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cortexbox.benchmarks import get_benchmark, neuroid_assembly
+from cortexbox.benchmarks import neuroid_assembly
 from cortexbox.orchestrator.cache import ActivationCache, CacheKey
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
@@ -176,7 +176,9 @@ class _Job:
         candidates = list(self.info.get("commitment_layers") or self.info["layers"])
         if bench.selection_stimulus_set is None:
             raise UserError(f"{bench.identifier} has no selection data and the model commits no layer to {region}")
-        key = f"{bench.identifier}@{bench.version}:selection"
+        # Benchmarks that borrow another's selection data share its key, and so its stored choice.
+        source = getattr(bench, "selection_source", None) or bench
+        key = f"{source.identifier}@{source.version}:selection"
         if self.cacheable:
             stored = self.registry.commitment(self.model_row.id, region, key)
             if stored is not None and stored.layer in candidates:
@@ -223,12 +225,11 @@ def score_model(
     events: EventSink | None = None,
 ) -> ScoreOutcome:
     """Scores one model on one benchmark and stores the result; see the module docstring."""
+    from cortexbox.orchestrator.ingest import resolve_benchmark
+
     events = events or _no_events
-    try:
-        bench = get_benchmark(request.benchmark)
-    except KeyError as e:
-        raise UserError(str(e.args[0]) if e.args else f"unknown benchmark {request.benchmark!r}", "see `cortexbox benchmarks list`") from None
     registry = registry or Registry(request.database_url)
+    bench = resolve_benchmark(request.benchmark, registry)
     cache = cache or ActivationCache(request.cache_dir)
     job = _Job(request, registry, cache, events)
     run = registry.start_run(request.image or request.endpoint or "", bench.identifier)
@@ -245,6 +246,7 @@ def score_model(
             citation=bench.citation,
             ceiling=None if ceiling is None else ceiling.raw,
             ceiling_error=None if ceiling is None else ceiling.error,
+            **({} if hasattr(bench, "definition") else {"definition": {"source": "builtin"}}),
         )
         registry.update_run(run, benchmark_id=bench_row.id)
         job._resolve_model()

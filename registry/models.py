@@ -47,6 +47,22 @@ class Benchmark(SQLModel, table=True):
     citation: str = ""
     ceiling: Optional[float] = None
     ceiling_error: Optional[float] = None
+    # Where the definition lives: {"source": "builtin"} for benchmarks in cortexbox.benchmarks,
+    # {"source": "recording", "folder": ...} for ingested recordings.
+    definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScoreJob(SQLModel, table=True):
+    """A queued request to score a model on a benchmark version (e.g. after an ingestion).
+    Workers take jobs in id order; the resulting run is linked once it exists."""
+
+    __tablename__ = "score_job"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True)
+    benchmark_id: int = Field(foreign_key="benchmark.id", index=True)
+    status: str = "queued"  # queued | running | succeeded | failed
+    run_id: Optional[int] = Field(default=None, foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 from sqlalchemy import event
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, utcnow
+from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, ScoreJob, utcnow
 
 
 def default_url() -> str:
@@ -95,6 +95,50 @@ class Registry:
             s.commit()
             s.refresh(row)
             return row
+
+    def benchmark_versions(self, identifier: str) -> list[Benchmark]:
+        with self.session() as s:
+            return list(s.exec(select(Benchmark).where(Benchmark.identifier == identifier).order_by(Benchmark.version)))
+
+    def benchmarks(self) -> list[Benchmark]:
+        with self.session() as s:
+            return list(s.exec(select(Benchmark).order_by(Benchmark.identifier, Benchmark.version)))
+
+    def models(self) -> list[Model]:
+        with self.session() as s:
+            return list(s.exec(select(Model).order_by(Model.id)))
+
+    def register_benchmark_with_jobs(self, benchmark: Benchmark, model_ids: list[int]) -> tuple[Benchmark, list[ScoreJob]]:
+        """Adds a benchmark version and queues a job per model, in one transaction: either
+        all of it is stored, or none."""
+        with self.session() as s:
+            s.add(benchmark)
+            s.flush()
+            jobs = [ScoreJob(model_id=m, benchmark_id=benchmark.id) for m in model_ids]
+            s.add_all(jobs)
+            s.commit()
+            s.refresh(benchmark)
+            for job in jobs:
+                s.refresh(job)
+            return benchmark, jobs
+
+    def queued_jobs(self) -> list[tuple[ScoreJob, Model, Benchmark]]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(ScoreJob, Model, Benchmark)
+                    .where(ScoreJob.status == "queued", ScoreJob.model_id == Model.id, ScoreJob.benchmark_id == Benchmark.id)
+                    .order_by(ScoreJob.id)
+                )
+            )
+
+    def update_job(self, job: ScoreJob, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(ScoreJob, job.id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+            s.commit()
 
     # -- layer commitments ------------------------------------------------------------------
     def commitment(self, model_id: int, region: str, selection_key: str) -> LayerCommitment | None:

@@ -1,0 +1,304 @@
+"""New recordings become benchmarks: read, validate and store a recording, and score on it.
+
+A recording is a netCDF assembly in Brain-Score's format (presentation x neuroid, with
+`stimulus_id`, `neuroid_id` and, where the experiment repeated stimuli, `repetition`) plus
+its images: a folder of files named `<stimulus_id>.<ext>`, or a CSV (`stimulus_id`,
+`filename`) next to a folder or a zip of those files, as Brain-Score packages them.
+
+`read_recording` collects every problem it finds and raises one `RecordingError` listing
+them all, so a contributor fixes a damaged recording in one round. `store_recording` writes
+the validated data to a folder (assembly.nc, stimuli.zip, definition.json) that
+`RecordedBenchmark` loads: the same NeuralBenchmark machinery as the built-in benchmarks.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from PIL import Image
+
+from .assemblies import average_repetition
+from .benchmark import NeuralBenchmark
+from .dims import NEUROID, NEUROID_ID, PRESENTATION, REPETITION, STIMULUS_ID, TIME_BIN
+from .netcdf import read_assembly, write_assembly
+from .stimuli import StimulusSet
+
+__all__ = ["Recording", "RecordingError", "RecordedBenchmark", "read_recording", "store_recording"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+#: The built-in benchmark whose selection data commits a layer for each region, when the
+#: recording brings none of its own.
+SELECTION_PROVIDERS = {"V4": "Cowley2023.V4-pls"}
+MIN_STIMULI = 20
+
+
+class RecordingError(ValueError):
+    """A recording cannot become a benchmark; `problems` lists every reason found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("the recording cannot be ingested:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class Recording:
+    """A validated recording, ready to store."""
+
+    target: xr.DataArray  # repeat-averaged, (presentation, neuroid), one row per stimulus
+    repetitions: xr.DataArray | None  # per-trial, with `repetition`, when the stimuli were repeated
+    images: dict[str, bytes]  # stimulus_id -> encoded image, in the target's order
+    data_hash: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _examples(values, limit: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _read_images(stimuli: Path, stimuli_zip: Path | None, problems: list[str]) -> dict[str, bytes]:
+    """stimulus_id -> bytes, from a folder, or a CSV with a folder or zip of files."""
+    images: dict[str, bytes] = {}
+    if stimuli.is_dir():
+        for path in sorted(stimuli.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.stem in images:
+                problems.append(f"two image files for stimulus {path.stem!r} in {stimuli}")
+                continue
+            images[path.stem] = path.read_bytes()
+        return images
+    if stimuli.suffix.lower() != ".csv" or not stimuli.is_file():
+        problems.append(f"stimuli must be a folder of images or a CSV file, got {stimuli}")
+        return images
+    with open(stimuli, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"stimulus_id", "filename"} <= set(rows[0]):
+        problems.append(f"{stimuli.name} needs the columns stimulus_id and filename")
+        return images
+    container = stimuli_zip or stimuli.parent
+    archive = zipfile.ZipFile(container) if container.is_file() else None
+    names = {Path(n).name: n for n in archive.namelist()} if archive else {}
+    try:
+        for row in rows:
+            sid, filename = row["stimulus_id"], row["filename"]
+            if sid in images:
+                problems.append(f"stimulus_id {sid!r} appears twice in {stimuli.name}")
+                continue
+            try:
+                if archive is not None:
+                    images[sid] = archive.read(names.get(Path(filename).name, filename))
+                else:
+                    images[sid] = (container / filename).read_bytes()
+            except (KeyError, OSError):
+                problems.append(f"image file {filename!r} of stimulus {sid!r} is not in {container.name}")
+    finally:
+        if archive is not None:
+            archive.close()
+    return images
+
+
+def _check_decodable(images: dict[str, bytes], problems: list[str]) -> dict[str, tuple[int, int]]:
+    sizes = {}
+    bad = []
+    for sid, blob in images.items():
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                image.load()
+                sizes[sid] = image.size
+        except Exception:  # noqa: BLE001 - PIL raises many kinds
+            bad.append(sid)
+    if bad:
+        problems.append(f"{len(bad)} image(s) cannot be decoded: {_examples(bad)}")
+    return sizes
+
+
+def read_recording(assembly_path: str | os.PathLike[str], stimuli: str | os.PathLike[str],
+                   stimuli_zip: str | os.PathLike[str] | None = None) -> Recording:
+    """Reads and validates a recording; raises RecordingError naming every problem."""
+    problems: list[str] = []
+    assembly_path = Path(assembly_path)
+    try:
+        raw = read_assembly(assembly_path)
+    except (OSError, ValueError) as e:
+        raise RecordingError([f"cannot read the assembly {assembly_path}: {e}"]) from None
+    if TIME_BIN in raw.dims:
+        if raw.sizes[TIME_BIN] != 1:
+            problems.append(f"{raw.sizes[TIME_BIN]} time bins: temporal recordings are not supported yet (give one bin)")
+        else:
+            raw = raw.squeeze(TIME_BIN, drop=True)
+    if set(raw.dims) != {PRESENTATION, NEUROID}:
+        raise RecordingError(problems + [f"the assembly's dims must be presentation and neuroid (and time_bin), got {tuple(raw.dims)}"])
+    raw = raw.transpose(PRESENTATION, NEUROID)
+    for coord, dim in ((STIMULUS_ID, PRESENTATION), (NEUROID_ID, NEUROID)):
+        if coord not in raw.coords or raw[coord].dims != (dim,):
+            problems.append(f"the assembly needs a {coord!r} coordinate on {dim}")
+    if problems:
+        raise RecordingError(problems)
+    if not np.issubdtype(raw.dtype, np.number):
+        problems.append(f"values must be numbers, got {raw.dtype}")
+    elif not np.isfinite(raw.values).all():
+        bad = ~np.isfinite(raw.values)
+        rows = np.flatnonzero(bad.any(axis=1))
+        problems.append(
+            f"{int(bad.sum())} NaN or infinite value(s), in the presentations of stimuli "
+            f"{_examples(raw[STIMULUS_ID].values[rows])}"
+        )
+    neuroids = pd.Index(raw[NEUROID_ID].values)
+    if not neuroids.is_unique:
+        problems.append(f"duplicate neuroid_id: {_examples(neuroids[neuroids.duplicated()].unique())}")
+    stimulus_ids = [str(s) for s in raw[STIMULUS_ID].values]
+    repeated = len(set(stimulus_ids)) < len(stimulus_ids)
+    if repeated and REPETITION not in raw.coords:
+        problems.append("stimuli occur more than once but there is no 'repetition' coordinate")
+    if repeated and REPETITION in raw.coords:
+        pairs = pd.Index(list(zip(stimulus_ids, raw[REPETITION].values)))
+        if not pairs.is_unique:
+            problems.append(f"duplicate (stimulus_id, repetition) pairs: {_examples(pairs[pairs.duplicated()][:5])}")
+
+    images = _read_images(Path(stimuli), Path(stimuli_zip) if stimuli_zip else None, problems)
+    unique_ids = list(dict.fromkeys(stimulus_ids))
+    missing = [s for s in unique_ids if s not in images]
+    extra = [s for s in images if s not in set(unique_ids)]
+    if missing:
+        problems.append(f"{len(missing)} stimulus id(s) of the assembly have no image: {_examples(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} image(s) belong to no presentation of the assembly: {_examples(extra)}")
+    if len(unique_ids) < MIN_STIMULI:
+        problems.append(f"only {len(unique_ids)} distinct stimuli; 10 cross-validation splits need at least {MIN_STIMULI}")
+    sizes = _check_decodable({s: images[s] for s in unique_ids if s in images}, problems)
+    if problems:
+        raise RecordingError(problems)
+
+    repetitions = None
+    if repeated:
+        repetitions = raw
+        target = average_repetition(raw)
+        n_reps = pd.Series(stimulus_ids).value_counts()
+        if n_reps.max() < 2:
+            raise RecordingError(["a split-half ceiling needs at least two repetitions of some stimuli"])
+    else:
+        target = raw
+    order = [str(s) for s in target[STIMULUS_ID].values]
+    digest = hashlib.sha256(assembly_path.read_bytes())
+    for sid in order:
+        digest.update(sid.encode() + b"\0" + hashlib.sha256(images[sid]).digest())
+    return Recording(
+        target=target,
+        repetitions=repetitions,
+        images={sid: images[sid] for sid in order},
+        data_hash=digest.hexdigest(),
+        facts={
+            "stimuli": len(order),
+            "neuroids": int(target.sizes[NEUROID]),
+            "presentations": int(raw.sizes[PRESENTATION]),
+            "repetitions": int(pd.Series(stimulus_ids).value_counts().max()),
+            "image_sizes": sorted({f"{w}x{h}" for w, h in sizes.values()}),
+        },
+    )
+
+
+def store_recording(recording: Recording, folder: str | os.PathLike[str], definition: dict[str, Any]) -> Path:
+    """Writes the recording to `folder` atomically: a temporary sibling renamed into place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        write_assembly(recording.target, tmp / "target.nc")
+        if recording.repetitions is not None:
+            write_assembly(recording.repetitions, tmp / "repetitions.nc")
+        with zipfile.ZipFile(tmp / "stimuli.zip", "w", zipfile.ZIP_STORED) as archive:
+            for sid, blob in recording.images.items():
+                archive.writestr(f"{sid}", blob)
+        (tmp / "definition.json").write_text(json.dumps({**definition, "data_hash": recording.data_hash, **recording.facts}, indent=2))
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+class RecordedBenchmark(NeuralBenchmark):
+    """A benchmark defined by a stored recording (see `store_recording`): pls, with the
+    internal-consistency ceiling when the recording has repetitions, r²/ceiling."""
+
+    kind = "neural"
+
+    def __init__(self, folder: str | os.PathLike[str], **kwargs: Any):
+        self.folder = Path(folder)
+        d = json.loads((self.folder / "definition.json").read_text())
+        self.definition = d
+        self.identifier = d["identifier"]
+        self.version = int(d["version"])
+        self.region = d["region"]
+        self.source_visual_degrees = float(d["visual_degrees"])
+        self.description = d.get("description", "")
+        self.citation = d.get("citation", "")
+        super().__init__(data_dir=self.folder, **kwargs)
+
+    def _data_files(self) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir() if p.name != "definition.json")
+
+    @property
+    def data_hash(self) -> str:  # the recording's own hash, computed at ingestion
+        return self.definition["data_hash"]
+
+    def _load_target(self) -> xr.DataArray:
+        return read_assembly(self.folder / "target.nc")
+
+    def _load_repetitions(self) -> xr.DataArray:
+        path = self.folder / "repetitions.nc"
+        if not path.is_file():
+            raise ValueError(f"{self.identifier} has no repeated presentations, so no ceiling")
+        return read_assembly(path)
+
+    @property
+    def ceiling(self):
+        if not (self.folder / "repetitions.nc").is_file():
+            return None
+        return super().ceiling
+
+    def score(self, assembly: xr.DataArray):
+        if self.ceiling is not None:
+            return super().score(assembly)
+        from .score import Score
+
+        raw = self.metric(self._squeeze_time(assembly), self.target_assembly)
+        return Score(raw=raw.raw, error=raw.error, values=raw.values,
+                     attrs={**raw.attrs, "benchmark": self.identifier, "benchmark_version": self.version,
+                            "data_hash": self.data_hash, "normalization": "none (no repetitions, no ceiling)"})
+
+    def _load_stimulus_set(self) -> StimulusSet:
+        ids = [str(s) for s in self.target_assembly[STIMULUS_ID].values]
+        return StimulusSet.from_zip(f"{self.identifier}@{self.version}", self.folder / "stimuli.zip", {s: s for s in ids},
+                                    visual_degrees=self.source_visual_degrees)
+
+    @property
+    def selection_source(self) -> NeuralBenchmark | None:
+        """The built-in benchmark whose selection data commits this region's layer."""
+        from .registry import get_benchmark
+
+        provider = SELECTION_PROVIDERS.get(self.region)
+        return None if provider is None else get_benchmark(provider)
+
+    @property
+    def selection_stimulus_set(self) -> StimulusSet | None:
+        source = self.selection_source
+        return None if source is None else source.selection_stimulus_set
+
+    def score_for_selection(self, assembly: xr.DataArray) -> float:
+        return self.selection_source.score_for_selection(assembly)
