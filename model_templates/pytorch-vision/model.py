@@ -16,13 +16,13 @@ antialiased), scale to 0-1, normalise with the ImageNet mean and standard deviat
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from cortexbox.sdk.environment import cpu_quota
 from cortexbox.sdk import Model, Output, Stimulus, StimulusError
 from torch import nn
 from torch.nn import functional as F
@@ -30,7 +30,6 @@ from torch.nn import functional as F
 HERE = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS_PATH = HERE / "weights" / "alexnet.pt"
 ENV_WEIGHTS_PATH = "WEIGHTS_PATH"
-ENV_THREADS = "CORTEXBOX_NUM_THREADS"
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,38 +49,6 @@ LAYERS: dict[str, tuple[int, ...]] = {
     "classifier.5": (4096,),  # fc7 + ReLU
     "classifier.6": (1000,),  # fc8: the logits
 }
-
-
-def cpu_quota() -> int:
-    """CPUs this process may use: $CORTEXBOX_NUM_THREADS or $OMP_NUM_THREADS if set, else the cgroup
-    CPU quota (v2 cpu.max or v1 cfs_quota_us / cfs_period_us, rounded down, at least 1), capped by
-    the CPU affinity mask.
-
-    torch.get_num_threads() counts the host's cores and ignores ``docker run --cpus``; more
-    threads than the quota only get throttled.
-    """
-    for name in (ENV_THREADS, "OMP_NUM_THREADS"):  # an explicit setting wins
-        if os.environ.get(name, "").strip().isdigit():
-            return max(1, int(os.environ[name]))
-    cpus = len(os.sched_getaffinity(0))
-    quota = None
-    try:
-        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if limit != "max":
-            quota = int(limit) / int(period)
-    except (OSError, ValueError):
-        for folder in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
-            try:
-                limit = int(Path(folder, "cpu.cfs_quota_us").read_text())
-                period = int(Path(folder, "cpu.cfs_period_us").read_text())
-            except (OSError, ValueError):
-                continue
-            if limit > 0 and period > 0:
-                quota = limit / period
-            break
-    if quota is not None:
-        cpus = min(cpus, max(1, math.floor(quota)))
-    return max(1, cpus)
 
 
 class AlexNet(nn.Module):

@@ -22,91 +22,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from cortexbox.sdk.environment import cpu_quota
+from cortexbox.sdk.imaging import resize
 from cortexbox.sdk import Model, Output, Stimulus, StimulusError
 
 HERE = Path(__file__).resolve().parent
 #: Where cortexbox.toml puts the weights in the image; $TFLITE_MODEL_PATH overrides.
 DEFAULT_MODEL_PATH = HERE / "assets" / "mobilenet_v2_1.0_224_quant.tflite"
 ENV_MODEL_PATH = "TFLITE_MODEL_PATH"
-ENV_THREADS = "CORTEXBOX_NUM_THREADS"
 #: Fused-op suffixes the TF Lite converter leaves on tensor names; the layer is the op's scope.
 _NAME_SUFFIXES = ("/add_fold", "/BiasAdd")
 #: Ops whose outputs are bookkeeping, not activations.
 _SKIP_OPS = {"DELEGATE"}
 _LOGITS_KEY = "\0logits"  # cannot clash with a tensor name
-
-
-def cpu_quota() -> int:
-    """CPUs this process may use: $CORTEXBOX_NUM_THREADS or $OMP_NUM_THREADS if set, else the cgroup
-    CPU quota (v2 cpu.max or v1 cfs_quota_us / cfs_period_us, rounded down, at least 1), capped by
-    the CPU affinity mask.
-
-    Container runtimes enforce ``--cpus`` through that quota, which neither os.cpu_count() nor
-    thread pools see; using more threads than the quota only causes throttling.
-    """
-    for name in (ENV_THREADS, "OMP_NUM_THREADS"):  # an explicit setting wins
-        if os.environ.get(name, "").strip().isdigit():
-            return max(1, int(os.environ[name]))
-    cpus = len(os.sched_getaffinity(0))
-    quota = None
-    try:
-        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if limit != "max":
-            quota = int(limit) / int(period)
-    except (OSError, ValueError):
-        for folder in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
-            try:
-                limit = int(Path(folder, "cpu.cfs_quota_us").read_text())
-                period = int(Path(folder, "cpu.cfs_period_us").read_text())
-            except (OSError, ValueError):
-                continue
-            if limit > 0 and period > 0:
-                quota = limit / period
-            break
-    if quota is not None:
-        cpus = min(cpus, max(1, math.floor(quota)))
-    return max(1, cpus)
-
-
-# -- numpy resize (Pillow's antialiased bilinear; same code as the pixels template) ------------
-_PRECISION_BITS = 32 - 8 - 2
-
-
-def _bilinear(x: np.ndarray) -> np.ndarray:
-    return np.maximum(1.0 - np.abs(x), 0.0)
-
-
-def _resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
-    in_size = image.shape[axis]
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 1.0 * filterscale
-    centers = (np.arange(out_size) + 0.5) * scale
-    first = np.maximum((centers - support + 0.5).astype(np.int64), 0)
-    stop = np.minimum((centers + support + 0.5).astype(np.int64), in_size)
-    index = first[:, None] + np.arange(int(np.ceil(support)) * 2 + 1)[None, :]
-    weights = _bilinear((index - centers[:, None] + 0.5) / filterscale)
-    weights[index >= stop[:, None]] = 0.0
-    totals = weights.sum(axis=1, keepdims=True)
-    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals != 0)
-    fixed = np.trunc(weights * (1 << _PRECISION_BITS) + 0.5).astype(np.int64)  # bilinear weights are >= 0
-    index = np.minimum(index, in_size - 1)
-    moved = np.moveaxis(image, axis, 0).astype(np.int64)
-    total = np.full((out_size, *moved.shape[1:]), 1 << (_PRECISION_BITS - 1), dtype=np.int64)
-    spread = (slice(None),) + (None,) * (moved.ndim - 1)
-    for k in range(index.shape[1]):
-        total += moved[index[:, k]] * fixed[:, k][spread]
-    return np.moveaxis(np.clip(total >> _PRECISION_BITS, 0, 255).astype(np.uint8), 0, axis)
-
-
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """H x W x 3 uint8 -> height x width x 3 uint8, as Pillow's ``resize((width, height), BILINEAR)``."""
-    image = np.asarray(pixels, dtype=np.uint8)
-    if image.shape[1] != width:
-        image = _resample_axis(image, width, 1)
-    if image.shape[0] != height:
-        image = _resample_axis(image, height, 0)
-    return np.ascontiguousarray(image)
 
 
 def layer_name(tensor_name: str) -> str:
@@ -224,7 +152,7 @@ class MobileNetV2(Model):
         for i, stimulus in enumerate(stimuli):
             if stimulus.pixels is None:
                 raise StimulusError(stimulus.id, "an image model needs pixels")
-            image = resize(stimulus.pixels, height, width)[None]
+            image = resize(stimulus.pixels, height, width, method="bilinear")[None]
             if self.input_["dtype"] == np.float32:
                 image = image.astype(np.float32) / 127.5 - 1.0
             self.interpreter_.set_tensor(self.input_["index"], image)
