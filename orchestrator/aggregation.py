@@ -1,0 +1,342 @@
+"""Aggregate scores over the benchmark tree, with Brain-Score's semantics and an honest second view.
+
+Brain-Score's website (brain-score.web ``benchmarks/sql/mv.sql``; ``shared/research/brainscore.md`` 4.9):
+
+* only the **latest version** of each benchmark counts; per (model, benchmark) the latest score on that version;
+* a leaf's value is its ceiled score **clipped to [0, 1]** (the raw score where a benchmark has no ceiling);
+* a parent is the **unweighted mean of its direct children**, bottom-up;
+* a **missing or failed child counts as 0**; a parent all of whose children are missing is itself missing.
+
+That "0" is the Brain-Score-compatible number (``value``), but a missing leaf is never presented as a real 0:
+every node lists its missing leaves and ``missing_weight``, the share of the node's value that rests on leaves
+without a score. The second view (``scored_value``) averages, at every level, only the children that have a score,
+so that it answers "how good is the model where it was measured" -- next to ``coverage`` saying how much was.
+
+Everything here is a pure function of rows (``Score``, ``Benchmark``, ``Run``) and a tree; nothing touches a
+database, so it is tested against hand-computed trees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Leaf",
+    "NodeResult",
+    "TreeNode",
+    "aggregate",
+    "aggregate_all",
+    "clip01",
+    "default_tree_spec",
+    "latest_leaves",
+    "leaf_weights",
+    "tree_from_spec",
+    "benchmark_tree",
+]
+
+
+# -- the tree ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TreeNode:
+    """A node of the benchmark tree: an inner node (``children``) or a leaf (``benchmark`` identifier)."""
+
+    name: str
+    children: tuple[TreeNode, ...] = ()
+    benchmark: str | None = None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.benchmark is not None
+
+    def leaves(self) -> list[str]:
+        if self.is_leaf:
+            return [self.benchmark]  # type: ignore[list-item]
+        return [leaf for child in self.children for leaf in child.leaves()]
+
+    def walk(self) -> Iterable[TreeNode]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.is_leaf:
+            return {"name": self.name, "benchmark": self.benchmark}
+        return {"name": self.name, "children": [c.to_dict() for c in self.children]}
+
+
+def tree_from_spec(spec: Any, name: str = "average") -> TreeNode:
+    """Builds a tree from a nested spec: ``{name: spec}`` for inner nodes, a list of benchmark identifiers (or
+    of further specs) for a node's leaves, or an existing :class:`TreeNode`. Inner nodes without any leaf are
+    dropped: a branch nobody can be scored on is not part of the average (Brain-Score's tree holds only benchmark
+    types that exist)."""
+    if isinstance(spec, TreeNode):
+        return spec
+    if isinstance(spec, str):
+        return TreeNode(name=spec, benchmark=spec)
+    children: list[TreeNode] = []
+    if isinstance(spec, Mapping):
+        items: Iterable[tuple[str, Any]] = spec.items()
+        for child_name, child_spec in items:
+            child = tree_from_spec(child_spec, str(child_name))
+            if child.is_leaf or child.children:
+                children.append(child)
+    elif isinstance(spec, Sequence):
+        for item in spec:
+            child = tree_from_spec(item, item if isinstance(item, str) else name)
+            if child.is_leaf or child.children:
+                children.append(child)
+    else:
+        raise TypeError(f"cannot build a benchmark tree node from {type(spec).__name__}")
+    return TreeNode(name=name, children=tuple(children))
+
+
+NEURAL_REGIONS = ("V1", "V2", "V4", "IT")
+BEHAVIOUR_REGIONS = ("", "behaviour", "behavior")
+
+
+def default_tree_spec(benchmarks: Iterable[Any]) -> dict[str, Any]:
+    """The local default tree, vision -> neural -> {V1, V2, V4, IT, other regions} and vision -> behaviour, with
+    every known benchmark identifier placed by its region (``Benchmark.region``; an empty region or "behaviour"
+    means behavioural)."""
+    by_region: dict[str, set[str]] = {}
+    for b in benchmarks:
+        by_region.setdefault(getattr(b, "region", "") or "", set()).add(b.identifier)
+    neural: dict[str, list[str]] = {r: sorted(by_region.get(r, ())) for r in NEURAL_REGIONS}
+    for region in sorted(by_region):
+        if region not in NEURAL_REGIONS and region.lower() not in BEHAVIOUR_REGIONS:
+            neural[region] = sorted(by_region[region])
+    behaviour = sorted(set().union(*(by_region.get(r, set()) for r in BEHAVIOUR_REGIONS)))
+    return {"neural": neural, "behaviour": behaviour}
+
+
+def benchmark_tree(benchmarks: Iterable[Any]) -> TreeNode:
+    """The tree to aggregate over: ``cortexbox.benchmarks.tree()`` where the benchmarks package provides one,
+    else :func:`default_tree_spec` over the registry's benchmarks. Either way, registered benchmarks missing from
+    a provided tree are not silently dropped: they are added under ``vision/unplaced``."""
+    benchmarks = list(benchmarks)
+    try:
+        from cortexbox import benchmarks as benchmarks_package
+
+        provided = getattr(benchmarks_package, "tree", None)
+        spec = provided() if callable(provided) else None
+    except Exception:  # noqa: BLE001 - a broken colleague's tree must not take the leaderboard down
+        spec = None
+    if spec is None:
+        return tree_from_spec(default_tree_spec(benchmarks), "vision")
+    tree = tree_from_spec(spec, "vision")
+    if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in ("vision", "average_vision"):
+        tree = tree.children[0]
+    placed = set(tree.leaves())
+    unplaced = sorted({b.identifier for b in benchmarks} - placed)
+    if unplaced:
+        tree = TreeNode(tree.name, tree.children + (tree_from_spec(unplaced, "unplaced"),))
+    return tree
+
+
+def leaf_weights(tree: TreeNode) -> dict[str, float]:
+    """Each leaf's weight in the root's unweighted-mean-of-children average (the product of 1/#children along
+    its path). A benchmark that appears under two parents gets the sum."""
+    weights: dict[str, float] = {}
+
+    def visit(node: TreeNode, w: float) -> None:
+        if node.is_leaf:
+            weights[node.benchmark] = weights.get(node.benchmark, 0.0) + w  # type: ignore[index]
+            return
+        for child in node.children:
+            visit(child, w / len(node.children))
+
+    visit(tree, 1.0)
+    return weights
+
+
+# -- leaves ---------------------------------------------------------------------------------------------------------
+def clip01(x: float) -> float:
+    return min(max(x, 0.0), 1.0)
+
+
+@dataclass
+class Leaf:
+    """One model's standing on one benchmark (latest version): a score, or why there is none."""
+
+    benchmark: str
+    status: str  # "scored" | "failed" | "not scored" | "invalid" (a score that is NaN)
+    value: float | None = None  # clipped ceiled (or raw, without a ceiling) score; None unless scored
+    unclipped: float | None = None
+    clipped: bool = False
+    version: int | None = None
+    score_id: int | None = None
+    failure_class: str | None = None
+    run_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _latest_versions(benchmarks: Iterable[Any]) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    for b in benchmarks:
+        latest[b.identifier] = max(latest.get(b.identifier, b.version), b.version)
+    return latest
+
+
+def latest_leaves(
+    scores: Iterable[Any], benchmarks: Iterable[Any], runs: Iterable[Any] = ()
+) -> dict[int, dict[str, Leaf]]:
+    """Per model id, per benchmark identifier, the :class:`Leaf` from the latest score on the latest version.
+
+    Parameters
+    ----------
+    scores : Score rows (need ``id``, ``model_id``, ``benchmark_id``, ``raw``, ``ceiled``)
+    benchmarks : Benchmark rows (need ``id``, ``identifier``, ``version``)
+    runs : Run rows (need ``id``, ``model_id``, ``benchmark_id``, ``status``, ``failure_class``); a model with a
+        failed run and no score on a benchmark's latest version is marked "failed" rather than "not scored".
+    """
+    benchmarks = list(benchmarks)
+    by_id = {b.id: b for b in benchmarks}
+    latest = _latest_versions(benchmarks)
+    out: dict[int, dict[str, Leaf]] = {}
+    for s in sorted(scores, key=lambda s: s.id):
+        b = by_id.get(s.benchmark_id)
+        if b is None or b.version != latest[b.identifier]:
+            continue
+        value = s.ceiled if s.ceiled is not None else s.raw
+        if value is None or not math.isfinite(value):
+            leaf = Leaf(b.identifier, "invalid", version=b.version, score_id=s.id, run_id=getattr(s, "run_id", None))
+        else:
+            v = clip01(float(value))
+            leaf = Leaf(b.identifier, "scored", v, float(value), v != value, b.version, s.id, run_id=getattr(s, "run_id", None))
+        out.setdefault(s.model_id, {})[b.identifier] = leaf  # later ids replace earlier ones
+    for r in sorted(runs, key=lambda r: r.id):
+        b = by_id.get(getattr(r, "benchmark_id", None))
+        if r.status != "failed" or r.model_id is None or b is None or b.version != latest[b.identifier]:
+            continue
+        existing = out.get(r.model_id, {}).get(b.identifier)
+        if existing is None or existing.status == "failed":
+            out.setdefault(r.model_id, {})[b.identifier] = Leaf(
+                b.identifier, "failed", version=b.version, failure_class=r.failure_class or "error", run_id=r.id
+            )
+    return out
+
+
+# -- aggregation ----------------------------------------------------------------------------------------------------
+@dataclass
+class NodeResult:
+    """A model's aggregate at one node of the tree.
+
+    ``value``: Brain-Score-compatible (missing children count as 0; None when nothing below is scored).
+    ``scored_value``: the mean over children that have a score, recursively (None when nothing is scored).
+    ``missing``: leaves below without a usable score (never shown as a real 0); ``missing_weight``: their share of
+    ``value`` (0: complete; 1: nothing scored). ``coverage`` = 1 - missing_weight.
+    """
+
+    name: str
+    path: str
+    value: float | None
+    scored_value: float | None
+    missing: list[str]
+    missing_weight: float
+    n_leaves: int
+    n_scored: int
+    children: list[NodeResult] = field(default_factory=list)
+    leaf: Leaf | None = None
+
+    @property
+    def coverage(self) -> float:
+        return 1.0 - self.missing_weight
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def find(self, path: str) -> NodeResult | None:
+        for node in self.walk():
+            if node.path == path or node.name == path:
+                return node
+        return None
+
+    def walk(self) -> Iterable[NodeResult]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "path": self.path,
+            "value": self.value,
+            "scored_value": self.scored_value,
+            "missing": self.missing,
+            "missing_weight": self.missing_weight,
+            "coverage": self.coverage,
+            "n_leaves": self.n_leaves,
+            "n_scored": self.n_scored,
+        }
+        if self.leaf is not None:
+            d["leaf"] = self.leaf.to_dict()
+        if self.children:
+            d["children"] = [c.to_dict() for c in self.children]
+        return d
+
+
+def aggregate(tree: TreeNode, leaves: Mapping[str, Leaf], _path: str = "") -> NodeResult:
+    """A model's :class:`NodeResult` at ``tree`` from its leaves (benchmark identifier -> :class:`Leaf`; an
+    identifier absent from ``leaves`` is "not scored")."""
+    path = f"{_path}/{tree.name}" if _path else tree.name
+    if tree.is_leaf:
+        leaf = leaves.get(tree.benchmark) or Leaf(tree.benchmark, "not scored")  # type: ignore[arg-type]
+        scored = leaf.status == "scored"
+        return NodeResult(
+            name=tree.name,
+            path=path,
+            value=leaf.value if scored else None,
+            scored_value=leaf.value if scored else None,
+            missing=[] if scored else [tree.benchmark],  # type: ignore[list-item]
+            missing_weight=0.0 if scored else 1.0,
+            n_leaves=1,
+            n_scored=int(scored),
+            leaf=leaf,
+        )
+    children = [aggregate(child, leaves, path) for child in tree.children]
+    n = len(children)
+    any_scored = any(c.value is not None for c in children)
+    value = sum(c.value or 0.0 for c in children) / n if any_scored else None
+    with_scores = [c.scored_value for c in children if c.scored_value is not None]
+    scored_value = sum(with_scores) / len(with_scores) if with_scores else None
+    return NodeResult(
+        name=tree.name,
+        path=path,
+        value=value,
+        scored_value=scored_value,
+        missing=[m for c in children for m in c.missing],
+        missing_weight=sum(c.missing_weight for c in children) / n if n else 1.0,
+        n_leaves=sum(c.n_leaves for c in children),
+        n_scored=sum(c.n_scored for c in children),
+        children=children,
+    )
+
+
+def aggregate_all(
+    tree: TreeNode, scores: Iterable[Any], benchmarks: Iterable[Any], runs: Iterable[Any] = (), model_ids: Iterable[int] = ()
+) -> dict[int, NodeResult]:
+    """:func:`aggregate` for every model (those in ``model_ids`` too, even with nothing scored)."""
+    leaves = latest_leaves(scores, benchmarks, runs)
+    ids = sorted(set(leaves) | set(model_ids))
+    return {m: aggregate(tree, leaves.get(m, {})) for m in ids}
+
+
+def rank(values: Mapping[int, float | None]) -> dict[int, int | None]:
+    """SQL ``RANK()`` over descending values (ties share a rank, the next rank skips); None is unranked."""
+    ordered = sorted((v, k) for k, v in values.items() if v is not None)
+    ordered.reverse()
+    ranks: dict[int, int | None] = {k: None for k, v in values.items() if v is None}
+    previous: float | None = None
+    current = 0
+    for position, (v, k) in enumerate(ordered, start=1):
+        if previous is None or v != previous:
+            current = position
+            previous = v
+        ranks[k] = current
+    return ranks

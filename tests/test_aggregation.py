@@ -1,0 +1,153 @@
+"""Aggregation over the benchmark tree, checked against trees computed by hand."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as Row
+
+import pytest
+
+from cortexbox.orchestrator.aggregation import (
+    Leaf,
+    aggregate,
+    aggregate_all,
+    default_tree_spec,
+    latest_leaves,
+    leaf_weights,
+    rank,
+    tree_from_spec,
+)
+
+# vision -> neural -> {V4: [a, b], IT: [c]}, behaviour -> [d]
+SPEC = {"neural": {"V4": ["a", "b"], "IT": ["c"]}, "behaviour": ["d"]}
+TREE = tree_from_spec(SPEC, "vision")
+
+
+def scored(name: str, value: float) -> Leaf:
+    return Leaf(name, "scored", min(max(value, 0), 1), value, not 0 <= value <= 1)
+
+
+def test_complete_tree_is_the_mean_of_children_not_of_leaves():
+    leaves = {"a": scored("a", 0.2), "b": scored("b", 0.4), "c": scored("c", 0.6), "d": scored("d", 0.8)}
+    root = aggregate(TREE, leaves)
+    # V4 = 0.3, IT = 0.6, neural = 0.45, behaviour = 0.8, vision = (0.45 + 0.8) / 2 = 0.625 (mean of leaves: 0.5)
+    assert root.find("V4").value == pytest.approx(0.3)
+    assert root.find("neural").value == pytest.approx(0.45)
+    assert root.value == pytest.approx(0.625)
+    assert root.scored_value == pytest.approx(0.625)
+    assert root.missing == [] and root.missing_weight == 0 and root.coverage == 1
+
+
+def test_missing_children_count_as_zero_and_are_marked():
+    leaves = {"a": scored("a", 0.2), "c": scored("c", 0.6), "d": scored("d", 0.8)}  # b never scored
+    root = aggregate(TREE, leaves)
+    v4 = root.find("V4")
+    assert v4.value == pytest.approx(0.1)  # (0.2 + 0) / 2
+    assert v4.scored_value == pytest.approx(0.2)
+    assert v4.missing == ["b"] and v4.missing_weight == pytest.approx(0.5)
+    b = root.find("vision/neural/V4/b")
+    assert b.value is None and b.leaf.status == "not scored"  # never a real 0
+    # neural = (0.1 + 0.6) / 2 = 0.35; vision = (0.35 + 0.8) / 2 = 0.575
+    assert root.value == pytest.approx(0.575)
+    # scored view: V4 0.2, neural 0.4, vision 0.6
+    assert root.scored_value == pytest.approx(0.6)
+    # b carries 1/2 * 1/2 * 1/2 of the root
+    assert root.missing == ["b"] and root.missing_weight == pytest.approx(0.125)
+
+
+def test_a_wholly_missing_branch_is_missing_but_counts_as_zero_above():
+    leaves = {"a": scored("a", 0.5), "b": scored("b", 0.3)}  # no IT, no behaviour
+    root = aggregate(TREE, leaves)
+    assert root.find("IT").value is None and root.find("behaviour").value is None
+    assert root.find("neural").value == pytest.approx(0.2)  # (0.4 + 0) / 2
+    assert root.value == pytest.approx(0.1)  # (0.2 + 0) / 2
+    assert root.scored_value == pytest.approx(0.4)
+    assert sorted(root.missing) == ["c", "d"] and root.missing_weight == pytest.approx(0.75)
+    assert root.n_scored == 2 and root.n_leaves == 4
+
+
+def test_nothing_scored_is_missing_not_zero():
+    root = aggregate(TREE, {})
+    assert root.value is None and root.scored_value is None and root.missing_weight == 1
+
+
+def test_brain_score_value_is_the_weighted_sum_of_scored_leaves():
+    weights = leaf_weights(TREE)
+    assert weights == pytest.approx({"a": 0.125, "b": 0.125, "c": 0.25, "d": 0.5})
+    leaves = {"a": scored("a", 0.9), "c": scored("c", 0.3)}
+    root = aggregate(TREE, leaves)
+    assert root.value == pytest.approx(0.125 * 0.9 + 0.25 * 0.3)
+
+
+def _rows():
+    benchmarks = [
+        Row(id=1, identifier="a", version=1),
+        Row(id=2, identifier="a", version=2),
+        Row(id=3, identifier="b", version=1),
+        Row(id=4, identifier="c", version=1),
+        Row(id=5, identifier="d", version=1),
+    ]
+    scores = [
+        Row(id=1, model_id=7, benchmark_id=1, raw=0.9, ceiled=0.95, run_id=1),  # old version of a: ignored
+        Row(id=2, model_id=7, benchmark_id=2, raw=0.5, ceiled=0.2, run_id=2),
+        Row(id=3, model_id=7, benchmark_id=2, raw=0.5, ceiled=0.3, run_id=3),  # newer score on a v2 wins
+        Row(id=4, model_id=7, benchmark_id=3, raw=0.9, ceiled=1.4, run_id=4),  # clipped to 1
+        Row(id=5, model_id=7, benchmark_id=4, raw=-0.1, ceiled=-0.2, run_id=5),  # clipped to 0: a real, scored 0
+        Row(id=6, model_id=8, benchmark_id=1, raw=0.9, ceiled=0.8, run_id=6),  # model 8: only the old version
+        Row(id=7, model_id=8, benchmark_id=5, raw=0.4, ceiled=None, run_id=7),  # no ceiling: raw counts
+    ]
+    runs = [
+        Row(id=9, model_id=7, benchmark_id=5, status="failed", failure_class="oom"),
+        Row(id=10, model_id=8, benchmark_id=4, status="failed", failure_class="timeout"),
+        Row(id=11, model_id=8, benchmark_id=1, status="failed", failure_class="crash"),  # old version: ignored
+    ]
+    return scores, benchmarks, runs
+
+
+def test_latest_version_latest_score_clipping_and_failures_from_rows():
+    scores, benchmarks, runs = _rows()
+    leaves = latest_leaves(scores, benchmarks, runs)
+    m7 = leaves[7]
+    assert m7["a"].value == pytest.approx(0.3) and m7["a"].version == 2 and m7["a"].score_id == 3
+    assert m7["b"].value == 1.0 and m7["b"].clipped and m7["b"].unclipped == pytest.approx(1.4)
+    assert m7["c"].value == 0.0 and m7["c"].status == "scored" and m7["c"].clipped
+    assert m7["d"].status == "failed" and m7["d"].failure_class == "oom" and m7["d"].value is None
+    m8 = leaves[8]
+    assert "a" not in m8  # its only score on a is on version 1
+    assert m8["d"].value == pytest.approx(0.4)
+    assert m8["c"].status == "failed" and m8["c"].failure_class == "timeout"
+
+
+def test_aggregate_all_by_hand():
+    scores, benchmarks, runs = _rows()
+    results = aggregate_all(TREE, scores, benchmarks, runs, model_ids=[9])
+    # model 7: V4 = (0.3 + 1) / 2 = 0.65, IT = 0, neural = 0.325, behaviour failed -> 0 (missing), vision = 0.1625
+    m7 = results[7]
+    assert m7.value == pytest.approx(0.1625)
+    assert m7.missing == ["d"] and m7.find("behaviour").value is None
+    assert m7.find("IT").value == 0.0 and m7.find("IT").missing == []  # clipped real 0 is not missing
+    # scored view: neural 0.325, behaviour none -> 0.325
+    assert m7.scored_value == pytest.approx(0.325)
+    # model 8: neural none (a old version, b none, c failed), behaviour 0.4 -> vision 0.2
+    m8 = results[8]
+    assert m8.value == pytest.approx(0.2) and m8.scored_value == pytest.approx(0.4)
+    assert sorted(m8.missing) == ["a", "b", "c"] and m8.missing_weight == pytest.approx(0.5)
+    assert results[9].value is None
+
+
+def test_default_tree_places_benchmarks_by_region_and_drops_empty_branches():
+    rows = [Row(identifier="X.V4-pls", region="V4"), Row(identifier="Y.IT-pls", region="IT"),
+            Row(identifier="Z.V4-rdm", region="V4"), Row(identifier="B.i2n", region="")]
+    tree = tree_from_spec(default_tree_spec(rows), "vision")
+    assert tree.to_dict() == {"name": "vision", "children": [
+        {"name": "neural", "children": [
+            {"name": "V4", "children": [{"name": "X.V4-pls", "benchmark": "X.V4-pls"}, {"name": "Z.V4-rdm", "benchmark": "Z.V4-rdm"}]},
+            {"name": "IT", "children": [{"name": "Y.IT-pls", "benchmark": "Y.IT-pls"}]},
+        ]},
+        {"name": "behaviour", "children": [{"name": "B.i2n", "benchmark": "B.i2n"}]},
+    ]}
+    only_v4 = tree_from_spec(default_tree_spec(rows[:1]), "vision")
+    assert only_v4.leaves() == ["X.V4-pls"] and [c.name for c in only_v4.children] == ["neural"]
+
+
+def test_rank_is_sql_rank():
+    assert rank({1: 0.5, 2: 0.7, 3: 0.5, 4: None, 5: 0.1}) == {2: 1, 1: 2, 3: 2, 5: 4, 4: None}
