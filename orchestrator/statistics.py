@@ -1,0 +1,281 @@
+"""Confidence intervals on scores and pairwise comparisons of models -- what they are and what they are not.
+
+What a stored score gives us: ``Score.values``, the metric's value on each of the benchmark's cross-validation
+splits (Brain-Score's 10 shuffled 90/10 splits with a fixed ``random_state``), and ``raw`` = their mean.
+
+**Interval on a score.** The splits' training sets overlap (any two share ~80% of the stimuli), so the split values
+are positively correlated and the textbook standard error ``sd / sqrt(J)`` -- the ``error`` Brain-Score reports --
+is too small. We use the *corrected resampled t* interval of Nadeau & Bengio (2003, Machine Learning 52:239):
+variance ``(1/J + n_test/n_train) * s^2`` with ``J - 1`` degrees of freedom. With 90/10 splits that widens the naive
+interval by ``sqrt(1 + J * 0.1/0.9) ~ 1.45``. The interval is computed on the raw scale and its ends are mapped
+through the benchmark's ceiling normalisation (monotone for raw >= 0), so the ceiled interval covers what the ceiled
+score estimates. ``method``, ``J``, ``n_test/n_train`` and (for the bootstrap) the seed are recorded with it.
+
+It is **not**: an interval over a population of stimuli or neuroids beyond the recorded ones (that needs the
+per-neuroid values of every split, which runs do not store yet -- :func:`bootstrap_neuroids` is ready for them), nor
+does it include the uncertainty of the ceiling (``ceiling_error`` is shown separately). The correction assumes the
+correlation between split values is ``n_test/n``; simulations in ``tests/test_statistics.py`` check its coverage.
+
+**Comparison of two models** on a benchmark: the same splits (same stimuli, same ``random_state``, same benchmark
+version) are paired, the per-split differences are tested with the corrected resampled paired t-test (two-sided),
+and the effect size is Cohen's ``d_z`` = mean difference / sd of differences. ``d_z`` describes how consistently one
+model beats the other across splits of *these* stimuli; it is not a population effect size. An exact sign-flip
+permutation p-value over the splits is reported too, labelled uncorrected (it ignores the overlap and is
+anti-conservative). On an **aggregate**, the per-split differences of every shared leaf are combined with the
+leaves' weights in the tree (split ``j`` of each benchmark paired), over the leaves both models have scores on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Comparison",
+    "Interval",
+    "bootstrap_interval",
+    "bootstrap_neuroids",
+    "ceil_value",
+    "ceiled_split_values",
+    "compare_aggregate",
+    "compare_values",
+    "corrected_t_interval",
+    "score_interval",
+    "test_fraction",
+    "weighted_interval",
+]
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    estimate: float
+    se: float | None
+    level: float
+    method: str
+    n: int
+    seed: int | None = None
+    test_over_train: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def test_fraction(provenance: Mapping[str, Any] | None) -> tuple[float, float]:
+    """(train, test) fractions of a score's cross-validation, from its provenance (Brain-Score's 0.9/0.1 by
+    default)."""
+    metric = (provenance or {}).get("metric") or {}
+    train, test = metric.get("train_size"), metric.get("test_size")
+    if isinstance(train, (int, float)) and 0 < train < 1:
+        return float(train), float(test) if isinstance(test, (int, float)) and 0 < test < 1 else 1.0 - float(train)
+    if isinstance(test, (int, float)) and 0 < test < 1:
+        return 1.0 - float(test), float(test)
+    return 0.9, 0.1
+
+
+def corrected_t_interval(
+    values: Sequence[float], *, test_over_train: float | None = 0.1 / 0.9, level: float = LEVEL
+) -> Interval:
+    """Nadeau-Bengio corrected resampled t interval for the mean of per-split values; ``test_over_train=None``
+    gives the plain (uncorrected) t interval, right only for independent values."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    j = len(x)
+    if j < 2:
+        m = float(x.mean()) if j else math.nan
+        return Interval(m, m, m, None, level, "none (fewer than 2 splits)", j)
+    m = float(x.mean())
+    factor = 1.0 / j + (test_over_train or 0.0)
+    se = math.sqrt(factor * float(x.var(ddof=1)))
+    half = float(stats.t.ppf(0.5 + level / 2, df=j - 1)) * se
+    method = "corrected resampled t (Nadeau & Bengio 2003)" if test_over_train else "t over independent values"
+    return Interval(m - half, m + half, m, se, level, method, j, test_over_train=test_over_train)
+
+
+def bootstrap_interval(values: Sequence[float], *, seed: int = 0, n_boot: int = 10_000, level: float = LEVEL) -> Interval:
+    """Percentile bootstrap of the mean over splits, seed recorded. With ~10 overlapping splits it is too narrow
+    (like the uncorrected t); kept for comparison and for benchmarks whose values are independent."""
+    x = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(lo), float(hi), float(x.mean()), float(means.std(ddof=1)), level, "percentile bootstrap over splits", len(x), seed=seed)
+
+
+def bootstrap_neuroids(split_neuroid_values: np.ndarray, *, seed: int = 0, n_boot: int = 2_000, level: float = LEVEL) -> Interval:
+    """Bootstrap over neuroids of Brain-Score's score (mean over splits of the median over neuroids), for an
+    ``(n_splits, n_neuroids)`` array of per-neuroid values; the seed is recorded."""
+    a = np.asarray(split_neuroid_values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    estimate = float(np.median(a, axis=1).mean())
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, a.shape[1], size=a.shape[1])
+        boots[i] = np.median(a[:, idx], axis=1).mean()
+    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(lo), float(hi), estimate, float(boots.std(ddof=1)), level, "percentile bootstrap over neuroids", a.shape[1], seed=seed)
+
+
+# -- ceiling normalisation of split values and interval ends -----------------------------------------------------------
+def ceil_value(raw: float, ceiling: float | None, regime: str | None) -> float:
+    """``raw`` normalised as the benchmark's regime does (see ``benchmarks/metrics/normalization.py``)."""
+    if ceiling is None:
+        return raw
+    if not ceiling:
+        return math.nan
+    regime = regime or "r2_over_ceiling"
+    if regime == "r2_over_ceiling":
+        return raw**2 / ceiling
+    if regime == "r_over_ceiling_squared":
+        return (raw / ceiling) ** 2
+    if regime == "raw_over_ceiling_clipped":
+        return min(max(raw / ceiling, 0.0), 1.0)
+    return raw / ceiling  # r_over_ceiling
+
+
+def _map_interval(lo: float, hi: float, ceiling: float | None, regime: str | None) -> tuple[float, float]:
+    if regime in (None, "r2_over_ceiling", "r_over_ceiling_squared") and ceiling is not None:
+        # g(r) = c * r^2 is monotone on either side of 0; an interval containing 0 maps to [0, max].
+        ends = [ceil_value(lo, ceiling, regime), ceil_value(hi, ceiling, regime)]
+        return (0.0 if lo <= 0 <= hi else min(ends)), max(ends)
+    a, b = ceil_value(lo, ceiling, regime), ceil_value(hi, ceiling, regime)
+    return min(a, b), max(a, b)
+
+
+def _regime(score: Any) -> str | None:
+    return ((getattr(score, "provenance", None) or {}).get("metric") or {}).get("normalization")
+
+
+def ceiled_split_values(score: Any) -> list[float]:
+    """Per-split values on the ceiled scale (raw where the benchmark has no ceiling)."""
+    metric = (getattr(score, "provenance", None) or {}).get("metric") or {}
+    if metric.get("ceiled_values"):
+        return [float(v) for v in metric["ceiled_values"]]
+    if score.ceiled is None or score.ceiling is None:
+        return [float(v) for v in score.values]
+    return [ceil_value(float(v), score.ceiling, _regime(score)) for v in score.values]
+
+
+def score_interval(score: Any, *, level: float = LEVEL) -> dict[str, Any] | None:
+    """The intervals of a Score row: ``raw`` and ``ceiled`` (each an :class:`Interval` as a dict), or None when the
+    score has fewer than two split values."""
+    values = list(score.values or [])
+    if len(values) < 2:
+        return None
+    train, test = test_fraction(getattr(score, "provenance", None))
+    raw = corrected_t_interval(values, test_over_train=test / train, level=level)
+    out: dict[str, Any] = {"raw": raw.to_dict(), "ceiled": None}
+    if score.ceiled is not None and score.ceiling is not None:
+        regime = _regime(score)
+        if regime == "per_split_over_sqrt_ceiling":
+            ceiled = corrected_t_interval(ceiled_split_values(score), test_over_train=test / train, level=level)
+            out["ceiled"] = {**ceiled.to_dict(), "estimate": score.ceiled}
+        else:
+            lo, hi = _map_interval(raw.low, raw.high, score.ceiling, regime)
+            # delta method for the standard error on the ceiled scale, used when combining leaves
+            eps = 1e-6
+            slope = abs(ceil_value(raw.estimate + eps, score.ceiling, regime) - ceil_value(raw.estimate - eps, score.ceiling, regime)) / (2 * eps)
+            se = None if raw.se is None else slope * raw.se
+            out["ceiled"] = {**raw.to_dict(), "low": lo, "high": hi, "estimate": score.ceiled, "se": se,
+                             "method": raw.method + ", ends mapped through the ceiling normalisation"}
+    return out
+
+
+def weighted_interval(parts: Sequence[tuple[float, float, float | None]], *, level: float = LEVEL) -> Interval | None:
+    """Interval of ``sum(w * v)`` from (weight, value, se) parts, assuming independent benchmarks (different
+    recordings) and normal errors; None when any part lacks a standard error."""
+    if not parts or any(se is None for _, _, se in parts):
+        return None
+    estimate = sum(w * v for w, v, _ in parts)
+    se = math.sqrt(sum((w * se) ** 2 for w, _, se in parts))  # type: ignore[operator]
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    return Interval(estimate - z * se, estimate + z * se, estimate, se, level, "normal, independent benchmarks, weights of the tree", len(parts))
+
+
+# -- comparisons -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    difference: float  # mean over splits of (a - b)
+    interval: Interval
+    t: float | None
+    df: int
+    p_value: float | None  # corrected resampled paired t-test, two-sided
+    p_sign_flip: float | None  # exact sign-flip permutation over splits (uncorrected)
+    cohens_dz: float | None
+    n_splits: int
+    method: str
+    significant: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["interval"] = self.interval.to_dict()
+        return d
+
+
+def _sign_flip_p(d: np.ndarray) -> float:
+    observed = abs(d.mean())
+    if len(d) <= 16:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+    else:
+        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(65536, len(d)))
+    means = np.abs((signs * d).mean(axis=1))
+    return float(np.mean(means >= observed - 1e-12))
+
+
+def compare_values(
+    a: Sequence[float], b: Sequence[float], *, test_over_train: float = 0.1 / 0.9, level: float = LEVEL, alpha: float = 0.05
+) -> Comparison:
+    """Paired comparison of two models' per-split values on the same splits (see the module docstring)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired splits needed: {len(a)} vs {len(b)} split values")
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    j = len(d)
+    interval = corrected_t_interval(d, test_over_train=test_over_train, level=level)
+    sd = float(d.std(ddof=1)) if j > 1 else math.nan
+    if j < 2:
+        t = p = dz = None
+    elif sd == 0:
+        t, dz = (None, None)
+        p = 1.0 if d.mean() == 0 else 0.0
+    else:
+        t = float(d.mean() / interval.se)
+        p = float(2 * stats.t.sf(abs(t), df=j - 1))
+        dz = float(d.mean() / sd)
+    return Comparison(
+        difference=float(d.mean()) if j else math.nan,
+        interval=interval,
+        t=t,
+        df=max(j - 1, 0),
+        p_value=p,
+        p_sign_flip=_sign_flip_p(d) if j >= 2 else None,
+        cohens_dz=dz,
+        n_splits=j,
+        method="corrected resampled paired t-test (Nadeau & Bengio 2003), two-sided; Cohen's d_z over splits",
+        significant=p is not None and p < alpha,
+    )
+
+
+def compare_aggregate(
+    weights: Mapping[str, float], a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], *,
+    test_over_train: float = 0.1 / 0.9, level: float = LEVEL,
+) -> tuple[Comparison | None, list[str], list[str]]:
+    """Compares two models on an aggregate: ``weights`` are the leaves' weights in the node (from
+    :func:`~cortexbox.orchestrator.aggregation.leaf_weights`), ``a`` and ``b`` the per-split ceiled values of each
+    model's leaves (clipped to [0, 1] here, as the aggregate does). Returns (comparison, shared leaves, leaves left
+    out because only one model, or a different number of splits, has them)."""
+    shared = sorted(k for k in weights if k in a and k in b and len(a[k]) == len(b[k]) and len(a[k]) >= 2)
+    left_out = sorted(k for k in weights if k not in shared and (k in a or k in b))
+    if not shared or len({len(a[k]) for k in shared}) != 1:
+        return None, shared, left_out
+    diff = sum(weights[k] * (np.clip(a[k], 0, 1) - np.clip(b[k], 0, 1)) for k in shared)
+    comparison = compare_values(list(diff), [0.0] * len(diff), test_over_train=test_over_train, level=level)
+    return comparison, shared, left_out
