@@ -35,6 +35,8 @@ __all__ = [
     "leaf_weights",
     "tree_from_spec",
     "benchmark_tree",
+    "rank",
+    "unaggregated",
 ]
 
 
@@ -112,28 +114,76 @@ def default_tree_spec(benchmarks: Iterable[Any]) -> dict[str, Any]:
     return {"neural": neural, "behaviour": behaviour}
 
 
-def benchmark_tree(benchmarks: Iterable[Any]) -> TreeNode:
-    """The tree to aggregate over: ``cortexbox.benchmarks.tree()`` where the benchmarks package provides one,
-    else :func:`default_tree_spec` over the registry's benchmarks. Either way, registered benchmarks missing from
-    a provided tree are not silently dropped: they are added under ``vision/unplaced``."""
-    benchmarks = list(benchmarks)
+def _insert(node: TreeNode, region: str, identifier: str) -> tuple[TreeNode, bool]:
+    """``node`` with ``identifier`` added as a leaf of the first inner node named ``region``."""
+    if node.is_leaf:
+        return node, False
+    if node.name == region and all(c.is_leaf for c in node.children):
+        return TreeNode(node.name, node.children + (TreeNode(identifier, benchmark=identifier),)), True
+    children = list(node.children)
+    for i, child in enumerate(children):
+        children[i], done = _insert(child, region, identifier)
+        if done:
+            return TreeNode(node.name, tuple(children)), True
+    return node, False
+
+
+def _provided_spec() -> Any:
     try:
         from cortexbox import benchmarks as benchmarks_package
 
         provided = getattr(benchmarks_package, "tree", None)
-        spec = provided() if callable(provided) else None
-    except Exception:  # noqa: BLE001 - a broken colleague's tree must not take the leaderboard down
-        spec = None
+        return provided() if callable(provided) else None
+    except Exception:  # noqa: BLE001 - a broken tree must not take the leaderboard down; the default stands in
+        return None
+
+
+def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
+    """The tree to aggregate over: ``spec`` if given, else ``cortexbox.benchmarks.tree()`` where the benchmarks
+    package provides one, else :func:`default_tree_spec` over the registry's benchmarks.
+
+    With a given tree, a registered benchmark that is not in it and not deliberately left out
+    (``cortexbox.benchmarks.NOT_AGGREGATED``) -- an ingested recording, say -- joins the leaf group named like its
+    region (e.g. ``V4``) when there is one; otherwise it is reported by :func:`unaggregated`, never averaged in
+    silently. A tree leaf that nobody has been scored on yet is part of the average (missing for every model), as
+    on Brain-Score."""
+    benchmarks = list(benchmarks)
+    if spec is None:
+        spec = _provided_spec()
     if spec is None:
         return tree_from_spec(default_tree_spec(benchmarks), "vision")
     tree = tree_from_spec(spec, "vision")
     if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in ("vision", "average_vision"):
         tree = tree.children[0]
     placed = set(tree.leaves())
-    unplaced = sorted({b.identifier for b in benchmarks} - placed)
-    if unplaced:
-        tree = TreeNode(tree.name, tree.children + (tree_from_spec(unplaced, "unplaced"),))
+    left_out = _not_aggregated()
+    for b in sorted(benchmarks, key=lambda b: b.identifier):
+        if b.identifier in placed or b.identifier in left_out or not getattr(b, "region", ""):
+            continue
+        tree, done = _insert(tree, b.region, b.identifier)
+        if done:
+            placed.add(b.identifier)
     return tree
+
+
+def _not_aggregated() -> dict[str, str]:
+    try:
+        from cortexbox import benchmarks as benchmarks_package
+
+        return dict(getattr(benchmarks_package, "NOT_AGGREGATED", {}) or {})
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def unaggregated(tree: TreeNode, benchmarks: Iterable[Any]) -> dict[str, str]:
+    """Registered benchmarks outside ``tree``, with the reason they are not averaged in."""
+    placed = set(tree.leaves())
+    reasons = _not_aggregated()
+    return {
+        b.identifier: reasons.get(b.identifier, "not in the benchmark tree")
+        for b in sorted(benchmarks, key=lambda b: b.identifier)
+        if b.identifier not in placed
+    }
 
 
 def leaf_weights(tree: TreeNode) -> dict[str, float]:

@@ -371,6 +371,22 @@ def metric(
         out.print(f"{name}: {score.raw:.6f} ± {score.error:.6f} ({len(score.values)} value(s))", highlight=False)
 
 
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 inside a container)"),
+    port: int = typer.Option(8000, "--port", help="Port to listen on"),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry URL (default: $CORTEXBOX_DATABASE_URL or SQLite in $CORTEXBOX_HOME)"),
+) -> None:
+    """Serve the leaderboard web app and its JSON API (live runs execute in this process)."""
+    import uvicorn
+
+    from cortexbox.orchestrator.web import create_app
+
+    application = create_app(database_url)
+    err.print(f"cortexbox web on http://{host}:{port} (registry {application.state.registry.engine.url.render_as_string(hide_password=True)})")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 

@@ -151,3 +151,20 @@ def test_default_tree_places_benchmarks_by_region_and_drops_empty_branches():
 
 def test_rank_is_sql_rank():
     assert rank({1: 0.5, 2: 0.7, 3: 0.5, 4: None, 5: 0.1}) == {2: 1, 1: 2, 3: 2, 5: 4, 4: None}
+
+
+def test_a_provided_tree_is_used_ingested_benchmarks_join_their_region_and_left_out_ones_are_reported(monkeypatch):
+    import cortexbox.benchmarks as package
+    from cortexbox.orchestrator.aggregation import benchmark_tree, unaggregated
+
+    monkeypatch.setattr(package, "tree", lambda: {"vision": {"neural": {"V4": ["X.V4-pls"], "IT": ["Y.IT-pls"]}, "behaviour": ["B.i2n"]}}, raising=False)
+    monkeypatch.setattr(package, "NOT_AGGREGATED", {"X.V4-top1": "engineering"}, raising=False)
+    registered = [Row(identifier="X.V4-pls", region="V4"), Row(identifier="Smith2026.V4-pls", region="V4"),
+                  Row(identifier="X.V4-top1", region="V4"), Row(identifier="Z.V1-pls", region="V1")]
+    tree = benchmark_tree(registered)
+    assert tree.name == "vision"
+    assert tree.leaves() == ["X.V4-pls", "Smith2026.V4-pls", "Y.IT-pls", "B.i2n"]  # unscored tree leaves stay
+    assert unaggregated(tree, registered) == {"X.V4-top1": "engineering", "Z.V1-pls": "not in the benchmark tree"}
+    # a tree that cannot be read falls back to the default tree by region
+    monkeypatch.setattr(package, "tree", lambda: 1 / 0, raising=False)
+    assert benchmark_tree(registered[:2]).leaves() == ["Smith2026.V4-pls", "X.V4-pls"]

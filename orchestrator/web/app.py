@@ -1,0 +1,238 @@
+"""The FastAPI application: server-rendered pages and the JSON API under /api (documented at /api, schema at
+/openapi.json). Nothing is fetched from a CDN: the app works offline."""
+
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, Field
+
+from cortexbox.orchestrator.web import data, plots
+from cortexbox.orchestrator.web.live import LiveRuns
+from cortexbox.registry import Registry
+
+logger = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+
+
+class RunRequest(BaseModel):
+    """Score a model image on one or more benchmarks, in the web process's background worker."""
+
+    model: str = Field(..., description="Docker image (tag or id) of the model", examples=["cortexbox/pixels"])
+    benchmarks: list[str] = Field(default_factory=list, description="Benchmark identifiers; empty: every benchmark")
+    benchmark: str | None = Field(None, description="One benchmark identifier (shorthand for benchmarks=[...])")
+    use_cache: bool = Field(True, description="Reuse cached activations and layer choices")
+
+
+def _templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    env.globals.update(fmt=data.fmt, short=data.short, ibar=plots.interval_bar, layer_curve=plots.layer_curve,
+                       strip_plot=plots.strip_plot, json=lambda x: json.dumps(x, indent=2, default=str, sort_keys=True))
+    return env
+
+
+def create_app(database_url: str | None = None, *, score=None, cache_dir: str | None = None, tree: Any = None) -> FastAPI:
+    """The web app over the registry at ``database_url`` (default: ``$CORTEXBOX_DATABASE_URL`` or the SQLite file in
+    the cortexbox home). ``tree`` replaces the benchmark tree (a nested spec, see ``aggregation.tree_from_spec``);
+    ``score`` replaces ``score_model`` for live runs (tests)."""
+    registry = Registry(database_url)
+    live_runs = LiveRuns(registry, score=score, cache_dir=cache_dir)
+    templates = _templates()
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        live_runs.close(timeout=1)
+
+    app = FastAPI(title="cortexbox", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Leaderboard, scores with intervals and provenance, comparisons and live runs.")
+    app.state.registry = registry
+    app.state.live_runs = live_runs
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def snapshot() -> data.Snapshot:
+        return data.load(registry, tree)
+
+    Snap = Annotated[data.Snapshot, Depends(snapshot)]
+
+    def page(name: str, **context: Any) -> HTMLResponse:
+        return HTMLResponse(templates.get_template(name).render(**context))
+
+    def model_or_404(snap: data.Snapshot, model_id: int) -> None:
+        if model_id not in snap.models:
+            raise HTTPException(404, f"no model with id {model_id}")
+
+    # -- JSON API -----------------------------------------------------------------------------------------------------
+    api = APIRouter(prefix="/api")
+
+    @api.get("/leaderboard", tags=["leaderboard"], summary="Ranked models with aggregate and per-branch scores")
+    def api_leaderboard(snap: Snap, view: Annotated[str, Query(pattern="^(brainscore|scored)$")] = "brainscore") -> dict:
+        """Every model with its aggregate at every node of the benchmark tree. ``view=brainscore``: missing children
+        count as 0 (listed in ``missing``); ``view=scored``: only scored children are averaged (see ``coverage``)."""
+        return data.leaderboard(snap, view)
+
+    @api.get("/tree", tags=["leaderboard"], summary="The benchmark tree aggregated over")
+    def api_tree(snap: Snap) -> dict:
+        return snap.tree.to_dict()
+
+    @api.get("/models", tags=["models"], summary="Registered model builds")
+    def api_models(snap: Snap) -> list[dict]:
+        return [{"model_id": m.id, "model": m.name, "version": m.version, "digest": m.digest, "image_ref": m.image_ref,
+                 "aggregate": snap.results[m.id].value} for m in snap.models.values()]
+
+    @api.get("/models/{model_id}", tags=["models"], summary="A model: every score with interval and provenance, layer curves, runs")
+    def api_model(model_id: int, snap: Snap) -> dict:
+        model_or_404(snap, model_id)
+        return data.model_page(registry, snap, model_id)
+
+    @api.get("/benchmarks", tags=["benchmarks"], summary="Benchmarks (latest versions)")
+    def api_benchmarks(snap: Snap) -> list[dict]:
+        return data.benchmarks_list(snap)
+
+    @api.get("/benchmarks/{identifier}", tags=["benchmarks"], summary="A benchmark: ceiling, versions, sizes, scores")
+    def api_benchmark(identifier: str, snap: Snap) -> dict:
+        try:
+            return data.benchmark_page(snap, identifier)
+        except KeyError:
+            raise HTTPException(404, f"no benchmark {identifier!r}") from None
+
+    @api.get("/compare", tags=["compare"], summary="Paired comparison of two models per benchmark and per aggregate")
+    def api_compare(a: int, b: int, snap: Snap) -> dict:
+        model_or_404(snap, a)
+        model_or_404(snap, b)
+        return data.compare(snap, a, b)
+
+    @api.get("/runs", tags=["runs"], summary="Run history, newest first (failure class and log tail of failures)")
+    def api_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict]:
+        return [data.run_dict(r) for r in registry.runs(limit)]
+
+    @api.get("/runs/{run_id}", tags=["runs"], summary="One run")
+    def api_run(run_id: int, snap: Snap) -> dict:
+        for r in snap.runs:
+            if r.id == run_id:
+                scores = [data.score_dict(snap, s) for s in snap.scores if s.run_id == run_id]
+                return data.run_dict(r) | {"scores": scores}
+        raise HTTPException(404, f"no run {run_id}")
+
+    @api.post("/runs", tags=["runs"], status_code=202, summary="Start scoring a model (live: see events_url)")
+    def api_start_run(request: RunRequest) -> dict:
+        """Queues the model to be scored on the benchmarks in this web process; returns the live run, whose events
+        (``status``, ``run``, ``stage``, ``progress``, ``score``, ``failed``, ``done``) stream from ``events_url``."""
+        benchmarks = list(request.benchmarks) + ([request.benchmark] if request.benchmark else [])
+        if not benchmarks:
+            from cortexbox.benchmarks import list_benchmarks
+            from cortexbox.orchestrator.ingest import ingested_identifiers
+
+            benchmarks = list_benchmarks() + ingested_identifiers(registry)
+        live = live_runs.submit(request.model, benchmarks, request.use_cache)
+        return live.to_dict()
+
+    @api.get("/live", tags=["runs"], summary="Runs started from this web process")
+    def api_live_list() -> list[dict]:
+        return [r.to_dict() for r in sorted(live_runs.runs.values(), key=lambda r: -r.id)]
+
+    def live_or_404(live_id: int):
+        live = live_runs.runs.get(live_id)
+        if live is None:
+            raise HTTPException(404, f"no live run {live_id} in this web process")
+        return live
+
+    @api.get("/live/{live_id}", tags=["runs"], summary="A live run with all its events so far")
+    def api_live(live_id: int) -> dict:
+        live = live_or_404(live_id)
+        return live.to_dict() | {"events": list(live.events)}
+
+    @api.get("/live/{live_id}/events", tags=["runs"], summary="Server-sent events of a live run",
+             response_class=StreamingResponse)
+    async def api_live_events(live_id: int, request: Request) -> StreamingResponse:
+        """``text/event-stream``: each event has an ``id`` (resume with ``Last-Event-ID``), a name and JSON data;
+        the stream ends after the ``done`` event."""
+        live = live_or_404(live_id)
+        start = request.headers.get("last-event-id")
+        position = int(start) + 1 if start and start.isdigit() else 0
+
+        async def stream():
+            nonlocal position
+            yield "retry: 1000\n\n"
+            while True:
+                events = live.events[position:]
+                for e in events:
+                    yield f"id: {e['id']}\nevent: {e['event']}\ndata: {json.dumps(e['data'] | {'t': e['t']}, default=str)}\n\n"
+                position += len(events)
+                if live.finished and position >= len(live.events):
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.include_router(api)
+
+    # -- pages --------------------------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def leaderboard_page(snap: Snap, view: str = "brainscore", q: str = "") -> HTMLResponse:
+        if view not in data.VIEWS:
+            view = "brainscore"
+        return page("leaderboard.html", board=data.leaderboard(snap, view), q=q, title="Leaderboard")
+
+    @app.get("/models/{model_id}", response_class=HTMLResponse, include_in_schema=False)
+    def model_html(model_id: int, snap: Snap) -> HTMLResponse:
+        model_or_404(snap, model_id)
+        m = data.model_page(registry, snap, model_id)
+        return page("model.html", m=m, title=m["model"])
+
+    @app.get("/benchmarks", response_class=HTMLResponse, include_in_schema=False)
+    def benchmarks_html(snap: Snap) -> HTMLResponse:
+        return page("benchmarks.html", benchmarks=data.benchmarks_list(snap), title="Benchmarks")
+
+    @app.get("/benchmarks/{identifier}", response_class=HTMLResponse, include_in_schema=False)
+    def benchmark_html(identifier: str, snap: Snap) -> HTMLResponse:
+        try:
+            b = data.benchmark_page(snap, identifier)
+        except KeyError:
+            raise HTTPException(404, f"no benchmark {identifier!r}") from None
+        return page("benchmark.html", b=b, title=identifier)
+
+    @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
+    def compare_html(snap: Snap, a: int | None = None, b: int | None = None) -> HTMLResponse:
+        result = None
+        if a is not None and b is not None:
+            model_or_404(snap, a)
+            model_or_404(snap, b)
+            result = data.compare(snap, a, b)
+        models = sorted(snap.models.values(), key=lambda m: m.name)
+        return page("compare.html", c=result, models=models, a=a, b=b, title="Compare")
+
+    @app.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+    def runs_html() -> HTMLResponse:
+        from cortexbox.benchmarks import list_benchmarks
+
+        known = sorted(set(list_benchmarks()) | {b.identifier for b in registry.benchmarks()})
+        return page("runs.html", runs=[data.run_dict(r) for r in registry.runs(100)], live=api_live_list(),
+                    benchmarks=known, title="Runs")
+
+    @app.get("/live/{live_id}", response_class=HTMLResponse, include_in_schema=False)
+    def live_html(live_id: int) -> HTMLResponse:
+        live = live_or_404(live_id)
+        return page("live.html", live=live.to_dict(), title=f"Live run {live_id}")
+
+    @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
+    def api_doc() -> HTMLResponse:
+        return page("api.html", schema=app.openapi(), title="JSON API")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return HTMLResponse(templates.get_template("error.html").render(status=exc.status_code, detail=exc.detail, title="Not found"),
+                            status_code=exc.status_code)
+
+    return app

@@ -1,0 +1,445 @@
+"""What the pages and the JSON API show, computed from one snapshot of the registry's rows."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import select
+
+from cortexbox.orchestrator.aggregation import (
+    Leaf,
+    NodeResult,
+    TreeNode,
+    aggregate,
+    benchmark_tree,
+    latest_leaves,
+    rank,
+    unaggregated,
+)
+from cortexbox.orchestrator.statistics import (
+    ceiled_split_values,
+    compare_aggregate,
+    compare_values,
+    score_interval,
+    test_fraction,
+    weighted_interval,
+)
+from cortexbox.registry import Benchmark, LayerCommitment, Model, Registry, Run, Score
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("brainscore", "scored")
+
+
+@dataclass
+class Snapshot:
+    models: dict[int, Model]
+    benchmarks: list[Benchmark]
+    scores: list[Score]
+    runs: list[Run]
+    tree: TreeNode
+    leaves: dict[int, dict[str, Leaf]] = field(default_factory=dict)
+    results: dict[int, NodeResult] = field(default_factory=dict)
+    #: registered benchmarks outside the tree (shown, never averaged in), with the reason
+    unaggregated: dict[str, str] = field(default_factory=dict)
+    extra: dict[int, list[NodeResult]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def score_by_id(self) -> dict[int, Score]:
+        return {s.id: s for s in self.scores}
+
+    @functools.cached_property
+    def benchmark_by_id(self) -> dict[int, Benchmark]:
+        return {b.id: b for b in self.benchmarks}
+
+    @functools.cached_property
+    def latest_benchmarks(self) -> dict[str, Benchmark]:
+        latest: dict[str, Benchmark] = {}
+        for b in self.benchmarks:
+            if b.identifier not in latest or b.version > latest[b.identifier].version:
+                latest[b.identifier] = b
+        return latest
+
+    @functools.cached_property
+    def intervals(self) -> dict[int, dict[str, Any] | None]:
+        return {s.id: score_interval(s) for s in self.scores}
+
+
+EXTRA = "not aggregated"
+
+
+def load(registry: Registry, tree_spec: Any = None) -> Snapshot:
+    """All rows, the tree (``tree_spec``, else the benchmarks package's tree, else the default by region) and every
+    model's aggregate."""
+    with registry.session() as s:
+        models = {m.id: m for m in s.exec(select(Model).order_by(Model.id))}
+        benchmarks = list(s.exec(select(Benchmark).order_by(Benchmark.identifier, Benchmark.version)))
+        scores = list(s.exec(select(Score).order_by(Score.id)))
+        runs = list(s.exec(select(Run).order_by(Run.id)))
+    latest = {}
+    for b in benchmarks:
+        if b.identifier not in latest or b.version > latest[b.identifier].version:
+            latest[b.identifier] = b
+    tree = benchmark_tree(latest.values(), tree_spec)
+    snap = Snapshot(models, benchmarks, scores, runs, tree)
+    snap.leaves = latest_leaves(scores, benchmarks, runs)
+    snap.results = {m: aggregate(tree, snap.leaves.get(m, {})) for m in models}
+    snap.unaggregated = unaggregated(tree, latest.values())
+    snap.extra = {m: [aggregate(TreeNode(b, benchmark=b), snap.leaves.get(m, {}), EXTRA) for b in snap.unaggregated] for m in models}
+    return snap
+
+
+# -- formatting helpers ------------------------------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def short(digest: str, n: int = 12) -> str:
+    return digest.split(":", 1)[-1][:n]
+
+
+# -- intervals of aggregates -------------------------------------------------------------------------------------------
+def _leaf_se(snap: Snapshot, leaf: Leaf) -> float | None:
+    if leaf.score_id is None:
+        return None
+    interval = snap.intervals.get(leaf.score_id)
+    if not interval:
+        return None
+    part = interval["ceiled"] or interval["raw"]
+    return part.get("se")
+
+
+def _weights(node: NodeResult, view: str, w: float = 1.0, out: dict[str, float] | None = None) -> dict[str, float]:
+    out = {} if out is None else out
+    if node.leaf is not None:
+        if node.leaf.status == "scored":
+            out[node.leaf.benchmark] = out.get(node.leaf.benchmark, 0.0) + w
+        return out
+    children = node.children if view == "brainscore" else [c for c in node.children if c.scored_value is not None]
+    for child in children:
+        _weights(child, view, w / len(children), out)
+    return out
+
+
+def node_interval(snap: Snapshot, model_id: int, node: NodeResult, view: str) -> dict[str, Any] | None:
+    """Interval of a node's value in a view: the leaf's own interval at a leaf, else the normal interval of the
+    weighted sum of scored leaves (independent benchmarks; a missing leaf is a fixed 0 in the Brain-Score view)."""
+    leaves = snap.leaves.get(model_id, {})
+    if node.leaf is not None:
+        if node.leaf.status != "scored":
+            return None
+        interval = snap.intervals.get(node.leaf.score_id)
+        if not interval:
+            return None
+        part = interval["ceiled"] or interval["raw"]
+        return {"low": max(0.0, part["low"]), "high": min(1.0, part["high"]), "level": part["level"], "method": part["method"]}
+    weights = _weights(node, view)
+    if not weights:
+        return None
+    parts = [(w, leaves[b].value, _leaf_se(snap, leaves[b])) for b, w in weights.items()]
+    combined = weighted_interval(parts)
+    if combined is None:
+        return None
+    return {"low": max(0.0, combined.low), "high": min(1.0, combined.high), "level": combined.level, "method": combined.method}
+
+
+# -- leaderboard -------------------------------------------------------------------------------------------------------
+def columns(tree: TreeNode) -> list[dict[str, Any]]:
+    """The nodes below the root, in tree order, as leaderboard columns."""
+    cols: list[dict[str, Any]] = []
+
+    def visit(node: TreeNode, path: str, depth: int) -> None:
+        for child in node.children:
+            p = f"{path}/{child.name}"
+            cols.append({"path": p, "name": child.name, "leaf": child.is_leaf, "benchmark": child.benchmark, "depth": depth})
+            visit(child, p, depth + 1)
+
+    visit(tree, tree.name, 0)
+    return cols
+
+
+def extra_columns(snap: Snapshot) -> list[dict[str, Any]]:
+    return [{"path": f"{EXTRA}/{b}", "name": b, "leaf": True, "benchmark": b, "depth": 0, "extra": True, "reason": reason}
+            for b, reason in snap.unaggregated.items()]
+
+
+def node_dict(snap: Snapshot, model_id: int, node: NodeResult) -> dict[str, Any]:
+    d = {
+        "path": node.path,
+        "name": node.name,
+        "value": node.value,
+        "scored_value": node.scored_value,
+        "interval": node_interval(snap, model_id, node, "brainscore"),
+        "scored_interval": node_interval(snap, model_id, node, "scored"),
+        "missing": node.missing,
+        "missing_weight": node.missing_weight,
+        "coverage": node.coverage,
+        "n_leaves": node.n_leaves,
+        "n_scored": node.n_scored,
+    }
+    if node.leaf is not None:
+        d["leaf"] = node.leaf.to_dict()
+    return d
+
+
+def leaderboard(snap: Snapshot, view: str = "brainscore") -> dict[str, Any]:
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}")
+    key = "value" if view == "brainscore" else "scored_value"
+    ranks = rank({m: getattr(r, key) for m, r in snap.results.items()})
+    rows = []
+    for model_id, result in snap.results.items():
+        model = snap.models[model_id]
+        nodes = {n.path: node_dict(snap, model_id, n) for n in result.walk()}
+        nodes.update({n.path: node_dict(snap, model_id, n) for n in snap.extra.get(model_id, [])})
+        rows.append({
+            "rank": ranks[model_id],
+            "model_id": model_id,
+            "model": model.name,
+            "version": model.version,
+            "digest": model.digest,
+            "image_ref": model.image_ref,
+            "aggregate": nodes[result.path],
+            "nodes": nodes,
+        })
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
+    return {
+        "view": view,
+        "tree": snap.tree.to_dict(),
+        "root": snap.tree.name,
+        "columns": columns(snap.tree),
+        "extra_columns": extra_columns(snap),
+        "rows": rows,
+        "semantics": {
+            "brainscore": "parent = unweighted mean of its children; ceiled scores clipped to [0, 1]; latest benchmark "
+            "version only; missing or failed children count as 0 (and are listed as missing)",
+            "scored": "parent = mean of the children that have a score; coverage says how much of the Brain-Score "
+            "weight was scored",
+            "intervals": "95%: corrected resampled t over cross-validation splits per benchmark; aggregates combine "
+            "benchmarks as independent (normal)",
+        },
+    }
+
+
+# -- model page ------------------------------------------------------------------------------------------------------
+def score_dict(snap: Snapshot, score: Score, counted: set[int] | None = None) -> dict[str, Any]:
+    bench = snap.benchmark_by_id.get(score.benchmark_id)
+    prov = score.provenance or {}
+    return {
+        "id": score.id,
+        "run_id": score.run_id,
+        "model_id": score.model_id,
+        "benchmark": bench.identifier if bench else None,
+        "benchmark_version": bench.version if bench else None,
+        "latest_version": bench is not None and snap.latest_benchmarks[bench.identifier].version == bench.version,
+        "counts": counted is not None and score.id in counted,
+        "raw": score.raw,
+        "error": score.error,
+        "ceiling": score.ceiling,
+        "ceiled": score.ceiled,
+        "layer": score.layer,
+        "values": score.values,
+        "interval": snap.intervals.get(score.id),
+        "image_digest": prov.get("image_digest"),
+        "data_hash": prov.get("data_hash") or (bench.data_hash if bench else None),
+        "code_version": prov.get("code_version"),
+        "layer_commitment": prov.get("layer_commitment"),
+        "provenance": prov,
+        "created_at": score.created_at.isoformat(timespec="seconds") if score.created_at else None,
+    }
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "model_id": run.model_id,
+        "benchmark_id": run.benchmark_id,
+        "model_ref": run.model_ref,
+        "benchmark": run.benchmark_identifier,
+        "status": run.status,
+        "failure_class": run.failure_class,
+        "error": run.error,
+        "log_tail": run.log_tail,
+        "timings": run.timings,
+        "started_at": run.started_at.isoformat(timespec="seconds") if run.started_at else None,
+        "finished_at": run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
+    }
+
+
+def layer_curves(registry: Registry, snap: Snapshot, model_id: int) -> list[dict[str, Any]]:
+    """Per region (and selection data), the layer-by-layer selection scores and the chosen layer: from the stored
+    layer commitments, and from scores' provenance where no commitment row holds them."""
+    curves: dict[tuple[str, str], dict[str, Any]] = {}
+    with registry.session() as s:
+        for c in s.exec(select(LayerCommitment).where(LayerCommitment.model_id == model_id).order_by(LayerCommitment.id)):
+            scores = {k: v for k, v in (c.layer_scores or {}).items()}
+            curves[(c.region, c.selection_key)] = {"region": c.region, "selection_key": c.selection_key, "chosen": c.layer, "layer_scores": scores}
+    for score in snap.scores:
+        if score.model_id != model_id:
+            continue
+        commitment = (score.provenance or {}).get("layer_commitment") or {}
+        if commitment.get("layer_scores"):
+            bench = snap.benchmark_by_id.get(score.benchmark_id)
+            key = (bench.region if bench else "", commitment.get("selection_key", ""))
+            curves.setdefault(key, {"region": key[0], "selection_key": key[1], "chosen": score.layer, "layer_scores": commitment["layer_scores"]})
+    return [c for c in curves.values() if any(v is not None for v in c["layer_scores"].values())]
+
+
+def model_page(registry: Registry, snap: Snapshot, model_id: int) -> dict[str, Any]:
+    model = snap.models[model_id]
+    result = snap.results[model_id]
+    counted = {leaf.score_id for leaf in snap.leaves.get(model_id, {}).values() if leaf.score_id is not None}
+    scores = [score_dict(snap, s, counted) for s in reversed(snap.scores) if s.model_id == model_id]
+    runs = [run_dict(r) for r in reversed(snap.runs) if r.model_id == model_id]
+    ranks = rank({m: r.value for m, r in snap.results.items()})
+    return {
+        "model_id": model_id,
+        "model": model.name,
+        "version": model.version,
+        "digest": model.digest,
+        "image_ref": model.image_ref,
+        "info": model.info,
+        "rank": ranks[model_id],
+        "n_models": len(snap.models),
+        "nodes": [node_dict(snap, model_id, n) | {"depth": n.path.count("/")} for n in result.walk()],
+        "extra_nodes": [node_dict(snap, model_id, n) | {"reason": snap.unaggregated[n.name]} for n in snap.extra.get(model_id, [])],
+        "scores": scores,
+        "layer_curves": layer_curves(registry, snap, model_id),
+        "runs": runs,
+    }
+
+
+# -- benchmark page ----------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _benchmark_facts(identifier: str, data_hash: str) -> dict[str, Any]:
+    """#stimuli, #neuroids and metric of a benchmark, read from its definition (cached per data hash); {} where it
+    cannot be loaded here."""
+    try:
+        from cortexbox.orchestrator.ingest import resolve_benchmark
+
+        bench = resolve_benchmark(identifier)
+        if getattr(bench, "data_hash", data_hash) != data_hash:
+            return {}
+        info = bench.info() if hasattr(bench, "info") else {}
+        return {k: info.get(k) for k in ("n_stimuli", "n_neuroids", "metric", "normalization", "source_visual_degrees", "kind") if k in info}
+    except Exception as e:  # noqa: BLE001 - facts are optional on the page
+        logger.info("no facts for %s: %s", identifier, e)
+        return {}
+
+
+def benchmark_page(snap: Snapshot, identifier: str) -> dict[str, Any]:
+    versions = [b for b in snap.benchmarks if b.identifier == identifier]
+    if not versions:
+        raise KeyError(identifier)
+    latest = snap.latest_benchmarks[identifier]
+    facts = dict(_benchmark_facts(identifier, latest.data_hash))
+    if not facts and isinstance(latest.definition, dict):
+        facts = {k: latest.definition.get(k) for k in ("n_stimuli", "n_neuroids") if k in latest.definition}
+    rows = []
+    for model_id, leaves in snap.leaves.items():
+        leaf = leaves.get(identifier)
+        if leaf is None or model_id not in snap.models:
+            continue
+        score = snap.score_by_id.get(leaf.score_id) if leaf.score_id else None
+        rows.append({
+            "model_id": model_id,
+            "model": snap.models[model_id].name,
+            "digest": snap.models[model_id].digest,
+            "leaf": leaf.to_dict(),
+            "score": score_dict(snap, score) if score else None,
+        })
+    rows.sort(key=lambda r: -(r["leaf"]["value"] if r["leaf"]["value"] is not None else -1))
+    return {
+        "identifier": identifier,
+        "version": latest.version,
+        "versions": [{"version": b.version, "data_hash": b.data_hash, "created_at": b.created_at.isoformat(timespec="seconds")} for b in versions],
+        "region": latest.region,
+        "description": latest.description,
+        "citation": latest.citation,
+        "ceiling": latest.ceiling,
+        "ceiling_error": latest.ceiling_error,
+        "data_hash": latest.data_hash,
+        "definition": latest.definition,
+        "n_stimuli": facts.get("n_stimuli"),
+        "n_neuroids": facts.get("n_neuroids"),
+        "facts": facts,
+        "scores": rows,
+        "points": [(r["model"], r["leaf"]["value"], f"/models/{r['model_id']}") for r in rows if r["leaf"]["status"] == "scored"],
+    }
+
+
+def benchmarks_list(snap: Snapshot) -> list[dict[str, Any]]:
+    out = []
+    for identifier, b in sorted(snap.latest_benchmarks.items()):
+        n = sum(1 for leaves in snap.leaves.values() if leaves.get(identifier) and leaves[identifier].status == "scored")
+        out.append({"identifier": identifier, "version": b.version, "region": b.region, "ceiling": b.ceiling,
+                    "data_hash": b.data_hash, "n_scored_models": n, "description": b.description})
+    return out
+
+
+# -- comparison ------------------------------------------------------------------------------------------------------
+def compare(snap: Snapshot, a: int, b: int) -> dict[str, Any]:
+    la, lb = snap.leaves.get(a, {}), snap.leaves.get(b, {})
+    benches = []
+    split_values: dict[int, dict[str, list[float]]] = {a: {}, b: {}}
+    test_over_train: dict[str, float] = {}
+    for identifier in snap.tree.leaves() + list(snap.unaggregated):
+        row: dict[str, Any] = {"benchmark": identifier, "a": la.get(identifier, Leaf(identifier, "not scored")).to_dict(),
+                               "b": lb.get(identifier, Leaf(identifier, "not scored")).to_dict(), "comparison": None, "note": ""}
+        sa = snap.score_by_id.get(la[identifier].score_id) if identifier in la and la[identifier].status == "scored" else None
+        sb = snap.score_by_id.get(lb[identifier].score_id) if identifier in lb and lb[identifier].status == "scored" else None
+        if sa and sb:
+            train, test = test_fraction(sa.provenance)
+            tot = test / train
+            same_splits = len(sa.values) == len(sb.values) >= 2 and \
+                ((sa.provenance or {}).get("metric") or {}).get("random_state") == ((sb.provenance or {}).get("metric") or {}).get("random_state")
+            if same_splits:
+                ca, cb = ceiled_split_values(sa), ceiled_split_values(sb)
+                split_values[a][identifier], split_values[b][identifier] = ca, cb
+                test_over_train[identifier] = tot
+                row["comparison"] = compare_values(ca, cb, test_over_train=tot).to_dict()
+                row["difference"] = la[identifier].value - lb[identifier].value
+            else:
+                row["note"] = "splits differ: no paired test"
+        else:
+            row["note"] = "not scored for both models"
+        benches.append(row)
+    nodes = []
+    ra, rb = snap.results[a], snap.results[b]
+    for na, nb in zip(ra.walk(), rb.walk()):
+        if na.leaf is not None:
+            continue
+        weights = _node_leaf_weights(na)
+        tot = max(test_over_train.values(), default=0.1 / 0.9)
+        comparison, shared, left_out = compare_aggregate(weights, split_values[a], split_values[b], test_over_train=tot)
+        nodes.append({
+            "path": na.path, "name": na.name,
+            "a": {"value": na.value, "scored_value": na.scored_value, "missing": na.missing},
+            "b": {"value": nb.value, "scored_value": nb.scored_value, "missing": nb.missing},
+            "difference": None if na.value is None or nb.value is None else na.value - nb.value,
+            "comparison": comparison.to_dict() if comparison else None,
+            "shared_leaves": shared, "left_out": sorted(set(weights) - set(shared)),
+        })
+    return {
+        "a": {"model_id": a, "model": snap.models[a].name, "digest": snap.models[a].digest},
+        "b": {"model_id": b, "model": snap.models[b].name, "digest": snap.models[b].digest},
+        "benchmarks": benches,
+        "aggregates": nodes,
+        "method": "paired over cross-validation splits (same stimuli and random_state); corrected resampled t-test "
+        "(Nadeau & Bengio 2003), two-sided, alpha 0.05; effect size Cohen's d_z over splits; aggregates over the "
+        "leaves both models were scored on, weighted as in the tree",
+    }
+
+
+def _node_leaf_weights(node: NodeResult, w: float = 1.0, out: dict[str, float] | None = None) -> dict[str, float]:
+    out = {} if out is None else out
+    if node.leaf is not None:
+        out[node.leaf.benchmark] = out.get(node.leaf.benchmark, 0.0) + w
+        return out
+    for child in node.children:
+        _node_leaf_weights(child, w / len(node.children), out)
+    return out
