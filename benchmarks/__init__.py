@@ -13,6 +13,7 @@ Public API::
 from .assemblies import AssemblyValidationError, average_repetition, neuroid_assembly, validate_assembly
 from .benchmark import NeuralBenchmark
 from .data import DATA_DIR_ENV, DataNotFoundError, resolve_data_dir
+from .language import LanguageBenchmark, TextStimulusSet, language_tree
 from .registry import BENCHMARKS, UnknownBenchmark, get_benchmark, list_benchmarks
 from .score import Score
 from .stimuli import StimulusSet
@@ -22,12 +23,15 @@ __all__ = [
     "DATA_DIR_ENV",
     "AssemblyValidationError",
     "DataNotFoundError",
+    "LanguageBenchmark",
     "NeuralBenchmark",
     "Score",
     "StimulusSet",
+    "TextStimulusSet",
     "UnknownBenchmark",
     "average_repetition",
     "get_benchmark",
+    "language_tree",
     "list_benchmarks",
     "neuroid_assembly",
     "resolve_data_dir",

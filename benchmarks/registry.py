@@ -10,6 +10,7 @@ from pathlib import Path
 from .benchmark import NeuralBenchmark
 from .cowley2023 import Cowley2023V4PLS
 from .data import resolve_data_dir
+from .language import language_benchmarks
 
 __all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
 
@@ -17,6 +18,9 @@ __all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
 BENCHMARKS: dict[str, Callable[..., NeuralBenchmark]] = {
     Cowley2023V4PLS.identifier: Cowley2023V4PLS,
 }
+
+# Language benchmarks (text models): Futrell2018, Brennan2016 ROIs, SyntaxGym 2020; see .language.
+BENCHMARKS.update(language_benchmarks())
 
 _instances: dict[tuple[str, Path, Path | None], NeuralBenchmark] = {}
 _lock = threading.Lock()
