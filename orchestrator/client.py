@@ -259,7 +259,7 @@ class ModelClient:
     def run(
         self,
         description: ModelDescription,
-        stimuli: Iterable[tuple[str, np.ndarray | str]],
+        stimuli: Iterable[tuple[str, np.ndarray | str] | tuple[str, str, str]],
         stimulus_ids: Sequence[str],
         *,
         layers: Sequence[str] = (),
@@ -270,10 +270,13 @@ class ModelClient:
         on_progress: ProgressCallback | None = None,
         run_id: str = "",
     ) -> RunResult:
-        """Streams `stimuli` ((id, pixels HxWx3 uint8) or (id, text)) and collects outputs.
+        """Streams `stimuli` ((id, pixels HxWx3 uint8), (id, text) or (id, text, context_id))
+        and collects outputs.
 
         `stimulus_ids` lists the ids `stimuli` will yield, in order; it sizes the result
-        arrays up front. The whole run must finish within `timeout_s`.
+        arrays up front. The whole run must finish within `timeout_s`. Text parts with the same
+        context_id form one cumulative context and must be yielded contiguously, in order.
+        Outputs of DATA_TYPE_STRING (e.g. "next_word") come back as object arrays of str.
         """
         requested = list(layers) + list(behaviours)
         for name in requested:
@@ -283,13 +286,17 @@ class ModelClient:
         index = {sid: i for i, sid in enumerate(stimulus_ids)}
         if len(index) != n:
             raise ValueError("stimulus ids must be unique")
-        need = sum(n * description.outputs[name].features * 4 for name in requested)
+        need = sum(n * description.outputs[name].features * _result_itemsize(description.outputs[name]) for name in requested)
         if need > max_result_bytes:
             raise ValueError(f"this run would hold {need / 2**30:.1f} GiB of results; the cap is {max_result_bytes / 2**30:.1f} GiB")
-        results = {name: np.empty((n, description.outputs[name].features), dtype=np.float32) for name in requested}
+        results = {
+            name: np.empty((n, description.outputs[name].features), dtype=object if _is_string(description.outputs[name]) else np.float32)
+            for name in requested
+        }
         received = RunReceiver(description, requested, index, results)
         max_chunk = description.raw.limits.max_chunk_bytes
         sent: list[str] = []
+        refused: list[ValueError] = []
 
         def requests() -> Iterator[pb.RunRequest]:
             yield pb.RunRequest(
@@ -301,9 +308,16 @@ class ModelClient:
                     max_chunk_bytes=max_chunk,
                 )
             )
-            for sid, content in stimuli:
+            for item in stimuli:
+                sid, content = item[0], item[1]
+                context_id = item[2] if len(item) > 2 else ""
+                try:
+                    message = _stimulus_message(sid, content, context_id)
+                except ValueError as e:  # gRPC would swallow it into a bare CANCELLED; re-raised below
+                    refused.append(e)
+                    raise
                 sent.append(sid)
-                yield pb.RunRequest(stimulus=_stimulus_message(sid, content))
+                yield pb.RunRequest(stimulus=message)
 
         start = time.perf_counter()
         call = self._run(requests(), timeout=timeout_s)
@@ -312,6 +326,8 @@ class ModelClient:
                 if received.accept(response, sent_count=len(sent)) == "progress" and on_progress is not None:
                     on_progress(received.stimuli_done, n)
         except grpc.RpcError as e:
+            if refused:
+                raise refused[0] from None
             raise _failure_from_rpc_error(e, "Run") from None
         finally:
             call.cancel()  # a no-op after a clean end; stops the model on any other exit
@@ -328,9 +344,25 @@ class ModelClient:
         )
 
 
-def _stimulus_message(sid: str, content: np.ndarray | str) -> pb.Stimulus:
+def _is_string(output: OutputInfo) -> bool:
+    return output.dtype == wire.STRING_DTYPE
+
+
+def _result_itemsize(output: OutputInfo) -> int:
+    # A string element is held as a Python str: count its worst case on the wire.
+    return 4 + wire.MAX_STRING_BYTES if _is_string(output) else 4
+
+
+def _stimulus_message(sid: str, content: np.ndarray | str, context_id: str = "") -> pb.Stimulus:
     if isinstance(content, str):
-        return pb.Stimulus(id=sid, text=content)
+        try:
+            content.encode("utf-8")
+            context_id.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"stimulus {sid!r}: text is not valid UTF-8 ({e.reason})") from None
+        if not content.strip():
+            raise ValueError(f"stimulus {sid!r}: empty text part (every part needs a non-space character)")
+        return pb.Stimulus(id=sid, text=content, context_id=context_id)
     pixels = np.ascontiguousarray(content, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"stimulus {sid!r}: pixels must be HxWx3, got {pixels.shape}")
@@ -405,7 +437,11 @@ class RunReceiver:
             raise ProtocolViolation(f"tensor {h.name!r} covers {k} stimuli; allowed 1..{self.max_batch}")
         if tuple(h.shape) != (k, *out.shape):
             raise ProtocolViolation(f"tensor {h.name!r} has shape {list(h.shape)}, expected {[k, *out.shape]}")
-        if h.byte_size != k * out.features * dtype.itemsize:
+        if dtype == wire.STRING_DTYPE:
+            low, high = k * out.features * 4, k * out.features * (4 + wire.MAX_STRING_BYTES)
+            if not low <= h.byte_size <= high:
+                raise ProtocolViolation(f"string tensor {h.name!r} announces {h.byte_size} bytes; allowed {low}..{high}")
+        elif h.byte_size != k * out.features * dtype.itemsize:
             raise ProtocolViolation(f"tensor {h.name!r} announces {h.byte_size} bytes; its shape needs {k * out.features * dtype.itemsize}")
         filled = self.filled[h.name]
         rows = []
@@ -422,7 +458,7 @@ class RunReceiver:
         self.buffer_fill = 0
         self.next_tensor_id += 1
         first = rows[0]
-        if dtype == np.float32 and rows == list(range(first, first + k)):
+        if dtype == np.float32 and rows == list(range(first, first + k)) and self.results[h.name].dtype == np.float32:
             # The usual case: consecutive stimuli of float32. Chunks land in their final place.
             self.target = self.results[h.name][first : first + k]
             self.buffer = self.target.reshape(-1).view(np.uint8)
@@ -451,7 +487,14 @@ class RunReceiver:
 
     def _complete(self) -> None:
         h = self.header
-        values = self.target if self.target is not None else self.buffer.view(self.dtype).reshape(len(self.rows), -1)
+        if self.dtype == wire.STRING_DTYPE:
+            try:
+                values = wire.decode_strings(self.buffer, len(self.rows) * self.description.outputs[h.name].features)
+            except ValueError as e:
+                raise ProtocolViolation(f"tensor {h.name!r}: {e}") from None
+            values = values.reshape(len(self.rows), -1)
+        else:
+            values = self.target if self.target is not None else self.buffer.view(self.dtype).reshape(len(self.rows), -1)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             bad = int((~np.isfinite(values)).sum())
             raise BadOutput(f"tensor {h.name!r} contains {bad} NaN or infinite values")

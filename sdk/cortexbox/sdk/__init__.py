@@ -9,9 +9,12 @@
         def activations(self, stimuli, layers): ...
 
     serve(MyModel())   # or: python -m cortexbox.sdk serve my_module:MyModel
+
+Language models subclass TextModel and implement `digest(parts, layers, behaviours)`, which
+receives one whole cumulative context at a time.
 """
 
-from cortexbox.sdk.model import Model, Output, Stimulus, StimulusError
+from cortexbox.sdk.model import Model, Output, Stimulus, StimulusError, TextModel
 from cortexbox.sdk.server import ModelServicer, serve
 
-__all__ = ["Model", "Output", "Stimulus", "StimulusError", "ModelServicer", "serve"]
+__all__ = ["Model", "Output", "Stimulus", "StimulusError", "TextModel", "ModelServicer", "serve"]

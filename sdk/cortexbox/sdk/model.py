@@ -107,3 +107,46 @@ class Model:
     def behaviours(self, stimuli: Sequence[Stimulus], names: Sequence[str]) -> Mapping[str, np.ndarray]:
         """Return {behaviour: array of shape (len(stimuli), *Output.shape)}."""
         raise NotImplementedError
+
+
+class TextModel(Model):
+    """Base class for a language model: the SDK hands it one whole context at a time.
+
+    A run streams text parts; parts with the same `context_id` form one cumulative context
+    (Brain-Score's `digest_text` semantics: state carries across the parts of one context,
+    never across contexts). The SDK collects the parts of a context, checks them (non-empty,
+    no part longer than `max_context_tokens` by `count_tokens`), and calls `digest` once with
+    all of them, in order, so that the model can run one pass over the context (a causal LM:
+    one forward pass, or a KV cache) instead of recomputing the growing context per part.
+
+    Conventions every cortexbox text model follows (and the benchmarks rely on):
+
+    * parts are words or regions without surrounding spaces; the model joins them with one
+      space and tokenises them itself;
+    * a layer's value for a part is the representation at the part's last token;
+    * behaviour ``surprisal`` (shape (1,), float32) is -log2 p(part | earlier parts), summed
+      over the part's tokens, in bits; behaviour ``next_word`` (shape (1,), dtype "str") is the
+      model's most likely next word after the part.
+    """
+
+    modality: str = "text"
+    #: The longest context in the model's own tokens (required for text models).
+    max_context_tokens: int = 0
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of one part as the model would tokenise it (used to refuse parts longer than
+        the context with a clear BAD_STIMULUS); None when unknown."""
+        return None
+
+    def digest(
+        self, parts: Sequence[Stimulus], layers: Sequence[str], behaviours: Sequence[str]
+    ) -> Mapping[str, np.ndarray]:
+        """One context, all its parts in order -> {output: array (len(parts), *Output.shape)}
+        for every requested layer and behaviour."""
+        raise NotImplementedError
+
+    def activations(self, stimuli: Sequence[Stimulus], layers: Sequence[str]) -> Mapping[str, np.ndarray]:
+        return self.digest(stimuli, layers, ())
+
+    def behaviours(self, stimuli: Sequence[Stimulus], names: Sequence[str]) -> Mapping[str, np.ndarray]:
+        return self.digest(stimuli, (), names)

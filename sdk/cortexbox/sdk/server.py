@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from cortexbox.model.v1 import model_service_pb2 as pb
 from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
 from cortexbox.sdk import wire
-from cortexbox.sdk.model import Model, Output, Stimulus, StimulusError
+from cortexbox.sdk.model import Model, Output, Stimulus, StimulusError, TextModel
 
 log = logging.getLogger("cortexbox.sdk")
 
@@ -37,6 +37,26 @@ _MODALITIES = {"image": pb.MODALITY_IMAGE, "text": pb.MODALITY_TEXT}
 #: enough to bound memory at about three batches of outputs.
 _QUEUE_DEPTH = 2
 _POLL_S = 0.1
+#: Most parts one text context may have (the SDK holds a context's parts until it ends).
+MAX_CONTEXT_PARTS = 200_000
+
+
+class _Undecodable:
+    """Stands in for a RunRequest whose bytes do not parse (e.g. text that is not UTF-8), so
+    the run ends with BAD_STIMULUS instead of gRPC's bare "Exception deserializing request"."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def WhichOneof(self, name: str) -> str:
+        return "undecodable"
+
+
+def _parse_run_request(data: bytes):
+    try:
+        return pb.RunRequest.FromString(data)
+    except Exception as e:  # noqa: BLE001 - DecodeError and friends; hostile bytes
+        return _Undecodable(f"{type(e).__name__}: {e}"[:500])
 
 
 def sdk_version() -> str:
@@ -91,6 +111,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         modality = _MODALITIES.get(self.model.modality)
         if modality is None:
             raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {self.model.modality!r}")
+        if modality == pb.MODALITY_TEXT and int(self.model.max_context_tokens) <= 0:
+            raise ValueError("a text model must set max_context_tokens (its context length in tokens)")
         for region, layer in self.model.region_layers.items():
             if self._outputs.get(layer, (None, None))[1] != pb.OUTPUT_KIND_LAYER:
                 raise ValueError(f"region_layers maps {region!r} to unknown layer {layer!r}")
@@ -199,7 +221,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if kind != expected:
             raise StimulusError(sid, f"this {self.model.modality} model needs `{expected}` content, got {kind}")
         if kind == "text":
-            return Stimulus(sid, text=message.text, context_id=message.context_id, attributes=dict(message.attributes))
+            return self._decode_text(message)
         t = message.pixels
         if t.data_type != pb.DATA_TYPE_UINT8 or len(t.shape) != 3 or t.shape[2] != 3 or min(t.shape) <= 0:
             raise StimulusError(sid, "pixels must be a height x width x 3 uint8 tensor")
@@ -208,7 +230,87 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         pixels = np.frombuffer(t.data, dtype=np.uint8).reshape(tuple(t.shape))
         return Stimulus(sid, pixels=pixels, context_id=message.context_id, attributes=dict(message.attributes))
 
+    def _decode_text(self, message: pb.Stimulus) -> Stimulus:
+        sid, text = message.id, message.text
+        if not text.strip():
+            raise StimulusError(sid, "empty text part: every part needs at least one non-space character")
+        limit = int(self.model.max_context_tokens)
+        count = self.model.count_tokens(text) if isinstance(self.model, TextModel) else None
+        if count is not None and limit and count > limit:
+            raise StimulusError(
+                sid, f"text part of {count} tokens is longer than the model's context of {limit} tokens"
+            )
+        return Stimulus(sid, text=text, context_id=message.context_id, attributes=dict(message.attributes))
+
     def _compute(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
+        if self.model.modality == "text" and isinstance(self.model, TextModel):
+            return self._compute_text(config, request_iterator, results, stop)
+        return self._compute_batches(config, request_iterator, results, stop)
+
+    def _compute_text(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
+        """Worker thread for text models: one `digest` call per context (all its parts, in
+        order); the per-part outputs go out in batches of at most max_batch_size."""
+        limit = self._info.limits.max_batch_size
+        seen: set[str] = set()
+        finished: set[str] = set()
+        parts: list[Stimulus] = []
+        received = 0
+        compute_s = 0.0
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def flush() -> bool:
+            nonlocal compute_s
+            t0 = time.perf_counter()
+            outputs = self._call_model(parts, config)
+            compute_s += time.perf_counter() - t0
+            if parts[0].context_id:
+                finished.add(parts[0].context_id)
+            for start in range(0, len(parts), limit):
+                ids = [p.id for p in parts[start : start + limit]]
+                chunk = {name: value[start : start + limit] for name, value in outputs.items()}
+                if not put(("batch", ids, chunk, received)):
+                    return False
+            parts.clear()
+            return True
+
+        try:
+            for message in request_iterator:
+                if stop.is_set():
+                    return
+                item = message.WhichOneof("item")
+                if item == "undecodable":
+                    raise StimulusError("?", f"a stimulus message could not be parsed (text must be valid UTF-8): {message.error}")
+                if item != "stimulus":
+                    raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "only one RunConfig per run")
+                stimulus = self._decode(message.stimulus, seen)
+                received += 1
+                self.last_activity = time.monotonic()
+                context = stimulus.context_id
+                if parts and (not context or context != parts[0].context_id):
+                    if not flush():
+                        return
+                if context and context in finished:
+                    raise StimulusError(
+                        stimulus.id, f"context {context[:80]!r} continues after another context: send its parts contiguously"
+                    )
+                parts.append(stimulus)
+                if len(parts) > MAX_CONTEXT_PARTS:
+                    raise StimulusError(stimulus.id, f"context {context[:80]!r} has more than {MAX_CONTEXT_PARTS} parts")
+            if parts and not flush():
+                return
+            put(("done", received, compute_s))
+        except BaseException as e:  # noqa: BLE001 - every failure must reach the client
+            put(("error", e))
+
+    def _compute_batches(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
         """Worker thread: stimuli in, batches of outputs into `results`, one final marker."""
         limit = self._info.limits.max_batch_size
         batch_size = min(config.batch_size or limit, limit)
@@ -239,6 +341,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             for message in request_iterator:
                 if stop.is_set():
                     return
+                if message.WhichOneof("item") == "undecodable":
+                    raise StimulusError("?", f"a stimulus message could not be parsed: {message.error}")
                 if message.WhichOneof("item") != "stimulus":
                     raise RunAborted(grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONFIG", "only one RunConfig per run")
                 batch.append(self._decode(message.stimulus, seen))
@@ -254,9 +358,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def _call_model(self, batch: Sequence[Stimulus], config: pb.RunConfig) -> dict[str, np.ndarray]:
         outputs: dict[str, np.ndarray] = {}
-        if config.layers:
+        if isinstance(self.model, TextModel):
+            outputs.update(self.model.digest(batch, list(config.layers), list(config.behaviours)))
+        elif config.layers:
             outputs.update(self.model.activations(batch, list(config.layers)))
-        if config.behaviours:
+        if config.behaviours and not isinstance(self.model, TextModel):
             outputs.update(self.model.behaviours(batch, list(config.behaviours)))
         checked = {}
         for name in list(config.layers) + list(config.behaviours):
@@ -269,6 +375,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 raise RunAborted(
                     grpc.StatusCode.INTERNAL, "BAD_OUTPUT", f"output {name!r} has shape {array.shape}, declared {expected}"
                 )
+            if wire.data_type_of(spec.dtype) == pb.DATA_TYPE_STRING:
+                try:
+                    wire.encode_strings(array)  # checks every element now, so a bad one fails this batch
+                except ValueError as e:
+                    raise RunAborted(grpc.StatusCode.INTERNAL, "BAD_OUTPUT", f"output {name!r}: {e}") from None
+                checked[name] = array.astype(object)
+                continue
             if array.dtype != np.dtype(spec.dtype):
                 array = array.astype(spec.dtype)
             checked[name] = wire.to_wire_array(array)
@@ -305,14 +418,19 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             t0 = time.perf_counter()
             for name in list(config.layers) + list(config.behaviours):
                 array = outputs[name]
-                raw = memoryview(array).cast("B")
+                if array.dtype == object:
+                    raw = memoryview(wire.encode_strings(array))
+                    data_type = pb.DATA_TYPE_STRING
+                else:
+                    raw = memoryview(array).cast("B")
+                    data_type = wire.data_type_of(array.dtype)
                 yield pb.RunResponse(
                     header=pb.TensorHeader(
                         tensor_id=tensor_id,
                         name=name,
                         kind=self._outputs[name][1],
                         stimulus_ids=ids,
-                        data_type=wire.data_type_of(array.dtype),
+                        data_type=data_type,
                         shape=list(array.shape),
                         byte_size=raw.nbytes,
                     )
@@ -349,7 +467,7 @@ def _method_handlers(servicer: ModelServicer) -> grpc.GenericRpcHandler:
             ),
             "Run": grpc.stream_stream_rpc_method_handler(
                 servicer.Run,
-                request_deserializer=pb.RunRequest.FromString,
+                request_deserializer=_parse_run_request,
                 response_serializer=_serialize_run_response,
             ),
         },

@@ -13,7 +13,7 @@ import numpy as np
 
 from cortexbox.model.v1 import model_service_pb2 as pb
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: DATA_TYPE_STRING, text runs
 SERVICE_NAME = "cortexbox.model.v1.ModelService"
 
 #: Hard ceiling on one chunk's payload. gRPC's default message limit is 4 MiB, and Python
@@ -40,9 +40,16 @@ _NUMPY_BY_DATA_TYPE = {
 }
 _DATA_TYPE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in _NUMPY_BY_DATA_TYPE.items()}
 
+#: Strings (DATA_TYPE_STRING): numpy object arrays of str on both ends. Each element is at most
+#: this many UTF-8 bytes; on the wire it is a 4-byte little-endian length and the bytes.
+STRING_DTYPE = np.dtype(object)
+MAX_STRING_BYTES = 1024
+
 
 def numpy_dtype(data_type: int) -> np.dtype:
-    """The little-endian numpy dtype of a wire DataType; ValueError for unknown codes."""
+    """The little-endian numpy dtype of a wire DataType (object for strings); ValueError for unknown codes."""
+    if data_type == pb.DATA_TYPE_STRING:
+        return STRING_DTYPE
     try:
         return _NUMPY_BY_DATA_TYPE[data_type]
     except KeyError:
@@ -51,7 +58,11 @@ def numpy_dtype(data_type: int) -> np.dtype:
 
 def data_type_of(dtype: np.dtype | type | str) -> int:
     """The wire DataType of a numpy dtype (byte order is ignored: the wire is little-endian)."""
+    if isinstance(dtype, str) and dtype in ("str", "string"):
+        return pb.DATA_TYPE_STRING
     dt = np.dtype(dtype)
+    if dt.kind in "OUT":
+        return pb.DATA_TYPE_STRING
     try:
         return _DATA_TYPE_BY_KIND[(dt.kind, dt.itemsize)]
     except KeyError:
@@ -60,6 +71,45 @@ def data_type_of(dtype: np.dtype | type | str) -> int:
 
 def data_type_name(data_type: int) -> str:
     return pb.DataType.Name(data_type) if data_type in pb.DataType.values() else str(data_type)
+
+
+def encode_strings(values) -> bytes:
+    """DATA_TYPE_STRING bytes of `values` (C order): per element a 4-byte little-endian length
+    and its UTF-8 bytes. ValueError for a non-str element or one over MAX_STRING_BYTES."""
+    parts = []
+    for value in np.asarray(values, dtype=object).reshape(-1):
+        if not isinstance(value, str):
+            raise ValueError(f"string output elements must be str, got {type(value).__name__}")
+        raw = value.encode("utf-8")  # strict: a lone surrogate raises UnicodeEncodeError (a ValueError)
+        if len(raw) > MAX_STRING_BYTES:
+            raise ValueError(f"a string output element has {len(raw)} UTF-8 bytes; at most {MAX_STRING_BYTES}")
+        parts += [len(raw).to_bytes(4, "little"), raw]
+    return b"".join(parts)
+
+
+def decode_strings(data, count: int) -> np.ndarray:
+    """Inverse of :func:`encode_strings`: exactly `count` elements, each valid UTF-8 of at most
+    MAX_STRING_BYTES, and no byte left over; ValueError otherwise."""
+    view = memoryview(data).cast("B")
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(view):
+            raise ValueError(f"string tensor ends inside element {i} of {count}")
+        size = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if size > MAX_STRING_BYTES:
+            raise ValueError(f"string element {i} claims {size} bytes; at most {MAX_STRING_BYTES}")
+        if pos + size > len(view):
+            raise ValueError(f"string element {i} runs past the tensor")
+        try:
+            out[i] = bytes(view[pos : pos + size]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"string element {i} is not valid UTF-8: {e.reason}") from None
+        pos += size
+    if pos != len(view):
+        raise ValueError(f"string tensor has {len(view) - pos} bytes after its {count} elements")
+    return out
 
 
 def to_wire_array(array: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_UINT8: _ClassVar[DataType]
     DATA_TYPE_INT32: _ClassVar[DataType]
     DATA_TYPE_INT64: _ClassVar[DataType]
+    DATA_TYPE_STRING: _ClassVar[DataType]
 
 class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ DATA_TYPE_FLOAT64: DataType
 DATA_TYPE_UINT8: DataType
 DATA_TYPE_INT32: DataType
 DATA_TYPE_INT64: DataType
+DATA_TYPE_STRING: DataType
 OUTPUT_KIND_UNSPECIFIED: OutputKind
 OUTPUT_KIND_LAYER: OutputKind
 OUTPUT_KIND_BEHAVIOUR: OutputKind
