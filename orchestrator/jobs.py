@@ -161,7 +161,7 @@ class _Job:
             self.timings[f"{label}_extract_s"] = self.timings.get(f"{label}_extract_s", 0.0) + time.perf_counter() - t0
             for layer in missing:
                 found[layer] = result.outputs[layer]
-                if self.request.image is not None:
+                if self.request.image is not None and result.outputs[layer].dtype == np.float32:
                     self.cache.put(keys[layer], ids, result.outputs[layer])
         return found
 
@@ -174,6 +174,12 @@ class _Job:
         if declared:
             return declared, {"method": "declared by the model"}
         candidates = list(self.info.get("commitment_layers") or self.info["layers"])
+        if getattr(bench, "modality", "image") == "text":
+            # Language: a fixed relative depth, decided before any scoring (never selected on scored data).
+            from cortexbox.benchmarks.language import LANGUAGE_LAYER_DEPTH, committed_layer
+
+            layer = committed_layer(candidates)
+            return layer, {"method": "relative_depth", "depth": LANGUAGE_LAYER_DEPTH, "candidates": len(candidates)}
         if bench.selection_stimulus_set is None:
             raise UserError(f"{bench.identifier} has no selection data and the model commits no layer to {region}")
         # Benchmarks that borrow another's selection data share its key, and so its stored choice.
@@ -251,6 +257,12 @@ def score_model(
         registry.update_run(run, benchmark_id=bench_row.id)
         job._resolve_model()
         registry.update_run(run, model_id=job.model_row.id)
+        wanted = getattr(bench, "modality", "image")
+        offered = job.info.get("modality", "image")
+        if wanted != offered:
+            raise ModelFailure(
+                FailureClass.REJECTED, f"{bench.identifier} needs a {wanted} model; this model takes {offered} stimuli"
+            )
         if getattr(bench, "kind", "neural") == "behaviour":
             layer = bench.behaviour
             if layer not in job.info["behaviours"]:
