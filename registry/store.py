@@ -6,15 +6,86 @@ postgresql+psycopg2://user:pw@host/db as in docker-compose.yml.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import event
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, ScoreJob, utcnow
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: The revision whose schema `create_all` made before migrations existed.
+BASELINE_REVISION = "0001"
+
+
+@functools.lru_cache(maxsize=1)
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _current_revision(connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine):
+    """One migrating process at a time: PostgreSQL's advisory lock, or a lock file beside a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_lock(73200117)")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(73200117)")
+                conn.commit()
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def migrate(engine) -> str:
+    """Brings the database's schema to the newest Alembic revision (registry/migrations) and returns it. A
+    database made by `create_all` before migrations existed (tables, no alembic_version) is stamped with the
+    baseline first; its rows are kept."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    head = _head_revision()
+    with engine.connect() as conn:
+        if _current_revision(conn) == head:
+            return head
+    with _migration_lock(engine):
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            current = _current_revision(conn)
+            if current is None and inspect(conn).has_table("model"):
+                command.stamp(config, BASELINE_REVISION)
+            if current != head:
+                command.upgrade(config, "head")
+        with engine.connect() as conn:
+            return _current_revision(conn)
 
 
 def default_url() -> str:
@@ -54,7 +125,8 @@ class Registry:
                 conn.execute("PRAGMA busy_timeout = 30000")
                 conn.execute("PRAGMA foreign_keys = ON")
 
-        SQLModel.metadata.create_all(self.engine)
+        # The schema comes from the Alembic migrations in registry/migrations, never from create_all.
+        self.revision = migrate(self.engine)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -1,0 +1,79 @@
+"""The registry's schema comes from its Alembic migrations, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import SQLModel
+
+from cortexbox.registry import Registry
+from cortexbox.registry.store import _head_revision
+from tests.test_registry import postgres_url  # noqa: F401 - the throwaway cluster fixture
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path):
+    """An empty database of each kind (its own database in the PostgreSQL cluster)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    server = request.getfixturevalue("postgres_url")
+    name = f"m{time.monotonic_ns()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def _schema_differences(url: str) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    engine.dispose()
+    return diffs
+
+
+def test_a_new_database_is_migrated_to_head_and_matches_the_models(empty_url):
+    registry = Registry(empty_url)
+    assert registry.revision == _head_revision()
+    with registry.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head_revision()
+    # the migrations build exactly the tables registry/models.py declares (a model change needs a revision)
+    assert _schema_differences(empty_url) == []
+    assert Registry(empty_url).revision == _head_revision()  # opening again changes nothing
+    registry.engine.dispose()
+
+
+def test_a_database_made_by_create_all_is_stamped_and_keeps_its_rows(empty_url):
+    legacy = create_engine(empty_url)
+    SQLModel.metadata.create_all(legacy)  # how the registry made its tables before migrations
+    with legacy.begin() as conn:
+        conn.execute(text("INSERT INTO model (digest, name, version, image_ref, created_at) "
+                          "VALUES ('sha256:old', 'old', '1', '', CURRENT_TIMESTAMP)"))
+        assert not inspect(conn).has_table("alembic_version")
+    legacy.dispose()
+    registry = Registry(empty_url)
+    assert registry.revision == _head_revision()
+    assert [m.name for m in registry.models()] == ["old"]
+    assert _schema_differences(empty_url) == []
+    registry.engine.dispose()
+
+
+def test_alembic_command_line_config_points_at_the_migrations(tmp_path, monkeypatch):
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.conftest import REPO
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("CORTEXBOX_DATABASE_URL", url)
+    command.upgrade(Config(str(REPO / "alembic.ini")), "head")  # what `alembic upgrade head` does
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head_revision()
+    engine.dispose()
