@@ -248,3 +248,15 @@ def test_cortexbox_web_serves_the_registry(seeded, tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_benchmark_page_reads_sizes_from_the_benchmark_definition(data_dir, tmp_path):
+    from cortexbox.benchmarks import get_benchmark
+    from cortexbox.orchestrator.web import create_app
+
+    bench = get_benchmark("Cowley2023.V4-pls")
+    url = f"sqlite:///{tmp_path / 'facts.db'}"
+    Registry(url).upsert_benchmark(bench.identifier, bench.version, bench.data_hash, region=bench.region)
+    with TestClient(create_app(url)) as client:
+        page = client.get("/api/benchmarks/Cowley2023.V4-pls").json()
+    assert (page["n_stimuli"], page["n_neuroids"]) == (640, 50)
