@@ -8,23 +8,34 @@ Public API::
     for stimulus_id, image in bench.stimulus_set.iter_placed(target_visual_degrees=8):
         ...  # run the model, collect activations (n_stimuli, n_features)
     score = bench.score(neuroid_assembly(activations, stimulus_ids, layer="conv3", model="alexnet"))
+
+Benchmarks are ``kind == "neural"`` (layer activations) or ``"behaviour"`` (a model output such as ``"logits"``);
+see :mod:`cortexbox.benchmarks.interface`. :func:`tree` gives the aggregation tree (parents average their children).
 """
 
+from .aggregation import BENCHMARK_TREE, ENGINEERING, NOT_AGGREGATED, tree, tree_leaves
 from .assemblies import AssemblyValidationError, average_repetition, neuroid_assembly, validate_assembly
 from .benchmark import NeuralBenchmark
 from .data import DATA_DIR_ENV, DataNotFoundError, resolve_data_dir
+from .interface import Benchmark
 from .language import LanguageBenchmark, TextStimulusSet, language_tree
+from .rdm_benchmark import RDMBenchmark
 from .registry import BENCHMARKS, UnknownBenchmark, get_benchmark, list_benchmarks
 from .score import Score
 from .stimuli import StimulusSet
 
 __all__ = [
     "BENCHMARKS",
+    "BENCHMARK_TREE",
     "DATA_DIR_ENV",
+    "ENGINEERING",
+    "NOT_AGGREGATED",
     "AssemblyValidationError",
+    "Benchmark",
     "DataNotFoundError",
     "LanguageBenchmark",
     "NeuralBenchmark",
+    "RDMBenchmark",
     "Score",
     "StimulusSet",
     "TextStimulusSet",
@@ -35,5 +46,7 @@ __all__ = [
     "list_benchmarks",
     "neuroid_assembly",
     "resolve_data_dir",
+    "tree",
+    "tree_leaves",
     "validate_assembly",
 ]

@@ -42,6 +42,9 @@ class NeuralBenchmark:
         Directory for the on-disk ceiling cache (``<cache_dir>/ceilings/*.json``); no disk cache when ``None``.
     """
 
+    #: Orchestrator contract: ``"neural"`` benchmarks take layer activations (``region``, layer selection);
+    #: ``"behaviour"`` benchmarks take a model behaviour such as logits.
+    kind = "neural"
     identifier: str
     version: int
     region: str

@@ -7,22 +7,44 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .benchmark import NeuralBenchmark
 from .cowley2023 import Cowley2023V4PLS
+from .cowley2023_sessions import Cowley2023V4SessionsPLS, Cowley2023V4SessionsRidge
 from .data import resolve_data_dir
+from .geirhos2019 import (
+    Geirhos2019CueConflictShapeBias,
+    Geirhos2019EdgesErrorConsistency,
+    Geirhos2019EdgesTop1,
+    Geirhos2019SilhouettesErrorConsistency,
+    Geirhos2019SilhouettesTop1,
+)
+from .interface import Benchmark
+from .kriegeskorte2008 import Kriegeskorte2008HumanIT, Kriegeskorte2008Judgements, Kriegeskorte2008MonkeyIT
 from .language import language_benchmarks
 
 __all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
 
-#: identifier -> benchmark class (constructed with ``data_dir`` and ``cache_dir``).
-BENCHMARKS: dict[str, Callable[..., NeuralBenchmark]] = {
-    Cowley2023V4PLS.identifier: Cowley2023V4PLS,
+#: identifier -> benchmark class (constructed with ``data_dir`` and ``cache_dir``); see :mod:`.interface`.
+BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
+    cls.identifier: cls
+    for cls in (
+        Cowley2023V4PLS,
+        Cowley2023V4SessionsPLS,
+        Cowley2023V4SessionsRidge,
+        Kriegeskorte2008HumanIT,
+        Kriegeskorte2008MonkeyIT,
+        Kriegeskorte2008Judgements,
+        Geirhos2019EdgesErrorConsistency,
+        Geirhos2019SilhouettesErrorConsistency,
+        Geirhos2019EdgesTop1,
+        Geirhos2019SilhouettesTop1,
+        Geirhos2019CueConflictShapeBias,
+    )
 }
 
 # Language benchmarks (text models): Futrell2018, Brennan2016 ROIs, SyntaxGym 2020; see .language.
 BENCHMARKS.update(language_benchmarks())
 
-_instances: dict[tuple[str, Path, Path | None], NeuralBenchmark] = {}
+_instances: dict[tuple[str, Path, Path | None], Benchmark] = {}
 _lock = threading.Lock()
 
 
@@ -48,7 +70,7 @@ def get_benchmark(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-) -> NeuralBenchmark:
+) -> Benchmark:
     """Return the benchmark ``identifier`` (one shared instance per identifier, data_dir and cache_dir).
 
     Sharing the instance means its ceiling, data hash and loaded assemblies are computed once per process.

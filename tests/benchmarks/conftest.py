@@ -22,6 +22,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "data: reads the shared data folder (../shared/data) in place")
 
 
+def require_data(folder: str) -> Path:
+    """The shared data root, after checking ``folder`` is in it: skip locally, fail in CI."""
+    if not (DATA_DIR / folder).is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared data not found at {DATA_DIR / folder} in CI")
+        pytest.skip(f"shared data not found at {DATA_DIR / folder} (set CORTEXBOX_DATA_DIR)")
+    return DATA_DIR
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not COWLEY.is_dir():
@@ -34,3 +43,13 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def bench(data_dir: Path):
     return get_benchmark("Cowley2023.V4-pls", data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def kriegeskorte_data_dir() -> Path:
+    return require_data("kriegeskorte2008_92images")
+
+
+@pytest.fixture(scope="session")
+def geirhos_data_dir() -> Path:
+    return require_data("geirhos2019_texture_shape")

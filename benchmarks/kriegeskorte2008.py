@@ -1,0 +1,289 @@
+"""Kriegeskorte et al. 2008, 92 object images: human IT, monkey IT and similarity-judgement RDM benchmarks.
+
+Data: ``<data_dir>/kriegeskorte2008_92images`` (rsatoolbox's ``demos/92imageData``; see its ``PROVENANCE.md``):
+
+* ``Kriegeskorte_Neuron2008_supplementalData.mat``: ``stimuli_92objs`` (the 92 images, 175 x 175 RGB uint8, objects
+  on grey) and ``RDMs_mIT_hIT_fig1`` (group RDMs as condensed 4186-vectors: ``mIT_674neurons``, monkey IT, Kiani et
+  al. 2007; ``hITvisStim_316vx``, human IT, the mean of the 4 subjects x 2 sessions).
+* ``92_brainRDMs.mat``: ``RDMs`` (1 x 4 x 2), human IT per subject (BE, KO, SN, TI) and session, 92 x 92 float32.
+* ``92_behavRDMs.mat``: ``rdms_behav_92`` (1 x 16), Mur et al. 2013 similarity-judgement RDMs, 92 x 92.
+
+Ids: ``stimulus_id = f"kriegeskorte2008/image{i + 1:02d}"`` in the order of ``stimuli_92objs`` (the RDMs' order).
+The images are served as binary PPM (``P6``) bytes: the pixels exactly, in a format whose bytes do not depend on an
+encoder version, so the stimulus-set hash is stable.
+
+Stimulus size: 2.9 degrees of visual angle, the human fMRI experiment's image width (Kriegeskorte et al. 2008,
+Experimental Procedures, as cited in cortexbox's issue; the paper's text was not reachable offline to re-check, and
+neither ``PROVENANCE.md`` nor ``data.md`` states a size). The monkeys (Kiani et al. 2007) saw the images at their own size, not in the data
+release; the monkey benchmark uses 2.9 degrees as well so that all three benchmarks (and the layer selection) share
+one stimulus set and one extraction.
+
+Layer commitment (region ``IT``): a benchmark never selects a layer on the data it scores. The human benchmarks
+(``hIT-rdm``, ``judgements-rdm``) select the IT layer on the monkey IT RDM; ``mIT-rdm`` selects on the human IT group
+RDM. The selection images are the same 92 images (no other IT data exist here); the recordings are independent
+(other species, other subjects). A model's IT layer can therefore differ between ``mIT-rdm`` and the human
+benchmarks.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from scipy.spatial.distance import squareform
+
+from .data import DataNotFoundError
+from .rdm_benchmark import RDMBenchmark, RDMTarget
+from .stimuli import StimulusSet
+
+__all__ = [
+    "SOURCE_VISUAL_DEGREES",
+    "Kriegeskorte2008HumanIT",
+    "Kriegeskorte2008Judgements",
+    "Kriegeskorte2008MonkeyIT",
+    "load_human_it",
+    "load_human_it_group",
+    "load_judgements",
+    "load_monkey_it",
+    "load_stimulus_set",
+    "stimulus_ids",
+]
+
+FOLDER = "kriegeskorte2008_92images"
+SUPPLEMENT = f"{FOLDER}/Kriegeskorte_Neuron2008_supplementalData.mat"
+BRAIN_RDMS = f"{FOLDER}/92_brainRDMs.mat"
+BEHAVIOUR_RDMS = f"{FOLDER}/92_behavRDMs.mat"
+N_STIMULI = 92
+
+#: Degrees of visual angle of the images in the human fMRI experiment (Kriegeskorte et al. 2008).
+SOURCE_VISUAL_DEGREES = 2.9
+
+CITATION = """@article{Kriegeskorte2008matching,
+  author  = {Kriegeskorte, Nikolaus and Mur, Marieke and Ruff, Douglas A. and Kiani, Roozbeh and Bodurka, Jerzy and
+             Esteky, Hossein and Tanaka, Keiji and Bandettini, Peter A.},
+  title   = {Matching categorical object representations in inferior temporal cortex of man and monkey},
+  journal = {Neuron},
+  volume  = {60},
+  number  = {6},
+  pages   = {1126--1141},
+  year    = {2008},
+  doi     = {10.1016/j.neuron.2008.10.043}
+}
+@article{Nili2014toolbox,
+  author  = {Nili, Hamed and Wingfield, Cai and Walther, Alexander and Su, Li and Marslen-Wilson, William and
+             Kriegeskorte, Nikolaus},
+  title   = {A toolbox for representational similarity analysis},
+  journal = {PLoS Computational Biology},
+  volume  = {10},
+  number  = {4},
+  pages   = {e1003553},
+  year    = {2014},
+  doi     = {10.1371/journal.pcbi.1003553},
+  note    = {Data: github.com/rsagroup/rsatoolbox, demos/92imageData (MIT)}
+}"""
+
+CITATION_MONKEY = (
+    CITATION
+    + """
+@article{Kiani2007object,
+  author  = {Kiani, Roozbeh and Esteky, Hossein and Mirpour, Koorosh and Tanaka, Keiji},
+  title   = {Object category structure in response patterns of neuronal population in monkey inferior temporal cortex},
+  journal = {Journal of Neurophysiology},
+  volume  = {97},
+  number  = {6},
+  pages   = {4296--4309},
+  year    = {2007},
+  doi     = {10.1152/jn.00024.2007}
+}"""
+)
+
+CITATION_JUDGEMENTS = (
+    CITATION
+    + """
+@article{Mur2013human,
+  author  = {Mur, Marieke and Meys, Mirjam and Bodurka, Jerzy and Goebel, Rainer and Bandettini, Peter A. and
+             Kriegeskorte, Nikolaus},
+  title   = {Human object-similarity judgments reflect and transcend the primate-{IT} object representation},
+  journal = {Frontiers in Psychology},
+  volume  = {4},
+  pages   = {128},
+  year    = {2013},
+  doi     = {10.3389/fpsyg.2013.00128}
+}"""
+)
+
+
+def stimulus_ids() -> tuple[str, ...]:
+    """The 92 ids in the RDMs' order."""
+    return tuple(f"kriegeskorte2008/image{i + 1:02d}" for i in range(N_STIMULI))
+
+
+def _path(data_dir: Path, relative: str) -> Path:
+    path = Path(data_dir) / relative
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} not found; set CORTEXBOX_DATA_DIR or pass data_dir")
+    return path
+
+
+@lru_cache(maxsize=4)
+def _supplement(path: Path) -> dict:
+    return scipy.io.loadmat(path)
+
+
+def _ppm(image: np.ndarray) -> bytes:
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got shape {image.shape}")
+    height, width, _ = image.shape
+    return f"P6\n{width} {height}\n255\n".encode("ascii") + image.tobytes()
+
+
+def load_stimulus_set(data_dir: Path, *, visual_degrees: float = SOURCE_VISUAL_DEGREES) -> StimulusSet:
+    """The 92 images (175 x 175 RGB) as PPM bytes, in the RDMs' order."""
+    structs = _supplement(_path(data_dir, SUPPLEMENT))["stimuli_92objs"]
+    if structs.shape != (1, N_STIMULI):
+        raise ValueError(f"stimuli_92objs has shape {structs.shape}, expected (1, {N_STIMULI})")
+    images = {sid: _ppm(structs[0, i]["image"]) for i, sid in enumerate(stimulus_ids())}
+    return StimulusSet.from_bytes("Kriegeskorte2008.92images", images, visual_degrees=visual_degrees)
+
+
+def stimulus_categories(data_dir: Path) -> list[str]:
+    """Each image's category (human/nonhuman bodypart/face, natural/artificial inanimate)."""
+    structs = _supplement(_path(data_dir, SUPPLEMENT))["stimuli_92objs"]
+    return [str(structs[0, i]["category"][0]) for i in range(N_STIMULI)]
+
+
+def _group_rdm(data_dir: Path, name: str) -> np.ndarray:
+    groups = _supplement(_path(data_dir, SUPPLEMENT))["RDMs_mIT_hIT_fig1"]
+    for k in range(groups.shape[1]):
+        if str(groups[0, k]["name"][0]) == name:
+            return squareform(np.asarray(groups[0, k]["RDM"], dtype=np.float64).ravel(), checks=False)
+    raise ValueError(f"no group RDM named {name!r} in {SUPPLEMENT}")
+
+
+def load_monkey_it(data_dir: Path) -> RDMTarget:
+    """Monkey IT group RDM (674 neurons, Kiani et al. 2007), one 'subject' ``mIT``."""
+    return RDMTarget(_group_rdm(data_dir, "mIT_674neurons")[None], ("mIT",), stimulus_ids())
+
+
+def load_human_it_group(data_dir: Path) -> RDMTarget:
+    """Human IT group RDM (316 voxels, mean of 4 subjects x 2 sessions) from the supplemental file."""
+    return RDMTarget(_group_rdm(data_dir, "hITvisStim_316vx")[None], ("hIT-group",), stimulus_ids())
+
+
+def load_human_it(data_dir: Path) -> RDMTarget:
+    """Human IT RDM per subject (BE, KO, SN, TI), the mean of the subject's two sessions."""
+    structs = scipy.io.loadmat(_path(data_dir, BRAIN_RDMS))["RDMs"]
+    if structs.shape != (1, 4, 2):
+        raise ValueError(f"RDMs in {BRAIN_RDMS} has shape {structs.shape}, expected (1, 4, 2)")
+    rdms, subjects = [], []
+    for s in range(structs.shape[1]):
+        names = [str(structs[0, s, k]["name"][0]) for k in range(2)]  # 'hIT | BE | Session: 1'
+        subject = {name.split("|")[1].strip() for name in names}
+        if len(subject) != 1:
+            raise ValueError(f"{BRAIN_RDMS}: sessions of one column name different subjects: {names}")
+        sessions = [np.asarray(structs[0, s, k]["RDM"], dtype=np.float64) for k in range(2)]
+        rdms.append((sessions[0] + sessions[1]) / 2)
+        subjects.append(subject.pop())
+    return RDMTarget(np.stack(rdms), tuple(subjects), stimulus_ids())
+
+
+def load_judgements(data_dir: Path) -> RDMTarget:
+    """Similarity-judgement RDMs of 16 subjects (Mur et al. 2013)."""
+    structs = scipy.io.loadmat(_path(data_dir, BEHAVIOUR_RDMS))["rdms_behav_92"]
+    rdms = [np.asarray(structs[0, k]["RDM"], dtype=np.float64) for k in range(structs.shape[1])]
+    subjects = [str(structs[0, k]["name"][0]).split("|")[-1].strip() for k in range(structs.shape[1])]
+    return RDMTarget(np.stack(rdms), tuple(subjects), stimulus_ids())
+
+
+class _Kriegeskorte2008(RDMBenchmark):
+    version = 1
+    region = "IT"
+    source_visual_degrees = SOURCE_VISUAL_DEGREES
+
+    def _load_stimulus_set(self) -> StimulusSet:
+        return load_stimulus_set(self.data_dir, visual_degrees=self.source_visual_degrees)
+
+
+_COMMON = (
+    "The 92 object images of Kriegeskorte et al. 2008 (175 x 175 px, objects on grey; human and non-human faces and "
+    "bodies, natural and artificial inanimate objects), shown at 2.9 degrees (the human fMRI experiment's size). "
+    "Model: the committed IT layer's RDM, 1 - Pearson r between the stimuli's unit vectors (Brain-Score 'rdm'), "
+    "compared by Spearman rho over the upper triangle (4186 pairs). "
+)
+
+
+class Kriegeskorte2008HumanIT(_Kriegeskorte2008):
+    """``Kriegeskorte2008.hIT-rdm``: human IT fMRI RDMs (4 subjects), ceiling-normalised."""
+
+    identifier = "Kriegeskorte2008.hIT-rdm"
+    citation = CITATION
+    description = (
+        _COMMON + "Target: human IT fMRI RDMs (316 most visually responsive voxels) of 4 subjects, each the mean of the "
+        "subject's 2 sessions. Raw = mean over subjects of rho(model RDM, subject RDM); error = its standard error over "
+        "subjects. Ceiling (Nili et al. 2014): upper bound = mean over subjects of rho(subject RDM, mean RDM of all 4) "
+        "= 0.661 (Brain-Score's RSA ceiling), leave-one-subject-out lower bound = 0.379, both recorded. Ceiled = raw / "
+        "upper bound (unclipped, as Brain-Score's RSA; a model reproducing the group-mean RDM exactly scores 1). "
+        "Layer selection: the IT layer is chosen on the monkey IT RDM (same images, independent recordings), never "
+        "on the human data scored here."
+    )
+
+    def _data_files(self) -> list[str]:
+        return [SUPPLEMENT, BRAIN_RDMS]
+
+    def _load_target(self) -> RDMTarget:
+        return load_human_it(self.data_dir)
+
+    def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
+        return self.stimulus_set, load_monkey_it(self.data_dir)
+
+
+class Kriegeskorte2008MonkeyIT(_Kriegeskorte2008):
+    """``Kriegeskorte2008.mIT-rdm``: monkey IT group RDM, no ceiling (raw reported)."""
+
+    identifier = "Kriegeskorte2008.mIT-rdm"
+    citation = CITATION_MONKEY
+    description = (
+        _COMMON + "Target: the monkey IT RDM of 674 neurons (Kiani et al. 2007), one group RDM. Raw = rho(model RDM, "
+        "monkey IT RDM). NO CEILING: with a single group RDM there is no between-subject or between-repeat "
+        "variability to estimate one from, so ceiling and ceiled are None and the raw rho is reported (not "
+        "comparable to ceiled scores). Layer selection: the IT layer is chosen on the human IT group RDM (same "
+        "images, independent recordings), never on the monkey data scored here. The monkeys' stimulus size is not "
+        "in the data release; 2.9 degrees is used for all Kriegeskorte2008 benchmarks."
+    )
+
+    def _data_files(self) -> list[str]:
+        return [SUPPLEMENT]
+
+    def _load_target(self) -> RDMTarget:
+        return load_monkey_it(self.data_dir)
+
+    def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
+        return self.stimulus_set, load_human_it_group(self.data_dir)
+
+
+class Kriegeskorte2008Judgements(_Kriegeskorte2008):
+    """``Kriegeskorte2008.judgements-rdm``: 16 subjects' similarity-judgement RDMs (Mur et al. 2013), ceiled."""
+
+    identifier = "Kriegeskorte2008.judgements-rdm"
+    citation = CITATION_JUDGEMENTS
+    description = (
+        _COMMON + "Target: similarity-judgement RDMs of 16 human subjects (Mur et al. 2013; images arranged by "
+        "similarity on a screen). The model's IT layer is compared (Mur et al. relate the judgements to the IT "
+        "representation). Raw = mean over subjects of rho(model RDM, subject RDM); error = its standard error over "
+        "subjects. Ceiling (Nili et al. 2014): upper bound = mean over subjects of rho(subject RDM, mean RDM of all "
+        "16) = 0.575, leave-one-subject-out lower bound = 0.478, both recorded; ceiled = raw / upper bound "
+        "(unclipped). Layer selection: the IT layer is chosen on the monkey IT RDM (same images), never on the "
+        "judgements."
+    )
+
+    def _data_files(self) -> list[str]:
+        return [SUPPLEMENT, BEHAVIOUR_RDMS]
+
+    def _load_target(self) -> RDMTarget:
+        return load_judgements(self.data_dir)
+
+    def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
+        return self.stimulus_set, load_monkey_it(self.data_dir)
