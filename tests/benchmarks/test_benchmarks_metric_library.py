@@ -383,3 +383,31 @@ def test_netcdf_round_trip_flattens_brainscore_multiindexes(tmp_path):
     legacy = assembly.rename(stimulus_id="image_id")
     write_assembly(legacy, tmp_path / "legacy.nc")
     assert list(read_assembly(tmp_path / "legacy.nc").stimulus_id.values) == list(ids)
+
+
+# --- fast paths keep sklearn's numbers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pls_power_method_in_cross_covariance_form_matches_sklearn(dtype):
+    from sklearn.cross_decomposition import PLSRegression
+
+    from cortexbox.benchmarks.metrics import fit_predict_pls
+
+    features, responses, _ = _synthetic(n_stimuli=150, n_features=60, n_neuroids=40, seed=12, dtype=dtype)
+    train, test = np.arange(130), np.arange(130, 150)
+    expected = PLSRegression(n_components=25, scale=False).fit(features[train], responses[train]).predict(features[test])
+    actual = fit_predict_pls(features[train], responses[train], features[test], n_components=25)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+
+
+def test_mixed_precision_rdm_keeps_the_score():
+    from cortexbox.benchmarks.metrics import rdm, rdm_similarity
+
+    features, responses, _ = _synthetic(n_stimuli=120, n_features=3000, seed=13, dtype=np.float32)
+    exact, mixed = rdm(features, precision="float64"), rdm(features, precision="mixed", block_size=1000)
+    assert 0 < np.abs(exact - mixed).max() < 1e-5
+    target = rdm(responses)
+    # 7,140 pairs: a few rank swaps move rho by ~1e-7 (measured 2.5e-7), so "auto" keeps float64 below 1,000 stimuli
+    assert rdm_similarity(mixed, target) == pytest.approx(rdm_similarity(exact, target), abs=1e-6)
+    np.testing.assert_array_equal(rdm(features, precision="auto"), exact)
