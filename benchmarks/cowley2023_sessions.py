@@ -16,7 +16,9 @@ New identifiers, so that ``Cowley2023.V4-pls`` (version 1, session 210325 only) 
   (other sessions differ in monkey, array and image type). ``ceiled = raw**2 / ceiling`` as ``Cowley2023.V4-pls``;
   per-session ``raw_s**2 / ceiling`` are in ``attrs["sessions"]``.
 * Stimulus set: the union of the four sessions' images (4240), ids ``"<session>/imageNNNN"`` in session order.
-* Layer selection: as ``Cowley2023.V4-pls``, 300 fixed images of the validation session 210224 (never scored).
+* Layer selection: the V4 layer committed by ``Cowley2023.V4-pls`` (PLS on 300 fixed images of the validation
+  session 210224, never scored) is used, as Brain-Score commits one layer per region for all its benchmarks:
+  ``selection_source`` names that benchmark, and the orchestrator reuses its stored choice.
 """
 
 from __future__ import annotations
@@ -124,6 +126,16 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
                 raise ValueError(f"Cowley2023 {session}: images and responses do not line up")
             images.update(stimuli.iter_bytes())
         return StimulusSet.from_bytes("Cowley2023.test_sessions", images, visual_degrees=self.source_visual_degrees)
+
+    @property
+    def selection_source(self) -> NeuralBenchmark:
+        """The benchmark whose selection data and metric commit the V4 layer (``Cowley2023.V4-pls``)."""
+        from .registry import get_benchmark
+
+        return get_benchmark("Cowley2023.V4-pls", data_dir=self.data_dir)
+
+    def score_for_selection(self, assembly: xr.DataArray) -> float:
+        return self.selection_source.score_for_selection(assembly)
 
     def _load_selection(self) -> tuple[StimulusSet, xr.DataArray]:
         assembly = load_session_assembly(self.data_dir, SELECTION_SESSION)

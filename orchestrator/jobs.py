@@ -193,7 +193,8 @@ class _Job:
             scores = {candidates[0]: None}
         else:
             scores = self._score_candidates(bench, candidates)
-        best = max(candidates, key=lambda layer: (scores[layer] if scores[layer] is not None else -math.inf))
+        # A layer whose score is undefined (None, NaN: e.g. a constant RDM) ranks last.
+        best = max(candidates, key=lambda layer: scores[layer] if scores[layer] is not None and math.isfinite(scores[layer]) else -math.inf)
         if self.cacheable:
             self.registry.save_commitment(self.model_row.id, region, best, key, scores)
         return best, {"method": "selection", "selection_key": key, "layer_scores": scores, "stored": False}
@@ -217,8 +218,9 @@ class _Job:
             arrays = self.extract(selection, group, label=f"layer selection {i + 1}/{len(groups)}")
             for layer in group:
                 assembly = neuroid_assembly(arrays.pop(layer), selection.stimulus_ids, layer=layer, model=self.model_row.name)
-                scores[layer] = float(bench.score_for_selection(assembly))
-                self.events("stage", {"text": f"selection: {layer} scored {scores[layer]:.3f}"})
+                score = float(bench.score_for_selection(assembly))
+                scores[layer] = score if math.isfinite(score) else None  # JSON has no NaN
+                self.events("stage", {"text": f"selection: {layer} scored {score:.3f}"})
         self.timings["selection_s"] = time.perf_counter() - t0
         return scores
 

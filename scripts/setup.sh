@@ -10,6 +10,8 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 # Headless Chromium for the web app's browser tests (Debian's package; tests/test_web_browser.py).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# WordNet 3.0, to rebuild the Geirhos 16-class ImageNet table in tests.
+[ -d /usr/share/wordnet ] || need_apt+=(wordnet-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq
