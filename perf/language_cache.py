@@ -4,9 +4,9 @@ HuggingfaceSubject when recording), for one Natural Stories story read by SmolLM
     python perf/language_cache.py [--story 10] [--recompute-parts N]
 
 Reports tokens processed and wall time of both ways, and checks that they agree (surprisal to 1e-3 bits, last-token
-representations to 1e-3). With --recompute-parts N the recompute way runs on the first N parts only and its time
-for the whole story is extrapolated from its measured cost per token (it is linear in tokens processed), which is
-stated in the output. Results go to perf/results/language_cache.json.
+representations to 1e-3). With --sample N the recompute way is timed on N evenly spaced prefixes only (short to
+long) and its time for all prefixes is interpolated linearly in prefix length from those timings; the output says
+so. Results go to perf/results/language_cache.json.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "model_templates" / "hf-causal-lm"))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--story", type=int, default=10, help="story 10 is the shortest (939 words)")
-    parser.add_argument("--recompute-parts", type=int, default=None)
+    parser.add_argument("--sample", type=int, default=None, help="time only this many evenly spaced prefixes")
     args = parser.parse_args()
 
     import model as hf  # the template's model.py
@@ -46,18 +46,26 @@ def main() -> None:
     once = lm.digest(parts, [layer], ["surprisal"])
     one_pass_s = time.perf_counter() - t0
 
-    n = len(parts) if args.recompute_parts is None else min(args.recompute_parts, len(parts))
     prefix_tokens = np.cumsum([1 + lengths[0]] + lengths[1:])  # tokens in the context ending at each part
-    t0 = time.perf_counter()
+    ks = list(range(1, len(parts) + 1))
+    if args.sample:
+        ks = sorted(set(np.linspace(1, len(parts), args.sample).round().astype(int).tolist()))
     worst = [0.0, 0.0]
-    for k in range(1, n + 1):
+    timings = []
+    for k in ks:
+        t0 = time.perf_counter()
         again = lm.digest(parts[:k], [layer], ["surprisal"])
+        timings.append(time.perf_counter() - t0)
         worst[0] = max(worst[0], abs(float(again["surprisal"][-1, 0] - once["surprisal"][k - 1, 0])))
         worst[1] = max(worst[1], float(np.abs(again[layer][-1] - once[layer][k - 1]).max()))
-    measured_s = time.perf_counter() - t0
-    measured_tokens = int(prefix_tokens[:n].sum())
+    measured_s = float(sum(timings))
+    n = len(ks)
+    measured_tokens = int(sum(prefix_tokens[k - 1] for k in ks))
     recompute_tokens = int(prefix_tokens.sum())
-    recompute_s = measured_s if n == len(parts) else measured_s * recompute_tokens / measured_tokens
+    if n == len(parts):
+        recompute_s = measured_s
+    else:  # every prefix's time, interpolated in its length from the timed ones
+        recompute_s = float(np.interp(prefix_tokens, [prefix_tokens[k - 1] for k in ks], timings).sum())
     result = {
         "story": args.story,
         "parts": len(parts),
