@@ -283,6 +283,7 @@ def score_model(
         assembly = neuroid_assembly(values, stimuli.stimulus_ids, layer=layer, model=job.model_row.name)
         del values
         score = bench.score(assembly)
+        error = score.error if score.error is not None and math.isfinite(score.error) else None  # e.g. a single RDM comparison
         job.timings["score_s"] = time.perf_counter() - t0
         job.timings["total_s"] = time.perf_counter() - t_start
         info = job.info
@@ -311,7 +312,7 @@ def score_model(
             model_id=job.model_row.id,
             benchmark_id=bench_row.id,
             raw=score.raw,
-            error=score.error,
+            error=error,
             ceiling=score.ceiling,
             ceiled=score.ceiled,
             layer=layer,
@@ -326,7 +327,7 @@ def score_model(
             benchmark=bench.identifier,
             benchmark_version=bench.version,
             raw=score.raw,
-            error=score.error,
+            error=error,
             ceiling=score.ceiling,
             ceiled=score.ceiled,
             layer=layer,
