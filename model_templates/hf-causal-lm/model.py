@@ -35,6 +35,8 @@ from cortexbox.sdk.environment import cpu_quota
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Positions whose log-probabilities are computed at once (bounds the (positions x vocabulary) logits).
 _LOGIT_BLOCK = 256
+#: Contexts shorter than this many tokens run on one thread.
+SHORT_CONTEXT = 128
 
 
 def default_model_dir() -> str:
@@ -59,7 +61,8 @@ class CausalLM(TextModel):
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(int(os.environ.get("CORTEXBOX_NUM_THREADS") or cpu_quota()))
+        self.threads = int(os.environ.get("CORTEXBOX_NUM_THREADS") or cpu_quota())
+        torch.set_num_threads(self.threads)
         model_dir = self.model_dir or os.environ.get("MODEL_DIR") or default_model_dir()
         gguf = self.gguf_file if self.gguf_file is not None else os.environ.get("GGUF_FILE", GGUF_FILE if not os.environ.get("MODEL_DIR") else "")
         kwargs = {"gguf_file": gguf} if gguf else {}
@@ -104,6 +107,9 @@ class CausalLM(TextModel):
             ids.extend(piece)
             ends.append(len(ids) - 1)
         n = len(ids)
+        # Short contexts (a SyntaxGym sentence) gain nothing from intra-op threads, and on a busy machine OpenMP's
+        # barriers make them 10x slower; long ones (a story) use every thread the container has.
+        torch.set_num_threads(1 if n < SHORT_CONTEXT else self.threads)
         want_layers = [int(name.split(".")[1]) for name in layers]
         token_logp = np.zeros(n, dtype=np.float64)  # log p(ids[p] | ids[:p]); 0 for BOS
         hidden = {i: np.empty((len(parts), self.width), dtype=np.float32) for i in want_layers}
