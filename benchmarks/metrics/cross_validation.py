@@ -16,10 +16,11 @@ error ``std(ddof=0) / sqrt(n_splits)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
+import xarray as xr
 from sklearn.model_selection import GroupKFold, KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
 __all__ = [
@@ -140,7 +141,7 @@ def make_splits(
     return splits
 
 
-def _checked(build):  # type: ignore[no-untyped-def]
+def _checked(build: Callable[[], list[Split]]) -> list[Split]:
     try:
         return build()
     except ValueError as error:  # sklearn's messages for too few samples or too small classes
@@ -194,11 +195,15 @@ class CrossValidation:
             "random_state": self.random_state,
         }
 
-    def splits(self, target: object, *, min_size: int = 2) -> list[Split]:
-        """Splits over the rows of ``target`` (an assembly with dim ``presentation``), in the target's order."""
-        import xarray as xr
+    def splits(self, target: xr.DataArray, *, min_size: int = 2) -> list[Split]:
+        """Splits over the rows of ``target`` (an assembly with dim ``presentation``), in the target's order.
 
-        assert isinstance(target, xr.DataArray)
+        Raises
+        ------
+        ValueError
+            A stratification or group coordinate the target lacks; :class:`InsufficientDataError` for too few
+            stimuli (each side of a split needs ``min_size``).
+        """
         n = target.sizes["presentation"]
         labels = None
         groups = None

@@ -250,6 +250,10 @@ class _SimilarityMetric:
     def _compare(self, prepared_source: np.ndarray, prepared_target: np.ndarray) -> float:
         raise NotImplementedError
 
+    def _condense(self, prepared: np.ndarray) -> np.ndarray:
+        """What a whole-set comparison needs of a prepared matrix (default: all of it)."""
+        return prepared
+
     def _compare_all(self, prepared_source: np.ndarray, prepared_target: np.ndarray, order: np.ndarray) -> float:
         """Compare over all stimuli, in stimulus_id order (Brain-Score sorts before comparing)."""
         return self._compare(prepared_source[np.ix_(order, order)], prepared_target[np.ix_(order, order)])
@@ -261,11 +265,13 @@ class _SimilarityMetric:
         prepared_source = self._prepare(source_values)
         if source_order is not None:
             prepared_source = prepared_source[np.ix_(source_order, source_order)]
-        prepared_target = self._prepare(target_values)
         attrs: dict[str, object] = {"metric": self.name, **self.get_params(), "n_stimuli": len(ids)}
         if not self.cross_validate:
+            prepared_source = self._condense(prepared_source)  # the n x n matrix is freed here
+            prepared_target = self._condense(self._prepare(target_values))
             value = self._compare_all(prepared_source, prepared_target, order)
             return Score(raw=value, error=math.nan, values=[value], attrs=attrs)  # one comparison: no error
+        prepared_target = self._prepare(target_values)
         cross_validation = CrossValidation(
             n_splits=self.n_splits,
             train_size=None,
@@ -312,13 +318,16 @@ class RDMSimilarity(_SimilarityMetric):
         return "rdm_cv" if self.cross_validate else "rdm"
 
     def _prepare(self, values: np.ndarray) -> np.ndarray:
-        return rdm(values, precision=self.precision)
+        return rdm(values, precision=self.precision, block_size=1024)  # small blocks: less transient memory
 
     def _compare(self, prepared_source: np.ndarray, prepared_target: np.ndarray) -> float:
         return rdm_similarity(prepared_source, prepared_target)
 
+    def _condense(self, prepared: np.ndarray) -> np.ndarray:
+        return _upper_triangle(prepared)  # the stimulus order is irrelevant (see rdm_similarity)
+
     def _compare_all(self, prepared_source: np.ndarray, prepared_target: np.ndarray, order: np.ndarray) -> float:
-        return rdm_similarity(prepared_source, prepared_target)  # order-free (see rdm_similarity): no n x n copies
+        return _spearman(prepared_source, prepared_target)
 
 
 class CKA(_SimilarityMetric):
