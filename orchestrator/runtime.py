@@ -33,6 +33,18 @@ log = logging.getLogger("cortexbox.runtime")
 SANDBOX_UID = 65534
 LABEL_RUN = "cortexbox.run"
 LABEL_OWNER = "cortexbox.owner"  # "<hostname>:<pid>" of the orchestrator that started it
+#: Groups the containers of one deployment or test session ($CORTEXBOX_SCOPE), so that
+#: several users of one Docker engine can tell their containers apart.
+LABEL_SCOPE = "cortexbox.scope"
+
+
+def scope() -> str:
+    return os.environ.get("CORTEXBOX_SCOPE") or "default"
+
+
+def scope_filter() -> dict:
+    """docker-py filters for the containers of this scope."""
+    return {"label": [LABEL_RUN, f"{LABEL_SCOPE}={scope()}"]}
 SOCKET_IN_CONTAINER = "/run/cortexbox/model.sock"
 LOG_TAIL_LINES = 60
 
@@ -229,7 +241,7 @@ class ContainerSession(ModelSession):
                 "TRANSFORMERS_OFFLINE": "1",
             },
             volumes={str(self.run_dir): {"bind": os.path.dirname(SOCKET_IN_CONTAINER), "mode": "rw"}},
-            labels={LABEL_RUN: self.run_id, LABEL_OWNER: _owner_tag()},
+            labels={LABEL_RUN: self.run_id, LABEL_OWNER: _owner_tag(), LABEL_SCOPE: scope()},
             hostname="model",
             stop_signal="SIGTERM",
         )

@@ -7,9 +7,15 @@ on a developer's machine, but fail in CI (CI=true), where the engine must be the
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
+
+# This test session's containers carry their own scope label, so that the leftover checks
+# below never mistake another session's (or a user's) containers on the same engine for ours.
+# Subprocesses (the CLI) inherit it.
+os.environ["CORTEXBOX_SCOPE"] = f"tests-{secrets.token_hex(6)}"
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CORTEXBOX_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -43,7 +49,9 @@ def docker_client():
             pytest.fail(f"Docker is not reachable in CI: {e}")
         pytest.skip(f"Docker is not reachable: {e}")
     yield client
-    leftovers = client.containers.list(all=True, filters={"label": "cortexbox.run"})
+    from cortexbox.orchestrator.runtime import scope_filter
+
+    leftovers = client.containers.list(all=True, filters=scope_filter())
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
 
 

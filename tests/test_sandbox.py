@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure
-from cortexbox.orchestrator.runtime import LABEL_RUN, ContainerSession, SandboxLimits
+from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, scope_filter
 
 pytestmark = pytest.mark.docker
 
@@ -45,7 +45,7 @@ def hostile_image(docker_client, base_image, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def no_container_survives(docker_client):
     yield
-    left = docker_client.containers.list(all=True, filters={"label": LABEL_RUN})
+    left = docker_client.containers.list(all=True, filters=scope_filter())
     assert not left, f"containers left behind: {[c.name for c in left]}"
 
 
@@ -117,7 +117,7 @@ def cortexbox_score(image: str, env: dict) -> subprocess.Popen:
 def wait_for_container(docker_client, timeout_s: float = 60):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = docker_client.containers.list(filters={"label": LABEL_RUN})
+        running = docker_client.containers.list(filters=scope_filter())
         if running:
             return running[0]
         time.sleep(0.2)
@@ -137,7 +137,7 @@ def test_interrupting_a_run_removes_its_container(docker_client, hostile_image, 
         proc.kill()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert not docker_client.containers.list(all=True, filters={"label": LABEL_RUN})
+    assert not docker_client.containers.list(all=True, filters=scope_filter())
     runs = json.loads(
         subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "runs", "--json"], capture_output=True, text=True,
                        env={**os.environ, "CORTEXBOX_HOME": str(tmp_path)}).stdout
@@ -154,9 +154,9 @@ def test_a_killed_orchestrator_leaves_nothing_after_gc(docker_client, hostile_im
         proc.wait(30)
     finally:
         proc.kill()
-    assert docker_client.containers.list(all=True, filters={"label": LABEL_RUN}), "the orphan should still exist"
+    assert docker_client.containers.list(all=True, filters=scope_filter()), "the orphan should still exist"
     gc = subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "gc"], capture_output=True, text=True, timeout=60)
-    assert gc.returncode == 0 and "removed 1" in gc.stdout, gc.stdout + gc.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": LABEL_RUN})
+    assert gc.returncode == 0 and "removed" in gc.stdout and "removed 0" not in gc.stdout, gc.stdout + gc.stderr
+    assert not docker_client.containers.list(all=True, filters=scope_filter())
     with pytest.raises(Exception):
         container.reload()
