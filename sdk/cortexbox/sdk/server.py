@@ -258,13 +258,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         compute_s = 0.0
 
         def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    results.put(item, timeout=_POLL_S)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            return _put_until_stopped(results, item, stop)
 
         def flush() -> bool:
             nonlocal compute_s
@@ -320,13 +314,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         compute_s = 0.0
 
         def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    results.put(item, timeout=_POLL_S)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            return _put_until_stopped(results, item, stop)
 
         def flush() -> bool:
             nonlocal compute_s
@@ -443,6 +431,18 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             yield pb.RunResponse(progress=pb.Progress(stimuli_received=received, stimuli_done=done))
             send_s += time.perf_counter() - t0
             self.last_activity = time.monotonic()
+
+
+def _put_until_stopped(results: queue.Queue, item, stop: threading.Event) -> bool:
+    """Hands a worker's item to the sender, waiting while the queue is full (back-pressure);
+    False if the run was stopped first."""
+    while not stop.is_set():
+        try:
+            results.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _serialize_run_response(item) -> bytes:
