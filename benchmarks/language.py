@@ -213,18 +213,13 @@ class LanguageBenchmark:
 
 
 def language_tree() -> dict[str, object]:
-    """The language branch of the benchmark tree (Brain-Score language's shape): ``language`` ->
-    ``behaviour`` (reading times), ``neural`` (story fMRI, one leaf per ROI), ``engineering`` (SyntaxGym 2020,
-    one leaf per suite). Engineering leaves are unceiled accuracies."""
-    from .brennan2016 import ROIS
-    from .futrell2018 import Futrell2018Pearsonr
-    from .syntaxgym import SUITES
+    """The language roots of the one benchmark tree (:func:`cortexbox.benchmarks.tree`): ``language`` (Brain-Score's
+    ``average_language``) -> ``neural`` (story fMRI, one leaf per ROI), ``behaviour`` (reading times); and
+    ``engineering_language`` -> ``SyntaxGym`` (one leaf per suite; raw accuracies, never part of ``language``)."""
+    from .aggregation import tree
 
-    return {
-        "behaviour": [Futrell2018Pearsonr.identifier],
-        "neural": [f"Brennan2016.{roi}-ridge" for roi in ROIS],
-        "engineering": {"syntaxgym2020": [f"syntaxgym-{suite}" for suite in SUITES]},
-    }
+    full = tree()
+    return {root: full[root] for root in ("language", "engineering_language")}
 
 
 def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:

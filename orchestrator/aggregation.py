@@ -7,6 +7,13 @@ Brain-Score's website (brain-score.web ``benchmarks/sql/mv.sql``; ``shared/resea
 * a parent is the **unweighted mean of its direct children**, bottom-up;
 * a **missing or failed child counts as 0**; a parent all of whose children are missing is itself missing.
 
+The tree may have several ROOTS (``vision``, ``language``, ``engineering_vision``, ``engineering_language``): they
+are separate leaderboards on Brain-Score and are never averaged into each other. Their common top node (``mode ==
+"roots"``) takes the mean over the brain roots a model TAKES PART IN (any leaf scored, failed or invalid there), so an
+image model's aggregate is its vision score and the language root is shown missing, never a real 0 (and vice versa);
+engineering roots (names starting ``engineering``) are reported as their own columns from raw scores and never enter
+that aggregate. Inside a root, the rules above hold unchanged.
+
 That "0" is the Brain-Score-compatible number (``value``), but a missing leaf is never presented as a real 0:
 every node lists its missing leaves and ``missing_weight``, the share of the node's value that rests on leaves
 without a score. The second view (``scored_value``) averages, at every level, only the children that have a score,
@@ -35,6 +42,8 @@ __all__ = [
     "leaf_weights",
     "tree_from_spec",
     "benchmark_tree",
+    "child_shares",
+    "is_engineering",
     "rank",
     "unaggregated",
 ]
@@ -48,6 +57,9 @@ class TreeNode:
     name: str
     children: tuple[TreeNode, ...] = ()
     benchmark: str | None = None
+    #: "mean": the unweighted mean of the children (Brain-Score's parent); "roots": the top node over separate
+    #: roots (see the module docstring)
+    mode: str = "mean"
 
     @property
     def is_leaf(self) -> bool:
@@ -66,7 +78,27 @@ class TreeNode:
     def to_dict(self) -> dict[str, Any]:
         if self.is_leaf:
             return {"name": self.name, "benchmark": self.benchmark}
-        return {"name": self.name, "children": [c.to_dict() for c in self.children]}
+        d: dict[str, Any] = {"name": self.name, "children": [c.to_dict() for c in self.children]}
+        if self.mode != "mean":
+            d["mode"] = self.mode
+        return d
+
+
+#: Names of brain roots (Brain-Score's ``average_<domain>``); any top-level name starting "engineering" is an
+#: engineering root.
+BRAIN_ROOTS = ("vision", "language", "average_vision", "average_language")
+ROOTS_NAME = "average"
+
+
+def is_engineering(name: str) -> bool:
+    """Whether a root is an engineering root (raw scores; never part of a brain score)."""
+    return name.startswith("engineering")
+
+
+def _is_roots_spec(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and bool(spec) and all(
+        str(k) in BRAIN_ROOTS or is_engineering(str(k)) for k in spec
+    )
 
 
 def tree_from_spec(spec: Any, name: str = "average") -> TreeNode:
@@ -142,6 +174,9 @@ def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
     """The tree to aggregate over: ``spec`` if given, else ``cortexbox.benchmarks.tree()`` where the benchmarks
     package provides one, else :func:`default_tree_spec` over the registry's benchmarks.
 
+    A spec whose keys are all roots (``vision``, ``language``, ``engineering_*``) gives a top node named
+    ``average`` with ``mode == "roots"`` (see the module docstring); a spec with a single brain root gives that root.
+
     With a given tree, a registered benchmark that is not in it and not deliberately left out
     (``cortexbox.benchmarks.NOT_AGGREGATED``) -- an ingested recording, say -- joins the leaf group named like its
     region (e.g. ``V4``) when there is one; otherwise it is reported by :func:`unaggregated`, never averaged in
@@ -153,8 +188,10 @@ def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
     if spec is None:
         return tree_from_spec(default_tree_spec(benchmarks), "vision")
     tree = tree_from_spec(spec, "vision")
-    if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in ("vision", "average_vision"):
+    if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in BRAIN_ROOTS:
         tree = tree.children[0]
+    elif _is_roots_spec(spec):
+        tree = TreeNode(ROOTS_NAME, tree.children, mode="roots")
     placed = set(tree.leaves())
     left_out = _not_aggregated()
     for b in sorted(benchmarks, key=lambda b: b.identifier):
@@ -188,7 +225,8 @@ def unaggregated(tree: TreeNode, benchmarks: Iterable[Any]) -> dict[str, str]:
 
 def leaf_weights(tree: TreeNode) -> dict[str, float]:
     """Each leaf's weight in the root's unweighted-mean-of-children average (the product of 1/#children along
-    its path). A benchmark that appears under two parents gets the sum."""
+    its path). A benchmark that appears under two parents gets the sum. Under a ``roots`` node each brain root
+    weighs 1 (as if it were the model's only domain) and engineering roots 0."""
     weights: dict[str, float] = {}
 
     def visit(node: TreeNode, w: float) -> None:
@@ -196,7 +234,10 @@ def leaf_weights(tree: TreeNode) -> dict[str, float]:
             weights[node.benchmark] = weights.get(node.benchmark, 0.0) + w  # type: ignore[index]
             return
         for child in node.children:
-            visit(child, w / len(node.children))
+            if node.mode == "roots":
+                visit(child, 0.0 if is_engineering(child.name) else w)
+            else:
+                visit(child, w / len(node.children))
 
     visit(tree, 1.0)
     return weights
@@ -220,6 +261,7 @@ class Leaf:
     score_id: int | None = None
     failure_class: str | None = None
     run_id: int | None = None
+    raw: float | None = None  # the raw score, clipped to [0, 1]: what engineering roots use
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -257,7 +299,9 @@ def latest_leaves(
             leaf = Leaf(b.identifier, "invalid", version=b.version, score_id=s.id, run_id=getattr(s, "run_id", None))
         else:
             v = clip01(float(value))
-            leaf = Leaf(b.identifier, "scored", v, float(value), v != value, b.version, s.id, run_id=getattr(s, "run_id", None))
+            raw = s.raw if s.raw is not None and math.isfinite(s.raw) else None
+            leaf = Leaf(b.identifier, "scored", v, float(value), v != value, b.version, s.id, run_id=getattr(s, "run_id", None),
+                        raw=None if raw is None else clip01(float(raw)))
         out.setdefault(s.model_id, {})[b.identifier] = leaf  # later ids replace earlier ones
     for r in sorted(runs, key=lambda r: r.id):
         b = by_id.get(getattr(r, "benchmark_id", None))
@@ -292,6 +336,9 @@ class NodeResult:
     n_scored: int
     children: list[NodeResult] = field(default_factory=list)
     leaf: Leaf | None = None
+    mode: str = "mean"
+    #: names of the children that enter ``value`` (all of them, except under a ``roots`` node); None at a leaf
+    counted: list[str] | None = None
 
     @property
     def coverage(self) -> float:
@@ -324,6 +371,9 @@ class NodeResult:
             "n_leaves": self.n_leaves,
             "n_scored": self.n_scored,
         }
+        if self.mode != "mean":
+            d["mode"] = self.mode
+            d["counted"] = self.counted
         if self.leaf is not None:
             d["leaf"] = self.leaf.to_dict()
         if self.children:
@@ -331,41 +381,69 @@ class NodeResult:
         return d
 
 
-def aggregate(tree: TreeNode, leaves: Mapping[str, Leaf], _path: str = "") -> NodeResult:
+def _takes_part(node: NodeResult) -> bool:
+    """Whether any leaf below has a row for the model (scored, failed or invalid)."""
+    return any(n.leaf is not None and n.leaf.status != "not scored" for n in node.walk())
+
+
+def aggregate(tree: TreeNode, leaves: Mapping[str, Leaf], _path: str = "", _raw: bool = False) -> NodeResult:
     """A model's :class:`NodeResult` at ``tree`` from its leaves (benchmark identifier -> :class:`Leaf`; an
     identifier absent from ``leaves`` is "not scored")."""
     path = f"{_path}/{tree.name}" if _path else tree.name
     if tree.is_leaf:
         leaf = leaves.get(tree.benchmark) or Leaf(tree.benchmark, "not scored")  # type: ignore[arg-type]
         scored = leaf.status == "scored"
+        value = (leaf.raw if _raw and leaf.raw is not None else leaf.value) if scored else None
         return NodeResult(
             name=tree.name,
             path=path,
-            value=leaf.value if scored else None,
-            scored_value=leaf.value if scored else None,
+            value=value,
+            scored_value=value,
             missing=[] if scored else [tree.benchmark],  # type: ignore[list-item]
             missing_weight=0.0 if scored else 1.0,
             n_leaves=1,
             n_scored=int(scored),
             leaf=leaf,
         )
-    children = [aggregate(child, leaves, path) for child in tree.children]
-    n = len(children)
-    any_scored = any(c.value is not None for c in children)
-    value = sum(c.value or 0.0 for c in children) / n if any_scored else None
-    with_scores = [c.scored_value for c in children if c.scored_value is not None]
+    roots = tree.mode == "roots"
+    children = [
+        aggregate(child, leaves, path, _raw or (roots and is_engineering(child.name)) or (not _path and is_engineering(tree.name)))
+        for child in tree.children
+    ]
+    if roots:
+        brain = [c for c in children if not is_engineering(c.name)]
+        counted = [c for c in brain if _takes_part(c)]
+        over = counted or brain
+    else:
+        counted = over = children
+    n = len(counted)
+    any_scored = any(c.value is not None for c in counted)
+    value = sum(c.value or 0.0 for c in counted) / n if any_scored else None
+    with_scores = [c.scored_value for c in counted if c.scored_value is not None]
     scored_value = sum(with_scores) / len(with_scores) if with_scores else None
     return NodeResult(
         name=tree.name,
         path=path,
         value=value,
         scored_value=scored_value,
-        missing=[m for c in children for m in c.missing],
-        missing_weight=sum(c.missing_weight for c in children) / n if n else 1.0,
-        n_leaves=sum(c.n_leaves for c in children),
-        n_scored=sum(c.n_scored for c in children),
+        missing=[m for c in over for m in c.missing],
+        missing_weight=sum(c.missing_weight for c in counted) / n if n else 1.0,
+        n_leaves=sum(c.n_leaves for c in over),
+        n_scored=sum(c.n_scored for c in over),
         children=children,
+        mode=tree.mode,
+        counted=[c.name for c in counted],
     )
+
+
+def child_shares(node: NodeResult, view: str = "brainscore") -> list[tuple[NodeResult, float]]:
+    """Each child of ``node`` that enters its value in ``view`` ("brainscore": missing children count as 0;
+    "scored": only children with a score), with its share of that value. Under a ``roots`` node only the brain
+    roots the model takes part in count."""
+    pool = [c for c in node.children if c.name in set(node.counted)] if node.counted is not None else list(node.children)
+    if view != "brainscore":
+        pool = [c for c in pool if c.scored_value is not None]
+    return [(c, 1.0 / len(pool)) for c in pool]
 
 
 def aggregate_all(

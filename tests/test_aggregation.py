@@ -168,3 +168,107 @@ def test_a_provided_tree_is_used_ingested_benchmarks_join_their_region_and_left_
     # a tree that cannot be read falls back to the default tree by region
     monkeypatch.setattr(package, "tree", lambda: 1 / 0, raising=False)
     assert benchmark_tree(registered[:2]).leaves() == ["Smith2026.V4-pls", "X.V4-pls"]
+
+
+# -- several roots: vision and language are separate leaderboards, engineering roots stand apart ------------------
+ROOTS_SPEC = {
+    "vision": {"neural": {"V4": ["a", "b"], "IT": ["c"]}, "behaviour": ["d"]},
+    "language": {"neural": ["n1", "n2"], "behaviour": ["f"]},
+    "engineering_vision": ["top1"],
+    "engineering_language": {"SyntaxGym": ["s1", "s2"]},
+}
+
+
+def _roots_tree():
+    from cortexbox.orchestrator.aggregation import benchmark_tree
+
+    return benchmark_tree([], ROOTS_SPEC)
+
+
+def test_a_language_model_aggregates_into_the_language_root_and_vision_is_missing_not_zero():
+    tree = _roots_tree()
+    assert tree.name == "average" and tree.mode == "roots"
+    leaves = {"n1": scored("n1", 0.2), "n2": scored("n2", 0.6), "f": scored("f", 0.5),
+              "s1": Leaf("s1", "scored", 0.9, 0.9, raw=0.9), "s2": Leaf("s2", "scored", 0.4, 0.4, raw=0.4)}
+    root = aggregate(tree, leaves)
+    # language: neural = 0.4, behaviour = 0.5 -> 0.45; the aggregate is language alone (no vision row at all)
+    assert root.find("average/language").value == pytest.approx(0.45)
+    assert root.value == pytest.approx(0.45) and root.scored_value == pytest.approx(0.45)
+    assert root.counted == ["language"] and root.missing == [] and root.coverage == 1
+    vision = root.find("average/vision")
+    assert vision.value is None and vision.scored_value is None and sorted(vision.missing) == ["a", "b", "c", "d"]
+    assert root.find("average/vision/neural/V4/a").leaf.status == "not scored"  # never a real 0
+    # engineering: a separate root from raw scores, not in the aggregate
+    assert root.find("average/engineering_language/SyntaxGym").value == pytest.approx(0.65)
+    assert root.find("average/engineering_language").value == pytest.approx(0.65)
+    assert root.find("average/engineering_vision").value is None
+
+
+def test_an_image_model_aggregates_into_vision_and_language_is_missing_not_zero():
+    tree = _roots_tree()
+    leaves = {"a": scored("a", 0.2), "b": scored("b", 0.4), "c": scored("c", 0.6), "d": scored("d", 0.8),
+              "top1": Leaf("top1", "scored", 0.7, 0.7, raw=0.75)}
+    root = aggregate(tree, leaves)
+    assert root.value == pytest.approx(0.625)  # exactly the vision-only tree's value (first test above)
+    assert root.value == aggregate(TREE, leaves).value
+    language = root.find("average/language")
+    assert language.value is None and sorted(language.missing) == ["f", "n1", "n2"]
+    assert root.missing == [] and root.counted == ["vision"]
+    assert root.find("average/engineering_vision").value == pytest.approx(0.75)  # the raw score
+    # a failed language run makes the model take part in language: the Brain-Score rule (missing = 0) applies there
+    leaves["f"] = Leaf("f", "failed", failure_class="crash")
+    root = aggregate(tree, leaves)
+    assert root.counted == ["vision", "language"] and root.find("average/language").value is None
+    assert root.value == pytest.approx(0.625 / 2) and root.scored_value == pytest.approx(0.625)
+    assert sorted(root.missing) == ["f", "n1", "n2"] and root.missing_weight == pytest.approx(0.5)
+
+
+def test_child_shares_follow_the_counted_roots_and_the_view():
+    from cortexbox.orchestrator.aggregation import child_shares
+
+    tree = _roots_tree()
+    root = aggregate(tree, {"a": scored("a", 0.5), "n1": scored("n1", 0.1)})
+    assert [(c.name, w) for c, w in child_shares(root)] == [("vision", 0.5), ("language", 0.5)]
+    vision = root.find("average/vision")
+    assert [(c.name, w) for c, w in child_shares(vision)] == [("neural", 0.5), ("behaviour", 0.5)]
+    assert [(c.name, w) for c, w in child_shares(vision, "scored")] == [("neural", 1.0)]
+    nothing = aggregate(tree, {})
+    assert nothing.value is None and nothing.missing_weight == 1 and nothing.n_leaves == 7
+
+
+def test_the_web_leaderboard_has_a_language_column_and_never_shows_a_missing_domain_as_zero(tmp_path):
+    pytest.importorskip("fastapi")
+    from cortexbox.orchestrator.web import data
+    from cortexbox.registry import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'lb.db'}")
+    v4 = reg.upsert_benchmark("Cowley2023.V4-sessions-pls", 1, "a" * 64, region="V4", ceiling=0.5)
+    futrell = reg.upsert_benchmark("Futrell2018-pearsonr", 1, "b" * 64, region="reading_times", ceiling=0.79)
+    suite = reg.upsert_benchmark("syntaxgym-cleft", 1, "c" * 64, region="engineering", ceiling=None)
+    image = reg.upsert_model("sha256:" + "1" * 64, "pixels", "1", "cortexbox/pixels", {}).id
+    text = reg.upsert_model("sha256:" + "2" * 64, "unigram", "1", "cortexbox/unigram", {}).id
+    for model, bench, raw, ceiled in ((image, v4, 0.4, 0.32), (text, futrell, 0.3, 0.38), (text, suite, 0.6, None)):
+        run = reg.start_run("m", bench.identifier)
+        reg.update_run(run, model_id=model, benchmark_id=bench.id)
+        reg.add_score(run_id=run.id, model_id=model, benchmark_id=bench.id, raw=raw, error=0.01, ceiling=bench.ceiling,
+                      ceiled=ceiled, layer=None, values=[raw] * 10, provenance={})
+        reg.update_run(run, status="succeeded")
+    board = data.leaderboard(data.load(reg))
+    assert board["root"] == "average"
+    top = {c["path"]: c for c in board["columns"] if c["depth"] == 0}
+    assert list(top) == ["average/vision", "average/language", "average/engineering_vision", "average/engineering_language"]
+    rows = {r["model"]: r for r in board["rows"]}
+    px, uni = rows["pixels"], rows["unigram"]
+    # vision: V4 = 0.32 -> neural 0.16 -> vision 0.08 (IT, behaviour missing); language: behaviour 0.38 -> 0.19
+    assert px["aggregate"]["value"] == pytest.approx(px["nodes"]["average/vision"]["value"]) == pytest.approx(0.08)
+    assert uni["aggregate"]["value"] == pytest.approx(uni["nodes"]["average/language"]["value"]) == pytest.approx(0.19)
+    assert px["nodes"]["average/language"]["value"] is None and uni["nodes"]["average/vision"]["value"] is None
+    assert uni["nodes"]["average/engineering_language/SyntaxGym"]["value"] == pytest.approx(0.6 / 31)  # 30 suites missing
+    assert not any("Brennan" in m or "Futrell" in m for m in px["aggregate"]["missing"])
+    from fastapi.testclient import TestClient
+
+    from cortexbox.orchestrator.web import create_app
+
+    with TestClient(create_app(f"sqlite:///{tmp_path / 'lb.db'}")) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and ">language<" in page.text and ">engineering_language<" in page.text

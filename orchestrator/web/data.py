@@ -16,6 +16,7 @@ from cortexbox.orchestrator.aggregation import (
     TreeNode,
     aggregate,
     benchmark_tree,
+    child_shares,
     latest_leaves,
     rank,
     unaggregated,
@@ -119,9 +120,8 @@ def _weights(node: NodeResult, view: str, w: float = 1.0, out: dict[str, float] 
         if node.leaf.status == "scored":
             out[node.leaf.benchmark] = out.get(node.leaf.benchmark, 0.0) + w
         return out
-    children = node.children if view == "brainscore" else [c for c in node.children if c.scored_value is not None]
-    for child in children:
-        _weights(child, view, w / len(children), out)
+    for child, share in child_shares(node, view):  # a "roots" top node counts only the model's own domain(s)
+        _weights(child, view, w * share, out)
     return out
 
 
@@ -440,6 +440,6 @@ def _node_leaf_weights(node: NodeResult, w: float = 1.0, out: dict[str, float] |
     if node.leaf is not None:
         out[node.leaf.benchmark] = out.get(node.leaf.benchmark, 0.0) + w
         return out
-    for child in node.children:
-        _node_leaf_weights(child, w / len(node.children), out)
+    for child, share in child_shares(node):
+        _node_leaf_weights(child, w * share, out)
     return out

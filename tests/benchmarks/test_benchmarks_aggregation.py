@@ -14,6 +14,7 @@ from cortexbox.benchmarks import (
     Score,
     StimulusSet,
     get_benchmark,
+    language_tree,
     tree,
     tree_leaves,
 )
@@ -24,35 +25,48 @@ VISION = sorted(name for name in BENCHMARKS if name.startswith(VISION_PREFIXES))
 
 def test_tree_shape_and_leaves():
     spec = tree()
-    assert list(spec) == ["vision"] and list(spec["vision"]) == ["neural", "behaviour"]
+    assert list(spec) == ["vision", "language", "engineering_vision", "engineering_language"]
+    assert list(spec["vision"]) == ["neural", "behaviour"]
     assert list(spec["vision"]["neural"]) == ["V4", "IT"]
     assert spec["vision"]["neural"]["IT"] == ["Kriegeskorte2008.hIT-rdm"]
+    assert list(spec["language"]) == ["neural", "behaviour"]
+    assert spec["language"]["behaviour"] == ["Futrell2018-pearsonr"] and len(spec["language"]["neural"]) == 6
+    assert spec["engineering_vision"] == ENGINEERING
+    assert len(spec["engineering_language"]["SyntaxGym"]) == 31
     spec["vision"]["neural"]["V4"].append("mutated")  # a copy: the constant is unchanged
     assert "mutated" not in tree_leaves()
     leaves = tree_leaves()
-    assert len(leaves) == len(set(leaves)) == 5
+    assert len(leaves) == len(set(leaves)) == 5 + 7 + 2 + 31
+    assert len(tree_leaves(BENCHMARK_TREE["vision"])) == 5
     assert tree_leaves(BENCHMARK_TREE["vision"]["behaviour"]) == BENCHMARK_TREE["vision"]["behaviour"]
+    assert language_tree() == {root: spec[root] for root in ("language", "engineering_language")}
 
 
-def test_every_vision_benchmark_is_either_aggregated_or_says_why_not():
+def test_every_benchmark_is_either_aggregated_or_says_why_not():
     leaves = set(tree_leaves())
     assert leaves <= set(BENCHMARKS) and set(NOT_AGGREGATED) <= set(BENCHMARKS)
     assert not leaves & set(NOT_AGGREGATED)
-    assert set(VISION) == leaves | set(NOT_AGGREGATED)
-    assert set(ENGINEERING) <= set(NOT_AGGREGATED) and all(NOT_AGGREGATED.values())
-    assert len(VISION) == 11
+    assert set(BENCHMARKS) == leaves | set(NOT_AGGREGATED)
+    assert all(NOT_AGGREGATED.values())
+    assert set(VISION) <= leaves | set(NOT_AGGREGATED) and len(VISION) == 11
 
 
 def test_orchestrator_reads_the_tree():
     aggregation = pytest.importorskip("cortexbox.orchestrator.aggregation")
-    built = aggregation.tree_from_spec(tree(), "vision")
-    if len(built.children) == 1:
-        built = built.children[0]
-    assert built.name == "vision" and set(built.leaves()) == set(tree_leaves())
-    weights = aggregation.leaf_weights(built)
+    built = aggregation.benchmark_tree([], tree())
+    assert built.name == "average" and built.mode == "roots"
+    assert [c.name for c in built.children] == ["vision", "language", "engineering_vision", "engineering_language"]
+    assert set(built.leaves()) == set(tree_leaves())
+    vision = built.children[0]
+    weights = aggregation.leaf_weights(vision)
     # parents average their direct children: V4 and IT each weigh 1/4, each behaviour leaf 1/6
     assert weights["Cowley2023.V4-sessions-pls"] == pytest.approx(0.25)
     assert weights["Kriegeskorte2008.judgements-rdm"] == pytest.approx(1 / 6)
+    # at the top: each brain root weighs as if it were the only one, engineering not at all
+    top = aggregation.leaf_weights(built)
+    assert top["Cowley2023.V4-sessions-pls"] == pytest.approx(0.25)
+    assert top["Futrell2018-pearsonr"] == pytest.approx(0.5) and top["Brennan2016.LIFG-ridge"] == pytest.approx(1 / 12)
+    assert top["Geirhos2019.edges-top1"] == 0 and top["syntaxgym-cleft"] == 0
 
 
 @pytest.mark.data
