@@ -55,6 +55,10 @@ class Score:
     split_neuroid_values : numpy.ndarray or None
         Optional ``(n_splits, n_neuroids)`` array of the per-neuroid values before the median (Brain-Score keeps
         these as ``attrs['raw']``). Left out of :meth:`to_dict` unless asked for.
+    bootstrap_samples : numpy.ndarray or None
+        Optional bootstrap replicates of ``raw`` (see :mod:`cortexbox.benchmarks.metrics.bootstrap`), kept so that
+        scores can be combined replicate by replicate (e.g. a mean over sessions); never serialised. The interval
+        itself is in ``attrs["bootstrap"]``.
     """
 
     raw: float
@@ -64,6 +68,7 @@ class Score:
     values: list[float] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
     split_neuroid_values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    bootstrap_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def value(self) -> float:

@@ -13,6 +13,12 @@ This is Brain-Score's ``CrossRegressedCorrelation`` (registry names ``pls``, ``r
    ``scipy.stats.pearsonr``), then the median over neuroids (NaN skipped, as xarray's ``median``).
 4. Mean over splits; error = ``std(ddof=0) / sqrt(n_splits)``.
 
+Bootstrap interval (``attrs["bootstrap"]``, :mod:`.bootstrap`): the held-out predictions of the fitted mappings are
+kept until the end; stimuli are resampled jointly (counts over all stimuli, each split's held-out set takes its own
+stimuli's counts) and neuroids too (one draw per replicate, shared by the splits), the per-neuroid r recomputed on the
+resampled test stimuli, median over the resampled neuroids, mean over splits. No refitting: it covers the sampling
+of the evaluated stimuli and neuroids given the fitted mappings, not the variability of the fits.
+
 When features outnumber stimuli the regression runs on the row-space coordinates of the features
 (:func:`~cortexbox.benchmarks.metrics.regression.row_space_coordinates`), which gives the same predictions.
 """
@@ -28,6 +34,7 @@ import xarray as xr
 from ..assemblies import check_stimulus_ids_match, validate_assembly
 from ..dims import NEUROID_ID, STIMULUS_ID
 from ..score import Score
+from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, correlation_bootstrap, multinomial_counts
 from .correlation import pearson_r_score
 from .cross_validation import CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
 from .regression import DEFAULT_BLOCK_SIZE, REGRESSIONS, RegressionKind, fit_predict, row_space_coordinates
@@ -53,6 +60,9 @@ def cross_regressed_correlation(
     project: bool | Literal["auto"] = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     source_order: np.ndarray | None = None,
+    n_boot: int = 0,
+    seed: int = DEFAULT_SEED,
+    resample_neuroids: bool = True,
 ) -> tuple[np.ndarray, dict[str, object]]:
     """Per-split, per-neuroid Pearson r of cross-validated predictions (the array form of the metric).
 
@@ -78,6 +88,13 @@ def cross_regressed_correlation(
         Columns per float64 block when projecting.
     source_order : numpy.ndarray of shape (n_stimuli,), optional
         ``source[source_order]`` is aligned with ``target``; lets a caller avoid reordering a huge matrix.
+    n_boot : int, default=0
+        Bootstrap replicates of the score (mean over splits of the median over neuroids) with the fitted mappings
+        kept (see the module docstring); 0: none. The replicates are returned as ``info["bootstrap_samples"]``.
+    seed : int, default=0
+        Seed of the bootstrap's generator.
+    resample_neuroids : bool, default=True
+        Resample neuroids as well as stimuli.
 
     Returns
     -------
@@ -114,6 +131,7 @@ def cross_regressed_correlation(
             n_stimuli, n_splits=n_splits, train_size=train_size, random_state=random_state, min_size=2
         )
     values = np.empty((len(splits), target.shape[1]))
+    held_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (test rows, recording, prediction) per split
     chosen_alphas: list[float] = []
     for split, (train, test) in enumerate(splits):
         train = train[np.argsort(ids[train], kind="stable")]
@@ -124,9 +142,22 @@ def cross_regressed_correlation(
         if "alpha" in fitted:
             chosen_alphas.append(fitted["alpha"])
         values[split] = pearson_r_score(target[test], prediction, aggregate="raw_values")
+        if n_boot:
+            held_out.append((test, target[test], np.asarray(prediction, dtype=np.float64)))
     info: dict[str, object] = {"projected": bool(project), "n_features": int(n_features), "rank": rank}
     if chosen_alphas:
         info["alphas"] = chosen_alphas
+    if n_boot:
+        rng = np.random.default_rng(seed)
+
+        def joint_counts(first: int, b: int) -> list[np.ndarray]:
+            counts = multinomial_counts(rng, n_stimuli, b)  # one draw over all stimuli per replicate
+            return [counts[:, rows] for rows, _, _ in held_out]
+
+        info["bootstrap_samples"] = correlation_bootstrap(
+            held_out, row_counts=joint_counts, n_columns=target.shape[1], resample_columns=resample_neuroids,
+            rng=rng, n_boot=n_boot,
+        )
     return values, info
 
 
@@ -159,6 +190,10 @@ class CrossRegressedCorrelation:
     random_state : int, default=1
     project : bool or "auto", default="auto"
         See :func:`cross_regressed_correlation`.
+    n_boot : int, default=1000
+        Bootstrap replicates for the interval in ``attrs["bootstrap"]`` (0: none); see the module docstring.
+    seed : int, default=0
+        The bootstrap generator's seed (recorded).
 
     Examples
     --------
@@ -190,8 +225,12 @@ class CrossRegressedCorrelation:
         group_coord: str | None = None,
         random_state: int = 1,
         project: bool | Literal["auto"] = "auto",
+        n_boot: int = DEFAULT_N_BOOT,
+        seed: int = DEFAULT_SEED,
     ) -> None:
         self.regression = regression
+        self.n_boot = n_boot
+        self.seed = seed
         self.n_components = n_components
         self.alpha = alpha
         self.alphas = alphas
@@ -241,10 +280,14 @@ class CrossRegressedCorrelation:
             random_state=self.random_state,
         )
 
-    def __call__(self, source: xr.DataArray, target: xr.DataArray) -> Score:
+    def __call__(
+        self, source: xr.DataArray, target: xr.DataArray, *, bootstrap: bool = True, seed: object = None
+    ) -> Score:
         """Score ``source`` (model features) against ``target`` (recording); both ``(presentation, neuroid)``.
 
-        ``source`` rows may come in any order; they are matched to ``target`` by ``stimulus_id``.
+        ``source`` rows may come in any order; they are matched to ``target`` by ``stimulus_id``. With
+        ``bootstrap`` (and ``n_boot > 0``) the score carries a bootstrap interval in ``attrs["bootstrap"]`` and its
+        replicates in ``bootstrap_samples``; ``seed`` overrides the metric's (e.g. ``[seed, session]``).
 
         Raises
         ------
@@ -270,7 +313,10 @@ class CrossRegressedCorrelation:
             splits=splits,
             project=self.project,
             source_order=order,
+            n_boot=self.n_boot if bootstrap else 0,
+            seed=self.seed if seed is None else seed,
         )
+        samples = info.pop("bootstrap_samples", None)
         per_split = median_over_neuroids(values)
         n_nan = int(np.isnan(values).sum())
         if n_nan:
@@ -291,10 +337,17 @@ class CrossRegressedCorrelation:
             **info,
             "neuroid_ids": [str(v) for v in target[NEUROID_ID].values],
         }
+        if samples is not None:
+            attrs["bootstrap"] = bootstrap_record(
+                samples, center, seed=self.seed if seed is None else seed, resampled=["stimuli", "neuroids"],
+                method="percentile bootstrap over held-out stimuli (joint over splits) and neuroids, fitted mappings"
+                " fixed (no refitting)",
+            )
         return Score(
             raw=center,
             error=error,
             values=per_split.tolist(),
             attrs=attrs,
             split_neuroid_values=values,
+            bootstrap_samples=samples,
         )

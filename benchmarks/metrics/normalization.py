@@ -30,7 +30,7 @@ import numpy as np
 
 from ..score import Score
 
-__all__ = ["NORMALIZATIONS", "Normalization", "explained_variance", "normalize"]
+__all__ = ["NORMALIZATIONS", "Normalization", "ceil_interval", "ceil_value", "explained_variance", "normalize"]
 
 Normalization = Literal[
     "r2_over_ceiling",
@@ -49,6 +49,45 @@ NORMALIZATIONS: dict[str, str] = {
 }
 
 
+def ceil_value(raw: float, ceiling: float, regime: str) -> float:
+    """``raw`` normalised by ``ceiling`` under ``regime`` (any regime but ``per_split_over_sqrt_ceiling``)."""
+    if not ceiling:
+        return math.nan
+    if regime == "r2_over_ceiling":
+        return raw**2 / ceiling
+    if regime == "r_over_ceiling_squared":
+        return (raw / ceiling) ** 2
+    if regime == "raw_over_ceiling_clipped":
+        return min(max(raw / ceiling, 0.0), 1.0)
+    return raw / ceiling
+
+
+def ceil_interval(low: float, high: float, ceiling: float, regime: str) -> tuple[float, float]:
+    """An interval of ``raw`` mapped through the normalisation: the ends are mapped; a squared regime (monotone on
+    either side of 0) maps an interval containing 0 to ``[0, max]``."""
+    ends = [ceil_value(low, ceiling, regime), ceil_value(high, ceiling, regime)]
+    if regime in ("r2_over_ceiling", "r_over_ceiling_squared") and low <= 0 <= high:
+        return 0.0, max(ends)
+    return min(ends), max(ends)
+
+
+def _ceiled_bootstrap(score: Score, c: float, regime: str) -> dict[str, object] | None:
+    """``attrs["bootstrap"]`` with its ``ceiled`` interval filled in (ends of the raw interval mapped)."""
+    record = score.attrs.get("bootstrap")
+    if not isinstance(record, dict) or not isinstance(record.get("raw"), dict):
+        return None
+    raw = record["raw"]
+    if regime == "per_split_over_sqrt_ceiling" or raw.get("low") is None or not math.isfinite(raw["low"]):
+        return {**record, "ceiled": None}
+    low, high = ceil_interval(float(raw["low"]), float(raw["high"]), c, regime)
+    se = None
+    if score.bootstrap_samples is not None:
+        mapped = np.array([ceil_value(float(v), c, regime) for v in score.bootstrap_samples if math.isfinite(v)])
+        se = float(mapped.std(ddof=1)) if mapped.size > 1 else None
+    ceiled = {"low": low, "high": high, "estimate": None, "se": se, "mapping": "raw interval's ends through " + regime}
+    return {**record, "ceiled": ceiled}
+
+
 def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = "r2_over_ceiling") -> Score:
     """Return ``score`` with ``ceiling`` and ``ceiled`` filled in under the given regime.
 
@@ -65,7 +104,8 @@ def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = 
     -------
     Score
         A copy with ``ceiling``, ``ceiled`` and ``attrs["normalization"]``, ``attrs["ceiling_error"]`` set; ``error``
-        unchanged (except for ``per_split_over_sqrt_ceiling``).
+        unchanged (except for ``per_split_over_sqrt_ceiling``). A bootstrap interval in ``attrs["bootstrap"]`` gets its
+        ``ceiled`` interval (the raw ends mapped; not for ``per_split_over_sqrt_ceiling``).
     """
     raw, c = float(score.raw), float(ceiling.raw)
     error = float(score.error)
@@ -94,6 +134,11 @@ def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = 
         ceiled = raw / c if c else math.nan
     else:
         raise ValueError(f"regime must be one of {sorted(NORMALIZATIONS)}, got {regime!r}")
+    bootstrap = _ceiled_bootstrap(score, c, regime)
+    if bootstrap is not None and bootstrap["ceiled"] is not None:
+        bootstrap["ceiled"]["estimate"] = ceiled
+    if bootstrap is not None:
+        extra["bootstrap"] = bootstrap
     attrs = {
         **score.attrs,
         "normalization": regime,
