@@ -207,7 +207,7 @@ class NeuralBenchmark:
         """
         if self.selection_assembly is None:
             raise ValueError(f"{self.identifier} has no selection data")
-        score = self.metric(self._squeeze_time(assembly), self.selection_assembly)
+        score = self.metric(self._squeeze_time(assembly), self.selection_assembly, bootstrap=False)  # no interval needed
         return float(score.raw)
 
     def info(self) -> dict[str, object]:

@@ -10,7 +10,9 @@ New identifiers, so that ``Cowley2023.V4-pls`` (version 1, session 210325 only) 
 * Combination: ``raw`` = unweighted mean over the 4 sessions of their raw r; ``values`` = the 4 per-session raws;
   ``error`` = ``sqrt(sum(error_s**2)) / 4``, the standard error of a mean of 4 independent estimates (each
   ``error_s`` the session's standard error over splits). The spread between sessions is in
-  ``attrs["between_session_std"]``; each session's full score in ``attrs["sessions"]``.
+  ``attrs["between_session_std"]``; each session's full score in ``attrs["sessions"]``. Bootstrap interval
+  (``attrs["bootstrap"]``): each session's stimuli and neurons resampled on their own stream (``[seed, k]``), the
+  replicates averaged over sessions.
 * Ceiling: only session 210325 has per-repeat responses; its internal consistency (split-half over repetitions,
   Spearman-Brown, Brain-Score's ``internal_consistency``, 0.759) is BORROWED for all four sessions, an approximation
   (other sessions differ in monkey, array and image type). ``ceiled = raw**2 / ceiling`` as ``Cowley2023.V4-pls``;
@@ -46,6 +48,7 @@ from .cowley2023 import (
     selection_stimulus_indices,
 )
 from .dims import PRESENTATION, STIMULUS_ID
+from .metrics.bootstrap import bootstrap_record
 from .metrics.ceiling import InternalConsistency
 from .metrics.neural_predictivity import CrossRegressedCorrelation
 from .metrics.normalization import explained_variance
@@ -164,11 +167,14 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
         )
         targets, spans = self._sessions
         per_session: dict[str, Score] = {}
-        for session, target in targets.items():
+        for k, (session, target) in enumerate(targets.items()):
             rows = order[spans[session]]
             contiguous = len(rows) and (rows == np.arange(rows[0], rows[0] + len(rows))).all()
             selector = slice(int(rows[0]), int(rows[0]) + len(rows)) if contiguous else rows  # a view when in order
-            per_session[session] = self.metric(assembly.isel({PRESENTATION: selector}), target)
+            # an independent bootstrap stream per session (sessions are independent recordings)
+            per_session[session] = self.metric(
+                assembly.isel({PRESENTATION: selector}), target, seed=[self.metric.seed, k]
+            )
         raws = np.array([s.raw for s in per_session.values()])
         errors = np.array([s.error for s in per_session.values()])
         raw = float(raws.mean())
@@ -187,7 +193,17 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
             for session, s in per_session.items()
         }
         first = next(iter(per_session.values()))
-        metric_attrs = {k: v for k, v in first.attrs.items() if k not in ("neuroid_ids", "n_stimuli", "n_neuroids")}
+        metric_attrs = {
+            k: v for k, v in first.attrs.items() if k not in ("neuroid_ids", "n_stimuli", "n_neuroids", "bootstrap")
+        }
+        samples = None
+        if all(s.bootstrap_samples is not None for s in per_session.values()):
+            samples = np.mean([s.bootstrap_samples for s in per_session.values()], axis=0)  # replicate by replicate
+            metric_attrs["bootstrap"] = bootstrap_record(
+                samples, raw, seed=self.metric.seed, resampled=["stimuli", "neuroids"],
+                method=first.attrs["bootstrap"]["method"] + "; each session resampled on its own (generator seeded"
+                " [seed, session index]), replicates averaged over sessions",
+            )
         combined = Score(
             raw=raw,
             error=error,
@@ -199,6 +215,7 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
                 "between_session_std": float(raws.std()),
                 "sessions": sessions_attrs,
             },
+            bootstrap_samples=samples,
         )
         score = explained_variance(combined, ceiling, regime=self.normalization)
         attrs = {
