@@ -19,6 +19,7 @@ from cortexbox.benchmarks import neuroid_assembly
 from cortexbox.orchestrator.cache import ActivationCache, CacheKey
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
+from cortexbox.orchestrator.run_events import RunEventLog, owner
 from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
 from cortexbox.registry import Registry
 
@@ -60,7 +61,8 @@ class ScoreOutcome:
         return asdict(self)
 
 
-#: (event, data) callbacks drive progress displays: "stage" {text}, "progress" {done, total, label}.
+#: (event, data) callbacks drive progress displays: "stage" {text}, "progress" {done, total, label}; score_model
+#: also stores them (and "status", "score", "failed", "done") in the registry, see orchestrator/run_events.py.
 EventSink = Callable[[str, dict], None]
 
 
@@ -241,8 +243,10 @@ def score_model(
     cache = cache or ActivationCache(request.cache_dir)
     job = _Job(request, registry, cache, events)
     run = registry.start_run(request.image or request.endpoint or "", bench.identifier)
+    events = job.events = RunEventLog(registry, run.id, events, benchmark=bench.identifier)
     t_start = time.perf_counter()
     try:
+        events("status", {"status": "running", "model_ref": run.model_ref, **owner()})
         events("stage", {"text": f"{bench.identifier}: ceiling"})
         ceiling = bench.ceiling
         bench_row = registry.upsert_benchmark(
@@ -319,8 +323,7 @@ def score_model(
             values=list(score.values),
             provenance=provenance,
         )
-        registry.update_run(run, status="succeeded", timings=job.timings)
-        return ScoreOutcome(
+        outcome = ScoreOutcome(
             run_id=run.id,
             model=job.model_row.name,
             digest=job.model_row.digest,
@@ -335,18 +338,26 @@ def score_model(
             timings=job.timings,
             provenance=provenance,
         )
+        events.finish("succeeded", ("score", {k: v for k, v in outcome.to_dict().items() if k != "provenance"}
+                                    | {"model_id": job.model_row.id}))
+        registry.update_run(run, status="succeeded", timings=job.timings)
+        return outcome
     except ModelFailure as e:
         failure = job.session.diagnose(e) if job.session is not None else e
+        events.finish("failed", ("failed", {"failure_class": failure.failure.value, "error": failure.message, "log_tail": failure.log_tail}))
         registry.update_run(
             run, status="failed", failure_class=failure.failure.value, error=failure.message, log_tail=failure.log_tail, timings=job.timings
         )
         raise failure from None
     except KeyboardInterrupt:
+        events.finish("failed", ("failed", {"failure_class": FailureClass.CANCELLED.value, "error": "interrupted"}))
         registry.update_run(run, status="failed", failure_class=FailureClass.CANCELLED.value, error="interrupted", timings=job.timings)
         raise
     except BaseException as e:
+        events.finish("failed", ("failed", {"failure_class": None, "error": f"{type(e).__name__}: {e}"[:4000]}))
         registry.update_run(run, status="failed", error=f"{type(e).__name__}: {e}"[:4000], timings=job.timings)
         raise
     finally:
+        events.close()
         if job.session is not None:
             job.session.close()

@@ -1,6 +1,6 @@
-"""The database of models, benchmarks, layer commitments, runs and scores (sqlmodel)."""
+"""The database of models, benchmarks, layer commitments, runs and their events, and scores (sqlmodel)."""
 
-from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, ScoreJob
+from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, RunEvent, Score, ScoreJob
 from cortexbox.registry.store import LeaderboardRow, Registry, default_url
 
-__all__ = ["Benchmark", "LayerCommitment", "Model", "Run", "Score", "ScoreJob", "LeaderboardRow", "Registry", "default_url"]
+__all__ = ["Benchmark", "LayerCommitment", "Model", "Run", "RunEvent", "Score", "ScoreJob", "LeaderboardRow", "Registry", "default_url"]

@@ -1,4 +1,4 @@
-"""Tables of the registry: models (by image digest), benchmarks (by version), runs, scores.
+"""Tables of the registry: models (by image digest), benchmarks (by version), runs and their events, scores.
 
 A score row is a scientific claim, so it carries everything needed to reproduce it: the
 image digest, the benchmark's version and data hash, the code version, the seeds, the
@@ -98,6 +98,21 @@ class Run(SQLModel, table=True):
     timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
+
+
+class RunEvent(SQLModel, table=True):
+    """One progress event of a run ("status", "stage", "progress", "score", "failed", "done"), numbered from 0 per
+    run. The scoring job writes them (progress throttled) in whatever process runs it; anyone watching the run
+    reads them from here."""
+
+    __tablename__ = "run_event"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")  # (run_id, seq) is unique, and indexed by that
+    seq: int
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Score(SQLModel, table=True):

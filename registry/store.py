@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 from sqlalchemy import event
 from sqlmodel import Session, create_engine, select
 
-from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, Score, ScoreJob, utcnow
+from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, RunEvent, Score, ScoreJob, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The revision whose schema `create_all` made before migrations existed.
@@ -262,9 +262,41 @@ class Registry:
             s.refresh(row)
             return row
 
-    def runs(self, limit: int = 50) -> list[Run]:
+    def runs(self, limit: int = 50, status: str | None = None) -> list[Run]:
         with self.session() as s:
-            return list(s.exec(select(Run).order_by(Run.id.desc()).limit(limit)))
+            query = select(Run) if status is None else select(Run).where(Run.status == status)
+            return list(s.exec(query.order_by(Run.id.desc()).limit(limit)))
+
+    def run(self, run_id: int) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
+    # -- run events (progress) --------------------------------------------------------------
+    def add_run_events(self, run_id: int, events: list[tuple[int, str, dict]]) -> None:
+        """Stores (seq, kind, data) events of a run, in one transaction."""
+        if not events:
+            return
+        with self.session() as s:
+            s.add_all(RunEvent(run_id=run_id, seq=seq, kind=kind, data=data) for seq, kind, data in events)
+            s.commit()
+
+    def run_events(self, run_id: int, after: int = -1, limit: int = 500) -> list[RunEvent]:
+        """The run's events with seq > ``after``, oldest first, at most ``limit``."""
+        with self.session() as s:
+            return list(s.exec(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after)
+                               .order_by(RunEvent.seq).limit(limit)))
+
+    def last_run_events(self, run_ids: list[int]) -> dict[int, RunEvent]:
+        """The newest event of each of these runs (runs without events are left out)."""
+        from sqlalchemy import func
+
+        if not run_ids:
+            return {}
+        with self.session() as s:
+            newest = (select(RunEvent.run_id, func.max(RunEvent.seq).label("seq"))
+                      .where(RunEvent.run_id.in_(run_ids)).group_by(RunEvent.run_id).subquery())
+            rows = s.exec(select(RunEvent).join(newest, (RunEvent.run_id == newest.c.run_id) & (RunEvent.seq == newest.c.seq)))
+            return {e.run_id: e for e in rows}
 
     def scores(self) -> Iterator[tuple[Score, Model, Benchmark]]:
         with self.session() as s:
