@@ -29,6 +29,7 @@ import xarray as xr
 from .assemblies import check_stimulus_ids_match, validate_assembly
 from .data import files_hash, resolve_data_dir
 from .dims import STIMULUS_ID, TIME_BIN
+from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, rdm_bootstrap
 from .metrics.cross_validation import InsufficientDataError, aggregate_splits
 from .metrics.normalization import Normalization, explained_variance
 from .metrics.rsa import rdm, rdm_similarity
@@ -145,6 +146,9 @@ class RDMBenchmark:
     citation: str
     source_visual_degrees: float
     normalization: Normalization = "r_over_ceiling"
+    #: Bootstrap of the score over stimuli (Nili et al. 2014; see :func:`~.metrics.bootstrap.rdm_bootstrap`).
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = DEFAULT_SEED
 
     def __init__(
         self,
@@ -253,7 +257,9 @@ class RDMBenchmark:
         Score
             ``raw`` = mean over the target's subjects of Spearman(model RDM, subject RDM); ``values`` per subject;
             ``error`` = their standard error (ddof 0; NaN for one group RDM); ``ceiling``/``ceiled`` =
-            ``raw / ceiling`` when the benchmark has a ceiling, else ``None``.
+            ``raw / ceiling`` when the benchmark has a ceiling, else ``None``. ``attrs["bootstrap"]``: the interval of
+            Nili et al. (2014)'s stimulus bootstrap (conditions resampled, a condition's pairs with its own copies
+            left out; the subjects kept), raw and ceiled, with its seed.
 
         Raises
         ------
@@ -282,7 +288,16 @@ class RDMBenchmark:
         }
         if len(per_subject) > 1:
             attrs["group_rdm_spearman"] = rdm_similarity(model_rdm, target.mean)
-        score = Score(raw=float(raw), error=float(error), values=[float(v) for v in per_subject], attrs=attrs)
+        samples = None
+        if self.n_boot:
+            samples = rdm_bootstrap(model_rdm, target.rdms, rng=np.random.default_rng(self.seed), n_boot=self.n_boot)
+            attrs["bootstrap"] = bootstrap_record(
+                samples, float(raw), seed=self.seed, resampled=["stimuli"],
+                method="percentile bootstrap over stimuli (Nili et al. 2014: RDMs re-indexed by resampled conditions,"
+                " pairs of a condition with its own copy left out); subjects fixed",
+            )
+        score = Score(raw=float(raw), error=float(error), values=[float(v) for v in per_subject], attrs=attrs,
+                      bootstrap_samples=samples)
         ceiling = self.ceiling
         if ceiling is None:
             return dataclasses.replace(score, attrs={**attrs, "normalization": None})

@@ -43,7 +43,9 @@ __all__ = [
     "correlation_bootstrap",
     "multinomial_counts",
     "percentile_interval",
+    "predictivity_bootstrap",
     "rdm_bootstrap",
+    "resampled_means",
     "weighted_pearson",
 ]
 
@@ -193,6 +195,34 @@ def correlation_bootstrap(
     return out
 
 
+def predictivity_bootstrap(
+    held_out: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_stimuli: int,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: Any = DEFAULT_SEED,
+    resample_neuroids: bool = True,
+) -> np.ndarray:
+    """Replicates of a cross-validated predictivity score given the fitted mappings' held-out predictions.
+
+    ``held_out``: per split ``(test rows, recording, prediction)`` with rows indexing ``n_stimuli`` stimuli. Each
+    replicate draws ``n_stimuli`` stimuli with replacement once (a split's held-out set takes the counts of its own
+    stimuli) and, with ``resample_neuroids``, the neuroids once (shared by all splits); then per split the median
+    over neuroids of the Pearson r on the resampled test stimuli, and the mean over splits. No refitting.
+    """
+    rng = np.random.default_rng(seed)
+    n_columns = held_out[0][1].shape[1]
+
+    def joint_counts(first: int, b: int) -> list[np.ndarray]:
+        counts = multinomial_counts(rng, n_stimuli, b)
+        return [counts[:, rows] for rows, _, _ in held_out]
+
+    return correlation_bootstrap(
+        held_out, row_counts=joint_counts, n_columns=n_columns, resample_columns=resample_neuroids, rng=rng,
+        n_boot=n_boot,
+    )
+
+
 # -- RDMs ----------------------------------------------------------------------------------------------------------------
 def _tie_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Sort order of ``values``, each sorted element's group of equal values, and the groups' first positions
@@ -227,32 +257,30 @@ def rdm_bootstrap(
     """
     n = model_rdm.shape[0]
     iu, ju = np.triu_indices(n, k=1)
-    vectors = [np.asarray(model_rdm)[iu, ju]] + [np.asarray(r)[iu, ju] for r in subject_rdms]
-    prepared = []
-    for v in vectors:
-        prepared.append(_tie_groups(v))
+    model_order, model_groups, model_starts = _tie_groups(np.asarray(model_rdm)[iu, ju])
+    subjects = [_tie_groups(np.asarray(r)[iu, ju]) for r in subject_rdms]
     n_pairs = len(iu)
     chunk = max(1, min(n_boot, CHUNK_ELEMENTS // max(1, n_pairs)))
     out = np.empty(n_boot)
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         counts = multinomial_counts(rng, n, b)
-        w = counts[:, iu] * counts[:, ju]  # (b, n_pairs)
+        w = counts[:, iu] * counts[:, ju]  # (b, n_pairs): multiplicity of each original pair
         total = w.sum(axis=1, keepdims=True)
-        centred = []
-        for order, groups, starts in prepared:
-            ranks = np.empty_like(w)
-            ranks[:, order] = _weighted_midranks(w[:, order], groups, starts)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ranks -= (w * ranks).sum(axis=1, keepdims=True) / total
-            centred.append(ranks)
-        model = centred[0]
+        model = np.empty_like(w)
+        model[:, model_order] = _weighted_midranks(w[:, model_order], model_groups, model_starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            model -= (w * model).sum(axis=1, keepdims=True) / total
         model_var = (w * model * model).sum(axis=1)
-        rhos = []
-        for subject in centred[1:]:
+        rhos = np.empty((len(subjects), b))
+        for k, (order, groups, starts) in enumerate(subjects):
+            w_sorted = w[:, order]  # work in the subject's sorted order: no scatter
+            ranks = _weighted_midranks(w_sorted, groups, starts)
             with np.errstate(invalid="ignore", divide="ignore"):
-                rhos.append((w * model * subject).sum(axis=1) / np.sqrt(model_var * (w * subject * subject).sum(axis=1)))
-        out[start : start + b] = np.mean(rhos, axis=0)
+                ranks -= (w_sorted * ranks).sum(axis=1, keepdims=True) / total
+                weighted = w_sorted * ranks
+                rhos[k] = (weighted * model[:, order]).sum(axis=1) / np.sqrt(model_var * (weighted * ranks).sum(axis=1))
+        out[start : start + b] = rhos.mean(axis=0)
     return out
 
 

@@ -34,7 +34,7 @@ import xarray as xr
 from ..assemblies import check_stimulus_ids_match, validate_assembly
 from ..dims import NEUROID_ID, STIMULUS_ID
 from ..score import Score
-from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, correlation_bootstrap, multinomial_counts
+from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, predictivity_bootstrap
 from .correlation import pearson_r_score
 from .cross_validation import CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
 from .regression import DEFAULT_BLOCK_SIZE, REGRESSIONS, RegressionKind, fit_predict, row_space_coordinates
@@ -148,15 +148,8 @@ def cross_regressed_correlation(
     if chosen_alphas:
         info["alphas"] = chosen_alphas
     if n_boot:
-        rng = np.random.default_rng(seed)
-
-        def joint_counts(first: int, b: int) -> list[np.ndarray]:
-            counts = multinomial_counts(rng, n_stimuli, b)  # one draw over all stimuli per replicate
-            return [counts[:, rows] for rows, _, _ in held_out]
-
-        info["bootstrap_samples"] = correlation_bootstrap(
-            held_out, row_counts=joint_counts, n_columns=target.shape[1], resample_columns=resample_neuroids,
-            rng=rng, n_boot=n_boot,
+        info["bootstrap_samples"] = predictivity_bootstrap(
+            held_out, n_stimuli, n_boot=n_boot, seed=seed, resample_neuroids=resample_neuroids
         )
     return values, info
 
