@@ -194,6 +194,25 @@ class Registry:
                 s.refresh(job)
             return benchmark, jobs
 
+    def register_benchmark_versions(self, items: list[tuple[Benchmark, list[int]]]) -> list[tuple[Benchmark, list[ScoreJob]]]:
+        """Adds several benchmark versions, each with a queued job per model, in ONE transaction
+        (`cortexbox benchmarks sync`): all of them are stored, or none."""
+        with self.session() as s:
+            stored = []
+            for benchmark, model_ids in items:
+                s.add(benchmark)
+                s.flush()
+                jobs = [ScoreJob(model_id=m, benchmark_id=benchmark.id) for m in model_ids]
+                s.add_all(jobs)
+                s.flush()
+                stored.append((benchmark, jobs))
+            s.commit()
+            for benchmark, jobs in stored:
+                s.refresh(benchmark)
+                for job in jobs:
+                    s.refresh(job)
+            return stored
+
     def queued_jobs(self) -> list[tuple[ScoreJob, Model, Benchmark]]:
         with self.session() as s:
             return list(
