@@ -38,6 +38,7 @@ from .data import DataNotFoundError, files_hash, resolve_data_dir
 from .dims import PRESENTATION, STIMULUS_ID, TIME_BIN
 from .imagenet16 import CATEGORIES, imagenet_logits, logits_to_choices
 from .metrics.behavior import Accuracy, ErrorConsistency
+from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, multinomial_counts
 from .metrics.normalization import explained_variance
 from .score import Score
 from .stimuli import StimulusSet
@@ -210,6 +211,9 @@ class _Geirhos2019:
     citation = CITATION
     #: Behavioural benchmarks select no layer.
     selection_stimulus_set = None
+    #: Bootstrap over images (:mod:`.metrics.bootstrap`): replicates and the generator's seed.
+    n_boot = DEFAULT_N_BOOT
+    seed = DEFAULT_SEED
     identifier: str
     description: str
     experiment: str
@@ -368,7 +372,7 @@ class _ErrorConsistency(_Geirhos2019):
             ``raw / ceiling`` clipped to [0, 1] (the unclipped value in ``attrs["original_out_of_range_score"]``).
         """
         choices = self.choices(assembly)
-        raw = ErrorConsistency()(choices, self.trials)
+        raw = ErrorConsistency(n_boot=self.n_boot, seed=self.seed)(choices, self.trials)
         score = explained_variance(raw, self.ceiling, regime="raw_over_ceiling_clipped")
         return dataclasses.replace(score, attrs={**self._attrs(choices), **score.attrs})
 
@@ -388,7 +392,7 @@ class _Top1(_Geirhos2019):
         truth = xr.DataArray(
             choices["truth"].values, dims=(PRESENTATION,), coords={STIMULUS_ID: (PRESENTATION, choices[STIMULUS_ID].values)}
         )
-        raw = Accuracy()(choices, truth)
+        raw = Accuracy(n_boot=self.n_boot, seed=self.seed)(choices, truth)
         truth_of = self.trials["truth"].values
         human = float((np.asarray(self.trials.values) == truth_of).mean())
         score = explained_variance(raw, self.ceiling, regime="r_over_ceiling")
@@ -479,8 +483,19 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
         bias, shape_hits, texture_hits = self._shape_bias(
             np.asarray(choices.values), np.asarray(choices["truth"].values), texture
         )
+        conflict = np.asarray(choices["truth"].values) != texture
+        responses = np.asarray(choices.values)[conflict]
+        shape_match = (responses == np.asarray(choices["truth"].values)[conflict]).astype(float)
+        texture_match = (responses == texture[conflict]).astype(float)
+        counts = multinomial_counts(np.random.default_rng(self.seed), int(conflict.sum()), self.n_boot)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            samples = (counts @ shape_match) / (counts @ (shape_match + texture_match))
         attrs = {
             **self._attrs(choices),
+            "bootstrap": bootstrap_record(
+                samples, bias, seed=self.seed, resampled=["images"],
+                method="percentile bootstrap over the conflict images",
+            ),
             "metric": "shape_bias",
             "shape_match": shape_hits,
             "texture_match": texture_hits,
@@ -488,4 +503,4 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
             "human_shape_bias": self.human_shape_bias,
             "normalization": None,
         }
-        return Score(raw=bias, error=math.nan, values=[shape_hits, texture_hits], attrs=attrs)
+        return Score(raw=bias, error=math.nan, values=[shape_hits, texture_hits], attrs=attrs, bootstrap_samples=samples)

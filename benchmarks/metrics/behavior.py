@@ -16,6 +16,10 @@ Behavioural assemblies are 1-D :class:`xarray.DataArray` objects over ``presenta
 * ``i2n`` (Rajalingham et al. 2018): normalised image-by-distractor d' of the model against one random half of the
   human trials, Pearson r over the entries; 2 repetitions with ``RandomState(0)`` (the same halves as the ceiling),
   mean and ``std`` over them. Ceiling: the two halves against each other.
+
+Bootstrap intervals (``attrs["bootstrap"]``, :mod:`.bootstrap`; ``n_boot=0`` turns them off): ``accuracy`` resamples
+trials; ``error_consistency`` resamples images, the same resampled images for the model and every subject (the
+trial-by-trial pairing the kappa needs is kept), subjects fixed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import xarray as xr
 
 from ..dims import PRESENTATION, STIMULUS_ID
 from ..score import Score
+from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, multinomial_counts
 
 __all__ = ["I2n", "Accuracy", "AccuracyDistance", "ErrorConsistency", "cohens_kappa"]
 
@@ -75,6 +80,10 @@ class Accuracy:
 
     name = "accuracy"
 
+    def __init__(self, *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> None:
+        self.n_boot = n_boot
+        self.seed = seed
+
     def get_params(self) -> dict[str, object]:
         return {}
 
@@ -82,11 +91,23 @@ class Accuracy:
         target = _labels(target, "target")
         predicted = _lookup(_source_by_stimulus(source), _coord(target, STIMULUS_ID))
         correct = predicted == np.asarray(target.values)
+        raw = float(np.mean(correct))
+        attrs: dict[str, object] = {
+            "metric": self.name, "n_trials": int(correct.size), "error_kind": "std over trials (ddof 0)"
+        }
+        samples = None
+        if self.n_boot and correct.size:
+            rng = np.random.default_rng(self.seed)
+            samples = multinomial_counts(rng, correct.size, self.n_boot) @ correct.astype(float) / correct.size
+            attrs["bootstrap"] = bootstrap_record(
+                samples, raw, seed=self.seed, resampled=["trials"], method="percentile bootstrap over trials"
+            )
         return Score(
-            raw=float(np.mean(correct)),
+            raw=raw,
             error=float(np.std(correct)),
             values=correct.astype(float).tolist(),
-            attrs={"metric": self.name, "n_trials": int(correct.size), "error_kind": "std over trials (ddof 0)"},
+            attrs=attrs,
+            bootstrap_samples=samples,
         )
 
 
@@ -201,6 +222,10 @@ class ErrorConsistency:
 
     name = "error_consistency"
 
+    def __init__(self, *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> None:
+        self.n_boot = n_boot
+        self.seed = seed
+
     def get_params(self) -> dict[str, object]:
         return {}
 
@@ -216,6 +241,7 @@ class ErrorConsistency:
         )
         source_values, responses = np.asarray(source.values), np.asarray(target.values)
         grid = []
+        cells = []  # (stimulus ids, source correct, subject correct) per (subject, condition), for the bootstrap
         for subject in _subjects(target):
             row = []
             for condition in sorted(set(conditions.tolist())):
@@ -227,8 +253,36 @@ class ErrorConsistency:
                         f"source and subject {subject!r} differ in the stimuli of condition {condition!r}"
                     )
                 row.append(_kappa(source_values[s] == source_truth[s], responses[t] == truth[t]))
+                cells.append((ids[t], source_values[s] == source_truth[s], responses[t] == truth[t]))
             grid.append(row)
-        return self._aggregate(np.asarray(grid), {"subjects": [str(s) for s in _subjects(target)]})
+        score = self._aggregate(np.asarray(grid), {"subjects": [str(s) for s in _subjects(target)]})
+        if not self.n_boot:
+            return score
+        samples = self._bootstrap(cells, np.asarray(grid).shape)
+        attrs = {**score.attrs, "bootstrap": bootstrap_record(
+            samples, score.raw, seed=self.seed, resampled=["images"],
+            method="percentile bootstrap over images (the same resampled images for the model and every subject,"
+            " trial pairing kept); subjects fixed",
+        )}
+        return Score(raw=score.raw, error=score.error, values=score.values, attrs=attrs, bootstrap_samples=samples)
+
+    def _bootstrap(self, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
+        """Replicates of ``|mean over subjects of mean over conditions of kappa|`` with images resampled."""
+        images, inverse = np.unique(np.concatenate([c[0] for c in cells]), return_inverse=True)
+        counts = multinomial_counts(np.random.default_rng(self.seed), len(images), self.n_boot)
+        kappas = np.empty((len(cells), self.n_boot))
+        start = 0
+        for k, (cell_ids, source_correct, target_correct) in enumerate(cells):
+            w = counts[:, inverse[start : start + len(cell_ids)]]
+            start += len(cell_ids)
+            n = w.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                acc_s, acc_t = w @ source_correct / n, w @ target_correct / n
+                observed = w @ (source_correct == target_correct) / n
+                expected = acc_s * acc_t + (1 - acc_s) * (1 - acc_t)
+                kappas[k] = np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
+        per_subject = kappas.reshape(shape[0], shape[1], self.n_boot).mean(axis=1)
+        return np.abs(per_subject.mean(axis=0))
 
     def _aggregate(self, grid: np.ndarray, attrs: dict[str, object]) -> Score:
         per_row = grid.mean(axis=1)
