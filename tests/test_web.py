@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from cortexbox.orchestrator.jobs import ScoreOutcome
 from cortexbox.registry import Registry
+from cortexbox.sdk import Model, Output
 
 
 def _values(rng, mean: float, sd: float = 0.01) -> list[float]:
@@ -172,17 +173,27 @@ def test_html_pages_render(client):
 
 
 def _fake_score(request, *, registry, events, **_):
+    """Stands in for score_model, and stores its run's events as score_model does."""
+    from cortexbox.orchestrator.run_events import RunEventLog
+
     run = registry.start_run(request.image, request.benchmark)
+    events = RunEventLog(registry, run.id, events, benchmark=request.benchmark, min_interval=0)
     events("stage", {"text": "starting the model"})
     for done in (32, 64):
         events("progress", {"done": done, "total": 64, "label": "benchmark"})
     if request.benchmark.startswith("Bad"):
         from cortexbox.orchestrator.errors import FailureClass, ModelFailure
 
-        raise ModelFailure(FailureClass.CRASH, "the container exited with code 1", log_tail="Traceback...\nboom\n")
+        failure = ModelFailure(FailureClass.CRASH, "the container exited with code 1", log_tail="Traceback...\nboom\n")
+        events.finish("failed", ("failed", {"failure_class": failure.failure.value, "error": failure.message, "log_tail": failure.log_tail}))
+        registry.update_run(run, status="failed", failure_class=failure.failure.value)
+        raise failure
     model = registry.upsert_model("sha256:" + "9" * 64, "fake", "1", request.image, {})
-    return ScoreOutcome(run_id=run.id, model="fake", digest=model.digest, benchmark=request.benchmark, benchmark_version=1,
-                        raw=0.5, error=0.01, ceiling=0.8, ceiled=0.3125, layer="l1", from_cache=False, timings={}, provenance={})
+    outcome = ScoreOutcome(run_id=run.id, model="fake", digest=model.digest, benchmark=request.benchmark, benchmark_version=1,
+                           raw=0.5, error=0.01, ceiling=0.8, ceiled=0.3125, layer="l1", from_cache=False, timings={}, provenance={})
+    events.finish("succeeded", ("score", {k: v for k, v in outcome.to_dict().items() if k != "provenance"} | {"model_id": model.id}))
+    registry.update_run(run, status="succeeded")
+    return outcome
 
 
 def _sse(text: str) -> list[tuple[str, dict]]:
@@ -192,6 +203,10 @@ def _sse(text: str) -> list[tuple[str, dict]]:
         if "event" in fields:
             out.append((fields["event"], json.loads(fields["data"])))
     return out
+
+
+def _sse_ids(text: str) -> list[str]:
+    return [line[4:] for line in text.splitlines() if line.startswith("id: ")]
 
 
 def test_live_run_streams_events_from_a_background_thread(seeded):
@@ -206,7 +221,10 @@ def test_live_run_streams_events_from_a_background_thread(seeded):
         while client.get(f"/api/live/{live['live_id']}").json()["status"] not in ("succeeded", "failed"):
             assert time.time() < deadline
             time.sleep(0.05)
-        events = _sse(client.get(live["events_url"]).text)
+        text = client.get(live["events_url"]).text
+        events, ids = _sse(text), _sse_ids(text)
+        resumed = _sse(client.get(live["events_url"], headers={"Last-Event-ID": ids[4]}).text)
+        run_ids = client.get(f"/api/live/{live['live_id']}").json()["run_ids"]
     names = [e for e, _ in events]
     assert names[0] == "status" and names[-1] == "done"
     assert names.count("run") == 2 and names.count("progress") == 4
@@ -215,9 +233,21 @@ def test_live_run_streams_events_from_a_background_thread(seeded):
     failed = [d for e, d in events if e == "failed"]
     assert failed[0]["failure_class"] == "crash" and "boom" in failed[0]["log_tail"]
     assert events[-1][1]["status"] == "failed"
-    # resuming after event 3 replays only what followed
+    # resuming after an event replays only what followed
+    assert resumed == events[5:]
+    # each registry run of the batch can be followed on its own, from another web process too
     with TestClient(create_app(seeded[0], tree=TREE)) as other:
-        assert other.get(live["events_url"]).status_code == 404  # live runs belong to their web process
+        assert other.get(live["events_url"]).status_code == 404  # the batch itself belongs to its web process
+        ok = _sse(other.get(f"/api/runs/{run_ids[0]}/events").text)
+        assert [e for e, _ in ok] == ["stage", "progress", "progress", "score", "done"]
+        assert ok[-1][1]["status"] == "succeeded" and ok[3][1]["ceiled"] == 0.3125
+        bad = _sse(other.get(f"/api/runs/{run_ids[1]}/events", headers={"Last-Event-ID": "2"}).text)
+        assert [e for e, _ in bad] == ["failed", "done"] and bad[-1][1] == {"status": "failed", "failure_class": "crash",
+                                                                              "benchmark": "Bad2020.V4-x", "t": bad[-1][1]["t"]}
+        assert other.get(f"/runs/{run_ids[0]}/live").status_code == 200
+        assert other.get("/runs/999/live").status_code == 404
+        progress = other.get(f"/api/runs/{run_ids[0]}/progress").json()
+        assert progress["status"] == "succeeded" and [e["seq"] for e in progress["events"]] == [0, 1, 2, 3, 4]
 
 
 def test_cortexbox_web_serves_the_registry(seeded, tmp_path):
@@ -260,3 +290,154 @@ def test_benchmark_page_reads_sizes_from_the_benchmark_definition(data_dir, tmp_
     with TestClient(create_app(url)) as client:
         page = client.get("/api/benchmarks/Cowley2023.V4-pls").json()
     assert (page["n_stimuli"], page["n_neuroids"]) == (640, 50)
+
+
+# -- runs watched from any process: events in the registry --------------------------------------------------------
+
+
+class _FakeRegistry:
+    def __init__(self):
+        self.writes: list[list[tuple[int, str, dict]]] = []
+
+    def add_run_events(self, run_id, rows):
+        self.writes.append(list(rows))
+
+
+def test_progress_events_are_throttled_but_the_last_one_and_the_order_are_kept():
+    from cortexbox.orchestrator.run_events import RunEventLog
+
+    registry, seen = _FakeRegistry(), []
+    log = RunEventLog(registry, 1, lambda e, d: seen.append(e), benchmark="B", min_interval=0.3)
+    log("stage", {"text": "go"})
+    for done in range(1, 200):  # a burst of per-batch events: throttled
+        log("progress", {"done": done, "total": 200, "label": "benchmark"})
+    assert len(seen) == 200  # the caller's sink (the CLI's bars) still gets every event
+    time.sleep(0.6)  # a held event is written by the timer once the interval has passed
+    written = [row for rows in registry.writes for row in rows]
+    assert written[-1][2]["done"] == 199 and len(written) <= 4
+    log("progress", {"done": 200, "total": 200, "label": "benchmark"})  # the last one is written at once
+    assert registry.writes[-1][-1][2]["done"] == 200
+    log("progress", {"done": 5, "total": 10, "label": "other"})  # held ...
+    log.finish("succeeded", ("score", {"raw": float("nan")}))  # ... and written before what follows
+    rows = [row for rows in registry.writes for row in rows]
+    assert [r[0] for r in rows] == list(range(len(rows)))
+    assert [r[1] for r in rows[-4:]] == ["progress", "progress", "score", "done"]
+    assert rows[-2][2]["raw"] is None and rows[-1][2]["status"] == "succeeded" and rows[-1][2]["benchmark"] == "B"
+    log("stage", {"text": "after the end"})
+    assert [row for rows in registry.writes for row in rows] == rows  # nothing is stored after done
+
+
+def test_a_run_whose_process_died_ends_its_stream_as_lost(seeded, monkeypatch):
+    import subprocess
+    import sys
+
+    from cortexbox.orchestrator.run_events import owner
+    from cortexbox.orchestrator.web import create_app, live
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    reg = Registry(seeded[0])
+    run = reg.start_run("cortexbox/killed", "Alpha2020.V4-pls")
+    reg.add_run_events(run.id, [(0, "status", {"status": "running", **owner(), "pid": dead.pid}),
+                                (1, "progress", {"done": 64, "total": 640, "label": "benchmark"})])
+    monkeypatch.setattr(live, "OWNER_CHECK_S", 0.3)
+    with TestClient(create_app(seeded[0], tree=TREE)) as client:
+        assert f"/runs/{run.id}/live" in client.get("/runs").text  # listed as running
+        events = _sse(client.get(f"/api/runs/{run.id}/events").text)
+    assert [e for e, _ in events] == ["status", "progress", "done"]
+    assert events[-1][1]["status"] == "lost" and str(dead.pid) in events[-1][1]["error"]
+
+
+class SlowPixels(Model):
+    """A model served by this test process: a 28 x 28 grey image, slowed down so that the run takes a few seconds."""
+
+    model_id = "slow-pixels"
+    model_version = "1"
+    visual_degrees = 8.0
+    region_layers = {"V4": "pixels"}
+    max_batch_size = 16
+
+    def layers(self):
+        return [Output("pixels", (28 * 28,))]
+
+    def activations(self, stimuli, layers):
+        from tests.test_score_endpoint import _grey_28
+
+        time.sleep(0.1)
+        return {"pixels": np.stack([_grey_28(s.pixels) for s in stimuli])}
+
+
+def test_a_run_scored_by_another_process_is_watched_live_over_sse(data_dir, tmp_path):
+    """`cortexbox score` in a subprocess; a web app (a real uvicorn server) that never saw it start streams its
+    progress while it runs, and its score at the end."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from cortexbox.orchestrator.web import create_app
+    from cortexbox.sdk import serve
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    Registry(url)
+    address = f"unix://{tmp_path}/model.sock"
+    model_server, _ = serve(SlowPixels(), address, block=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(create_app(url, tree=TREE), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    stderr = open(tmp_path / "score.stderr", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "cortexbox.orchestrator.cli", "score", "--endpoint", address,
+                             "--benchmark", "Cowley2023.V4-pls", "--json"],
+                            env={**os.environ, "CORTEXBOX_DATABASE_URL": url}, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while not web.started:
+            assert time.time() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        while not (running := httpx.get(f"{base}/api/runs", params={"status": "running"}).json()):
+            assert proc.poll() is None, (tmp_path / "score.stderr").read_text()
+            assert time.time() < deadline, "the run never showed up"
+            time.sleep(0.05)
+        run_id = running[0]["id"]
+        assert running[0]["live_url"] == f"/runs/{run_id}/live" and running[0]["model_ref"] == address
+        assert f"/runs/{run_id}/live" in httpx.get(f"{base}/runs").text
+        assert httpx.get(f"{base}{running[0]['live_url']}").status_code == 200
+        received: list[tuple[str | None, str, dict, bool]] = []  # id, event, data, whether the scorer was still running
+        with httpx.stream("GET", f"{base}/api/runs/{run_id}/events", timeout=120) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            fields: dict[str, str] = {}
+            for line in r.iter_lines():
+                if line:
+                    key, _, value = line.partition(": ")
+                    fields[key] = value
+                elif "event" in fields:
+                    received.append((fields.get("id"), fields["event"], json.loads(fields["data"]), proc.poll() is None))
+                    fields = {}
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (tmp_path / "score.stderr").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        web.should_exit = True
+        thread.join(20)
+        model_server.stop(0)
+    outcome = json.loads(out)
+    kinds = [e for _, e, _, _ in received]
+    assert kinds[0] == "status" and kinds[-2:] == ["score", "done"]
+    assert [int(i) for i, *_ in received] == list(range(len(received)))  # every stored event, in order, once
+    progress = [(d, alive) for _, e, d, alive in received if e == "progress" and d["label"] == "benchmark"]
+    assert sum(alive for _, alive in progress) >= 2  # progress arrived while the other process was still scoring
+    assert progress[-1][0]["done"] == progress[-1][0]["total"] == 640
+    assert len(progress) < 640 // 16  # throttled: fewer writes than batches
+    score = received[-2][2]
+    assert score["run_id"] == run_id and score["ceiled"] == outcome["ceiled"] and score["layer"] == "pixels"
+    assert received[-1][2]["status"] == "succeeded"
+    assert Registry(url).run(run_id).status == "succeeded"

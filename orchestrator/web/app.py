@@ -2,10 +2,11 @@
 /openapi.json). Nothing is fetched from a CDN: the app works offline."""
 
 
-import asyncio
 import contextlib
 import json
 import logging
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from cortexbox.orchestrator.web import data, plots
-from cortexbox.orchestrator.web.live import LiveRuns
+from cortexbox.orchestrator.web.live import STREAM_S, LiveRuns, follow_batch, follow_run
 from cortexbox.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,31 @@ class RunRequest(BaseModel):
     benchmarks: list[str] = Field(default_factory=list, description="Benchmark identifiers; empty: every benchmark")
     benchmark: str | None = Field(None, description="One benchmark identifier (shorthand for benchmarks=[...])")
     use_cache: bool = Field(True, description="Reuse cached activations and layer choices")
+
+
+def _sse(event_id: str | int | None, kind: str, data: dict) -> str:
+    head = "" if event_id is None else f"id: {event_id}\n"
+    return f"{head}event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _live_urls(run_id: int) -> dict[str, str]:
+    return {"live_url": f"/runs/{run_id}/live", "events_url": f"/api/runs/{run_id}/events"}
+
+
+def _last_event(event, now: datetime) -> dict[str, Any]:
+    """What a running run did last, and how many seconds ago."""
+    if event is None:
+        return {"last_event": None, "quiet_s": None}
+    d = event.data or {}
+    if event.kind == "progress":
+        text = f"{d.get('label', '')}: {d.get('done')} / {d.get('total')}"
+    else:
+        text = d.get("text") or d.get("status") or event.kind
+    created = event.created_at if event.created_at.tzinfo else event.created_at.replace(tzinfo=timezone.utc)
+    return {"last_event": text, "quiet_s": max(0, round((now - created).total_seconds()))}
 
 
 def _templates() -> Environment:
@@ -110,16 +136,50 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         return data.compare(snap, a, b)
 
     @api.get("/runs", tags=["runs"], summary="Run history, newest first (failure class and log tail of failures)")
-    def api_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict]:
-        return [data.run_dict(r) for r in registry.runs(limit)]
+    def api_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                 status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None) -> list[dict]:
+        """``status=running``: the runs being scored now, by any process (each with its ``live_url``)."""
+        return [data.run_dict(r) | _live_urls(r.id) for r in registry.runs(limit, status=status)]
 
     @api.get("/runs/{run_id}", tags=["runs"], summary="One run")
     def api_run(run_id: int, snap: Snap) -> dict:
         for r in snap.runs:
             if r.id == run_id:
                 scores = [data.score_dict(snap, s) for s in snap.scores if s.run_id == run_id]
-                return data.run_dict(r) | {"scores": scores}
+                return data.run_dict(r) | _live_urls(r.id) | {"scores": scores}
         raise HTTPException(404, f"no run {run_id}")
+
+    def run_or_404(run_id: int):
+        run = registry.run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return run
+
+    @api.get("/runs/{run_id}/progress", tags=["runs"], summary="A run's progress events so far (any process's run)")
+    def api_run_progress(run_id: int, after: Annotated[int, Query(ge=-1)] = -1,
+                         limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> dict:
+        run = run_or_404(run_id)
+        events = [{"seq": e.seq, "event": e.kind, "data": e.data, "time": e.created_at.isoformat()}
+                  for e in registry.run_events(run_id, after, limit)]
+        return data.run_dict(run) | _live_urls(run_id) | {"events": events}
+
+    @api.get("/runs/{run_id}/events", tags=["runs"], summary="Server-sent events of a run, from whichever process scores it",
+             response_class=StreamingResponse)
+    async def api_run_events(run_id: int, request: Request) -> StreamingResponse:
+        """``text/event-stream`` of the run's events as they are stored (``status``, ``stage``, ``progress``,
+        ``score``, ``failed``, ``done``); ``id`` is the event's seq (resume with ``Last-Event-ID``); the stream ends
+        after ``done`` (made from the run's row if the run finished without one; ``lost`` if its process died)."""
+        run_or_404(run_id)
+        start = request.headers.get("last-event-id", "")
+        after = int(start) if start.lstrip("-").isdigit() else -1
+
+        async def stream():
+            yield "retry: 1000\n\n"
+            async for seq, kind, payload in follow_run(registry, run_id, after, disconnected=request.is_disconnected,
+                                                       deadline=time.monotonic() + STREAM_S):
+                yield _sse(seq, kind, payload)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     @api.post("/runs", tags=["runs"], status_code=202, summary="Start scoring a model (live: see events_url)")
     def api_start_run(request: RunRequest) -> dict:
@@ -134,7 +194,7 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         live = live_runs.submit(request.model, benchmarks, request.use_cache)
         return live.to_dict()
 
-    @api.get("/live", tags=["runs"], summary="Runs started from this web process")
+    @api.get("/live", tags=["runs"], summary="Batches started from this web process (each run is also under /api/runs)")
     def api_live_list() -> list[dict]:
         return [r.to_dict() for r in sorted(live_runs.runs.values(), key=lambda r: -r.id)]
 
@@ -152,27 +212,19 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     @api.get("/live/{live_id}/events", tags=["runs"], summary="Server-sent events of a live run",
              response_class=StreamingResponse)
     async def api_live_events(live_id: int, request: Request) -> StreamingResponse:
-        """``text/event-stream``: each event has an ``id`` (resume with ``Last-Event-ID``), a name and JSON data;
-        the stream ends after the ``done`` event."""
+        """``text/event-stream``: the batch's ``status``, ``run`` and ``done`` events, and after each ``run`` that
+        run's events from the registry; each has an ``id`` (resume with ``Last-Event-ID``), a name and JSON data; the
+        stream ends after the ``done`` event."""
         live = live_or_404(live_id)
-        start = request.headers.get("last-event-id")
-        position = int(start) + 1 if start and start.isdigit() else 0
 
         async def stream():
-            nonlocal position
             yield "retry: 1000\n\n"
-            while True:
-                events = live.events[position:]
-                for e in events:
-                    yield f"id: {e['id']}\nevent: {e['event']}\ndata: {json.dumps(e['data'] | {'t': e['t']}, default=str)}\n\n"
-                position += len(events)
-                if live.finished and position >= len(live.events):
-                    return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.2)
+            async for event_id, kind, payload in follow_batch(registry, live, request.headers.get("last-event-id"),
+                                                              disconnected=request.is_disconnected,
+                                                              deadline=time.monotonic() + STREAM_S):
+                yield _sse(event_id, kind, payload)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     app.include_router(api)
 
@@ -216,13 +268,24 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         from cortexbox.benchmarks import list_benchmarks
 
         known = sorted(set(list_benchmarks()) | {b.identifier for b in registry.benchmarks()})
+        running = registry.runs(100, status="running")
+        last = registry.last_run_events([r.id for r in running])
+        now = datetime.now(timezone.utc)
+        running_rows = [data.run_dict(r) | _live_urls(r.id) | _last_event(last.get(r.id), now) for r in running]
         return page("runs.html", runs=[data.run_dict(r) for r in registry.runs(100)], live=api_live_list(),
-                    benchmarks=known, title="Runs")
+                    running=running_rows, benchmarks=known, title="Runs")
+
+    @app.get("/runs/{run_id}/live", response_class=HTMLResponse, include_in_schema=False)
+    def run_live_html(run_id: int) -> HTMLResponse:
+        run = run_or_404(run_id)
+        view = {"heading": f"Run {run_id}", "model": run.model_ref, "benchmarks": [run.benchmark_identifier],
+                "status": run.status, "run_ids": [run_id], **_live_urls(run_id)}
+        return page("live.html", live=view, title=f"Run {run_id} (live)")
 
     @app.get("/live/{live_id}", response_class=HTMLResponse, include_in_schema=False)
     def live_html(live_id: int) -> HTMLResponse:
         live = live_or_404(live_id)
-        return page("live.html", live=live.to_dict(), title=f"Live run {live_id}")
+        return page("live.html", live=live.to_dict() | {"heading": f"Live run {live_id}", "run_ids": []}, title=f"Live run {live_id}")
 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_doc() -> HTMLResponse:
