@@ -235,7 +235,7 @@ def score_model(
     events: EventSink | None = None,
 ) -> ScoreOutcome:
     """Scores one model on one benchmark and stores the result; see the module docstring."""
-    from cortexbox.orchestrator.ingest import resolve_benchmark
+    from cortexbox.orchestrator.ingest import register_benchmark, resolve_benchmark
 
     events = events or _no_events
     registry = registry or Registry(request.database_url)
@@ -249,16 +249,11 @@ def score_model(
         events("status", {"status": "running", "model_ref": run.model_ref, **owner()})
         events("stage", {"text": f"{bench.identifier}: ceiling"})
         ceiling = bench.ceiling
-        bench_row = registry.upsert_benchmark(
-            bench.identifier,
-            bench.version,
-            bench.data_hash,
-            region=bench.region,
-            description=bench.description,
-            citation=bench.citation,
-            ceiling=None if ceiling is None else ceiling.raw,
-            ceiling_error=None if ceiling is None else ceiling.error,
-            **({} if hasattr(bench, "definition") else {"definition": {"source": "builtin"}}),
+        # The same registration path as `cortexbox benchmarks ingest` / `sync`: new or changed data
+        # becomes the next version, with jobs queued for the other registered models.
+        bench_row = register_benchmark(
+            bench, registry=registry,
+            exclude_models=lambda m: bool(request.image) and request.image in (m.image_ref, m.digest),
         )
         registry.update_run(run, benchmark_id=bench_row.id)
         job._resolve_model()
@@ -298,7 +293,7 @@ def score_model(
             "model_version": info["model_version"],
             "sdk_version": info.get("metadata", {}).get("cortexbox_sdk_version", ""),
             "benchmark": bench.identifier,
-            "benchmark_version": bench.version,
+            "benchmark_version": bench_row.version,  # the registered version this score is attached to
             "data_hash": bench.data_hash,
             "stimulus_set": stimuli.identifier,
             "stimulus_set_hash": stimuli.hash,
@@ -328,7 +323,7 @@ def score_model(
             model=job.model_row.name,
             digest=job.model_row.digest,
             benchmark=bench.identifier,
-            benchmark_version=bench.version,
+            benchmark_version=bench_row.version,
             raw=score.raw,
             error=error,
             ceiling=score.ceiling,
