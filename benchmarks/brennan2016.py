@@ -25,10 +25,17 @@ Metric (Blank2014/Pereira style, adapted to time series):
 Ceiling: leave-one-subject-out inter-subject correlation, on the same folds: per fold, Pearson r between each
 subject's held-out block and the mean of the other 26 subjects' blocks, median over subjects, mean over folds
 (``shared/research/data.md`` 2.5 reports .12-.39 for the full time courses). ``ceiled = clip(raw / ceiling, 0, 1)``.
+
+Bootstrap interval (``attrs["bootstrap"]``): the fitted ridge's held-out predictions are kept; within each fold's
+held-out block, volumes are resampled as a moving block bootstrap (blocks of :data:`BLOCK_VOLUMES` contiguous TRs:
+fMRI time courses are autocorrelated, single volumes are not independent), and subjects are resampled with
+replacement (one draw per replicate, shared by the folds); median over the resampled subjects, mean over folds. No
+refitting; the ceiling's uncertainty is not included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from functools import cached_property
@@ -40,6 +47,7 @@ from scipy.stats import gamma
 
 from .language import LanguageBenchmark, TextStimulusSet, values_by_stimulus
 from .metrics import pearson_r_score
+from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, block_counts, bootstrap_record, correlation_bootstrap
 from .metrics.normalization import explained_variance
 from .metrics.regression import fit_predict
 from .score import Score
@@ -58,6 +66,8 @@ N_VOLUMES = 362
 N_FOLDS = 5
 GAP_VOLUMES = 5
 ALPHAS = [10.0**k for k in range(-1, 7)]
+#: TRs per block of the bootstrap (20 s: longer than the HRF's main lobe, so within-block autocorrelation is kept).
+BLOCK_VOLUMES = 10
 
 
 def canonical_hrf(t: np.ndarray) -> np.ndarray:
@@ -94,6 +104,9 @@ def _contiguous_folds(n: int, k: int, gap: int) -> list[tuple[np.ndarray, np.nda
 class Brennan2016Ridge(LanguageBenchmark):
     """One ROI; see the module docstring."""
 
+    #: Bootstrap (:mod:`.metrics.bootstrap`): replicates and the generator's seed.
+    n_boot = DEFAULT_N_BOOT
+    seed = DEFAULT_SEED
     version = 1
     kind = "neural"
     behaviour = None
@@ -179,12 +192,14 @@ class Brennan2016Ridge(LanguageBenchmark):
         x = self.design(features)
         y = self.targets
         values, alphas = [], []
+        held_out = []
         for train, test in self.folds:
             mean, std = x[train].mean(axis=0), x[train].std(axis=0)
             std[std == 0] = 1.0
             prediction, info = fit_predict("ridgecv", (x[train] - mean) / std, y[train], (x[test] - mean) / std, alphas=ALPHAS)
             values.append(float(np.nanmedian(pearson_r_score(y[test], prediction, aggregate="raw_values"))))
             alphas.append(info.get("alpha"))
+            held_out.append((test, y[test], prediction))
         raw = Score(
             raw=float(np.mean(values)),
             error=float(np.std(values) / math.sqrt(len(values))),
@@ -202,4 +217,15 @@ class Brennan2016Ridge(LanguageBenchmark):
                 "stimulus_set_hash": self.stimulus_set.hash,
             },
         )
+        if self.n_boot:
+            rng = np.random.default_rng(self.seed)
+            samples = correlation_bootstrap(
+                held_out, row_counts=lambda first, b: [block_counts(rng, len(t), BLOCK_VOLUMES, b) for t, _, _ in held_out],
+                n_columns=y.shape[1], resample_columns=True, rng=rng, n_boot=self.n_boot,
+            )
+            raw = dataclasses.replace(raw, bootstrap_samples=samples, attrs={**raw.attrs, "bootstrap": bootstrap_record(
+                samples, raw.raw, seed=self.seed, resampled=["volumes", "subjects"], block_volumes=BLOCK_VOLUMES,
+                method=f"percentile moving block bootstrap of volumes ({BLOCK_VOLUMES}-TR blocks within each held-out"
+                " fold) and subjects (shared by the folds), fitted ridge fixed (no refitting)",
+            )})
         return explained_variance(raw, self.ceiling, regime="raw_over_ceiling_clipped")

@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from .language import LanguageBenchmark, TextStimulusSet, values_by_stimulus
+from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, multinomial_counts
 from .score import Score
 
 __all__ = ["SUITES", "SyntaxGym2020", "SyntaxGymSuite", "evaluate_formula"]
@@ -109,6 +110,9 @@ class _SyntaxGym(LanguageBenchmark):
     )
     suites: Sequence[str] = SUITES
     max_items: int | None = None
+    #: Bootstrap over items (:mod:`.metrics.bootstrap`): replicates and the generator's seed.
+    n_boot = DEFAULT_N_BOOT
+    seed = DEFAULT_SEED
 
     def _data_files(self) -> list[str]:
         return [f"syntaxgym2020/suites/{suite}.json" for suite in self.suites]
@@ -132,6 +136,10 @@ class _SyntaxGym(LanguageBenchmark):
 
     def suite_accuracies(self, assembly: xr.DataArray) -> dict[str, float]:
         """Fraction of items passing, per suite."""
+        return {suite: float(np.mean(passed)) for suite, passed in self.item_passes(assembly).items()}
+
+    def item_passes(self, assembly: xr.DataArray) -> dict[str, np.ndarray]:
+        """Per suite, whether each item's predictions all hold (booleans in item order)."""
         ids = self.stimulus_set.stimulus_ids
         values = values_by_stimulus(assembly, ids)
         if values.shape[1] != 1:
@@ -150,27 +158,36 @@ class _SyntaxGym(LanguageBenchmark):
                         key = (int(region["region_number"]), condition["condition_name"])
                         surprisal[key] = float(by_id.get(f"{context}/{region['region_number']}", 0.0))
                 passed.append(all(evaluate_formula(f, surprisal) for f in formulas))
-            accuracies[suite] = float(np.mean(passed))
+            accuracies[suite] = np.asarray(passed, dtype=bool)
         return accuracies
 
     def score(self, assembly: xr.DataArray) -> Score:
-        accuracies = self.suite_accuracies(assembly)
+        """``raw`` = mean over suites of the fraction of items passing; ``attrs["bootstrap"]``: items resampled
+        within each suite (suites fixed)."""
+        passes = self.item_passes(assembly)
+        accuracies = {suite: float(np.mean(passed)) for suite, passed in passes.items()}
         values = list(accuracies.values())
         raw = float(np.mean(values))
         error = float(np.std(values) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-        return Score(
-            raw=raw,
-            error=error,
-            values=values,
-            attrs={
-                "metric": "syntaxgym_accuracy",
-                "suites": accuracies,
-                "benchmark": self.identifier,
-                "benchmark_version": self.version,
-                "data_hash": self.data_hash,
-                "stimulus_set_hash": self.stimulus_set.hash,
-            },
-        )
+        attrs: dict[str, object] = {
+            "metric": "syntaxgym_accuracy",
+            "suites": accuracies,
+            "benchmark": self.identifier,
+            "benchmark_version": self.version,
+            "data_hash": self.data_hash,
+            "stimulus_set_hash": self.stimulus_set.hash,
+        }
+        samples = None
+        if self.n_boot:
+            rng = np.random.default_rng(self.seed)
+            samples = np.mean(
+                [multinomial_counts(rng, len(p), self.n_boot) @ p.astype(float) / len(p) for p in passes.values()], axis=0
+            )
+            attrs["bootstrap"] = bootstrap_record(
+                samples, raw, seed=self.seed, resampled=["items"],
+                method="percentile bootstrap over items within each suite (suites fixed)",
+            )
+        return Score(raw=raw, error=error, values=values, attrs=attrs, bootstrap_samples=samples)
 
 
 class SyntaxGymSuite(_SyntaxGym):

@@ -178,10 +178,13 @@ def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
     for identifier in list_benchmarks() + ingested_identifiers(registry):
         b = resolve_benchmark(identifier, registry)
         c = b.ceiling
+        # The registered version holding these data (`benchmarks sync`, `ingest`, or score time), else the code's.
+        registered = [v for v in registry.benchmark_versions(identifier) if v.data_hash == b.data_hash]
         rows.append(
             {
                 "identifier": identifier,
-                "version": b.version,
+                "version": registered[-1].version if registered else b.version,
+                "registered": bool(registered),
                 "region": getattr(b, "region", ""),
                 "stimuli": len(b.stimulus_set),
                 "kind": getattr(b, "kind", "neural"),
@@ -200,6 +203,36 @@ def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
         ceiling = "none" if r["ceiling"] is None else f"{r['ceiling']:.4f} ± {r['ceiling_error'] or 0:.4f}"
         table.add_row(r["identifier"], str(r["version"]), r["region"] or r["kind"], str(r["stimuli"]), ceiling, r["data_hash"][:12])
     out.print(table)
+
+
+@benchmarks_app.command("sync")
+def benchmarks_sync(
+    identifiers: Optional[list[str]] = typer.Argument(None, help="built-in benchmarks to register (default: all)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="hash the data, compute the ceilings, show what would be created; change nothing"),
+    no_score: bool = typer.Option(False, "--no-score", help="queue the scoring jobs but do not run them now"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Register the built-in benchmarks through the ingestion path: a version per data hash, its ceiling, and a
+    queued scoring job for every registered model; all new versions in one transaction."""
+    from cortexbox.orchestrator.ingest import run_queued_jobs, sync_builtins
+
+    with err.status("hashing data and computing ceilings"):
+        plans = sync_builtins(identifiers or None, dry_run=dry_run)
+    results = []
+    if any(p.status == "registered" and p.models_to_score for p in plans) and not no_score:
+        with _progress(enabled=err.is_terminal or not as_json) as progress:
+            results = run_queued_jobs(events=_ProgressEvents(progress))
+    if as_json:
+        _emit_json({"benchmarks": [p.to_dict() for p in plans], "scored": results})
+        return
+    verb = {"planned": "would register", "registered": "registered", "unchanged": "unchanged"}
+    for p in plans:
+        ceiling = "none" if p.ceiling is None else f"{p.ceiling:.4f} ± {p.ceiling_error or 0:.4f}"
+        models = "" if p.status == "unchanged" else f", models to score: {', '.join(p.models_to_score) or 'none'}"
+        out.print(f"{verb[p.status]} {p.identifier} v{p.version}: ceiling {ceiling}, data hash {p.data_hash[:12]}{models}")
+    for r in results:
+        out.print(f"  {r['model']} on {r['benchmark']} v{r['version']}: {r['status']}"
+                  + (f" ceiled {r['ceiled']}, raw {r['raw']:.4f}" if r["status"] == "succeeded" else f" ({r['error']})"))
 
 
 @benchmarks_app.command("ingest")

@@ -45,6 +45,7 @@ __all__ = [
     "percentile_interval",
     "predictivity_bootstrap",
     "rdm_bootstrap",
+    "stratified_block_counts",
     "resampled_means",
     "weighted_pearson",
 ]
@@ -107,10 +108,19 @@ def block_counts(rng: np.random.Generator, n: int, block: int, n_boot: int) -> n
     block = max(1, min(block, n))
     n_blocks = math.ceil(n / block)
     starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
-    rows = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n]
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.repeat(np.arange(n_boot), n), rows.ravel()), 1.0)
-    return counts
+    lengths = np.full(n_blocks, block)
+    lengths[-1] = n - block * (n_blocks - 1)  # the last block is cut
+    diff = np.zeros((n_boot, n + 1))
+    replicate = np.repeat(np.arange(n_boot), n_blocks)
+    np.add.at(diff, (replicate, starts.ravel()), 1.0)
+    np.add.at(diff, (replicate, (starts + lengths).ravel()), -1.0)
+    return np.cumsum(diff, axis=1)[:, :n]
+
+
+def stratified_block_counts(rng: np.random.Generator, lengths: Sequence[int], block: int, n_boot: int) -> np.ndarray:
+    """Moving block counts drawn within each stratum (consecutive runs of ``lengths`` rows), concatenated: every
+    stratum keeps its size, blocks never cross a stratum's boundary."""
+    return np.hstack([block_counts(rng, int(n), block, n_boot) for n in lengths])
 
 
 # -- weighted statistics -----------------------------------------------------------------------------------------------
