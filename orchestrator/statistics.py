@@ -1,20 +1,28 @@
 """Confidence intervals on scores and pairwise comparisons of models -- what they are and what they are not.
 
 What a stored score gives us: ``Score.values``, the metric's value on each of the benchmark's cross-validation
-splits (Brain-Score's 10 shuffled 90/10 splits with a fixed ``random_state``), and ``raw`` = their mean.
+splits (Brain-Score's 10 shuffled 90/10 splits with a fixed ``random_state``), ``raw`` = their mean, and -- for scores
+made since the bootstrap was added -- ``provenance["metric"]["bootstrap"]``, an interval computed at scoring time.
 
-**Interval on a score.** The splits' training sets overlap (any two share ~80% of the stimuli), so the split values
-are positively correlated and the textbook standard error ``sd / sqrt(J)`` -- the ``error`` Brain-Score reports --
-is too small. We use the *corrected resampled t* interval of Nadeau & Bengio (2003, Machine Learning 52:239):
-variance ``(1/J + n_test/n_train) * s^2`` with ``J - 1`` degrees of freedom. With 90/10 splits that widens the naive
-interval by ``sqrt(1 + J * 0.1/0.9) ~ 1.45``. The interval is computed on the raw scale and its ends are mapped
-through the benchmark's ceiling normalisation (monotone for raw >= 0), so the ceiled interval covers what the ceiled
-score estimates. ``method``, ``J``, ``n_test/n_train`` and (for the bootstrap) the seed are recorded with it.
+**Interval on a score, preferred: the stored bootstrap** (:mod:`cortexbox.benchmarks.metrics.bootstrap`). At scoring
+time the benchmark resamples the units its score averages over -- stimuli and neuroids for regression predictivity
+(fitted mappings kept, no refitting), conditions for RDM benchmarks (Nili et al. 2014, self-pairs left out), images
+for behaviour, word blocks within stories (Futrell2018), TR blocks and subjects (Brennan2016), items (SyntaxGym) --
+with a generator seeded by a recorded seed, and stores the 95% percentile interval on the raw scale and mapped
+through the ceiling normalisation (``low``, ``high``, ``level``, ``n_boot``, ``seed``, ``resampled``). It covers the
+sampling of the recorded stimuli (and neuroids, subjects) as draws from their populations *given the fitted
+mappings*; it does not cover the variability of refitting the mappings, the choice of layer, nor the ceiling's
+uncertainty (``ceiling_error`` is shown separately). ``tests/test_statistics.py`` checks its coverage by simulation.
 
-It is **not**: an interval over a population of stimuli or neuroids beyond the recorded ones (that needs the
-per-neuroid values of every split, which runs do not store yet -- :func:`bootstrap_neuroids` is ready for them), nor
-does it include the uncertainty of the ceiling (``ceiling_error`` is shown separately). The correction assumes the
-correlation between split values is ``n_test/n``; simulations in ``tests/test_statistics.py`` check its coverage.
+**Fallback for older scores: the corrected resampled t** over the split values. The splits' training sets overlap
+(any two share ~80% of the stimuli), so the split values are positively correlated and the textbook standard error
+``sd / sqrt(J)`` -- the ``error`` Brain-Score reports -- is too small. We use the *corrected resampled t* interval of
+Nadeau & Bengio (2003, Machine Learning 52:239): variance ``(1/J + n_test/n_train) * s^2`` with ``J - 1`` degrees of
+freedom. With 90/10 splits that widens the naive interval by ``sqrt(1 + J * 0.1/0.9) ~ 1.45``. The interval is
+computed on the raw scale and its ends are mapped through the benchmark's ceiling normalisation (monotone for raw
+>= 0), so the ceiled interval covers what the ceiled score estimates. It covers split-to-split variation on the
+recorded stimuli and neuroids only; the correction assumes the correlation between split values is ``n_test/n``.
+``method`` says which interval a score shows.
 
 **Comparison of two models** on a benchmark: the same splits (same stimuli, same ``random_state``, same benchmark
 version) are paired, the per-split differences are tested with the corrected resampled paired t-test (two-sided),
@@ -47,6 +55,7 @@ __all__ = [
     "compare_values",
     "corrected_t_interval",
     "score_interval",
+    "stored_bootstrap_interval",
     "test_fraction",
     "weighted_interval",
 ]
@@ -165,9 +174,47 @@ def ceiled_split_values(score: Any) -> list[float]:
     return [ceil_value(float(v), score.ceiling, _regime(score)) for v in score.values]
 
 
+def stored_bootstrap_interval(score: Any) -> dict[str, Any] | None:
+    """The bootstrap interval recorded at scoring time (``provenance["metric"]["bootstrap"]``) as ``raw`` and
+    ``ceiled`` :class:`Interval` dicts, or None for scores made before it existed."""
+    record = (((getattr(score, "provenance", None) or {}).get("metric") or {}).get("bootstrap"))
+    if not isinstance(record, dict) or not isinstance(record.get("raw"), dict):
+        return None
+    raw = record["raw"]
+    if raw.get("low") is None or raw.get("high") is None:
+        return None
+    resampled = " and ".join(record.get("resampled") or [])
+    method = f"bootstrap over {resampled} (at scoring time)" if resampled else "bootstrap (at scoring time)"
+    common = {"level": record.get("level", LEVEL), "method": method, "n": record.get("n_boot"),
+              "seed": record.get("seed"), "test_over_train": None}
+    out: dict[str, Any] = {
+        "raw": {"low": raw["low"], "high": raw["high"], "estimate": score.raw, "se": raw.get("se"), **common},
+        "ceiled": None,
+        "bootstrap": {k: record[k] for k in ("method", "resampled", "seed", "n_boot", "level") if k in record},
+    }
+    ceiled = record.get("ceiled")
+    if score.ceiled is not None and isinstance(ceiled, dict) and ceiled.get("low") is not None:
+        out["ceiled"] = {"low": ceiled["low"], "high": ceiled["high"], "estimate": score.ceiled, "se": ceiled.get("se"),
+                         **common, "method": method + ", ends mapped through the ceiling normalisation"}
+    return out
+
+
 def score_interval(score: Any, *, level: float = LEVEL) -> dict[str, Any] | None:
-    """The intervals of a Score row: ``raw`` and ``ceiled`` (each an :class:`Interval` as a dict), or None when the
-    score has fewer than two split values."""
+    """The intervals of a Score row: ``raw`` and ``ceiled`` (each an :class:`Interval` as a dict). The bootstrap
+    interval stored at scoring time when there is one (at the default level), else the corrected resampled t over the
+    split values; None when neither exists (no bootstrap and fewer than two split values)."""
+    if level == LEVEL:
+        stored = stored_bootstrap_interval(score)
+        if stored is not None:
+            if score.ceiled is not None and stored["ceiled"] is None:
+                fallback = _split_interval(score, level=level)
+                stored["ceiled"] = None if fallback is None else fallback["ceiled"]
+            return stored
+    return _split_interval(score, level=level)
+
+
+def _split_interval(score: Any, *, level: float = LEVEL) -> dict[str, Any] | None:
+    """The corrected resampled t interval over the split values (see the module docstring)."""
     values = list(score.values or [])
     if len(values) < 2:
         return None
