@@ -190,3 +190,30 @@ def test_ingesting_scores_every_registered_model(tmp_path, _isolated_home, templ
     assert scored["ceiled"] is None and 0.05 < scored["raw"] < 0.8  # no repetitions: raw r only
     board = json.loads(cortexbox("leaderboard", "--json").stdout)
     assert [(r["model"], r["benchmark"], r["version"]) for r in board] == [("pixels", "Test2026.V4-pls", 1)]
+
+
+def test_a_failing_transaction_leaves_neither_rows_nor_data(tmp_path, _isolated_home, monkeypatch):
+    from cortexbox.orchestrator.ingest import ingest_recording
+
+    assembly, images = make_recording(tmp_path / "rec", n_images=30, n_neurons=5)
+
+    def fails(self, items):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(Registry, "register_benchmark_versions", fails)
+    with pytest.raises(RuntimeError, match="went away"):
+        ingest_recording(assembly, images, identifier="Test2026.V4-pls", region="V4", visual_degrees=8)
+    assert registry_state(_isolated_home) == ([], [])
+    assert list((_isolated_home / "benchmarks").rglob("*")) == [(_isolated_home / "benchmarks" / "Test2026.V4-pls")]
+
+
+def test_only_image_models_are_queued_for_a_recording(tmp_path, _isolated_home):
+    from cortexbox.orchestrator.ingest import ingest_recording
+
+    registry = Registry()
+    registry.upsert_model("sha256:" + "1" * 64, "vision", "1", "v", {"modality": "image"})
+    registry.upsert_model("sha256:" + "2" * 64, "lm", "1", "t", {"modality": "text"})
+    assembly, images = make_recording(tmp_path / "rec", n_images=30, n_neurons=5)
+    plan = ingest_recording(assembly, images, identifier="Test2026.V4-pls", region="V4", visual_degrees=8, registry=registry)
+    assert plan.status == "registered" and plan.models_to_score == ["vision"]
+    assert [(m.name, b.identifier) for _, m, b in registry.queued_jobs()] == [("vision", "Test2026.V4-pls")]
