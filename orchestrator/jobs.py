@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cortexbox.benchmarks import neuroid_assembly
-from cortexbox.orchestrator.cache import ActivationCache, CacheKey
+from cortexbox.orchestrator.cache import ActivationCache, stimulus_keys
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
 from cortexbox.orchestrator.run_events import RunEventLog, owner
@@ -79,6 +79,8 @@ class _Job:
         self.session: ModelSession | None = None
         self.timings: dict[str, float] = {}
         self.from_cache = True
+        #: Stimuli asked for and sent to the model, over every extraction of this job.
+        self.cache_stats: dict[str, int] = {}
 
     # -- the model, started only when something must actually run -------------------------
     def _session(self) -> ModelSession:
@@ -132,39 +134,71 @@ class _Job:
 
     # -- extraction --------------------------------------------------------------------------
     def extract(self, stimulus_set, layers: list[str], label: str) -> dict[str, np.ndarray]:
-        """(stimuli x features) float32 per output (layers and behaviours alike), from the
-        cache or from the model."""
+        """(stimuli x features) float32 per output (layers and behaviours alike). Rows the cache
+        holds for these very stimuli (by placed content, whichever benchmark or selection computed
+        them) are reused; only stimuli missing for some output are sent to the model (a text part
+        goes with its whole context)."""
         degrees = float(self.info["visual_degrees"])
-        placement = stimulus_set.placement_key(degrees)
         ids = list(stimulus_set.stimulus_ids)
+        n = len(ids)
+        digest = self.model_row.digest
+        writable = self.request.image is not None  # an endpoint's code can change under the same name
+        keys = stimulus_keys(stimulus_set, degrees) if (self.cacheable or writable) else None
+        indexes = {layer: self.cache.index(digest, layer) for layer in layers} if self.cacheable else {}
+        missing = {
+            layer: [i for i, key in enumerate(keys) if key not in indexes[layer]] if layer in indexes else list(range(n))
+            for layer in layers
+        }
+        run_layers = [layer for layer in layers if missing[layer]]
+        send_set = stimulus_set
+        if run_layers:
+            wanted = sorted(set().union(*(missing[layer] for layer in run_layers)))
+            if len(wanted) < n:
+                if hasattr(stimulus_set, "iter_text"):  # whole contexts, in the set's order
+                    contexts = list(dict.fromkeys(stimulus_set.parts[i][2] for i in wanted))
+                    send_set = stimulus_set.subset(contexts, f"{stimulus_set.identifier}[missing]")
+                else:
+                    send_set = stimulus_set.subset([ids[i] for i in wanted], f"{stimulus_set.identifier}[missing]")
+        send_ids = list(send_set.stimulus_ids) if run_layers else []
+        position = {sid: i for i, sid in enumerate(ids)}
+        send = [position[sid] for sid in send_ids]
+        self.cache_stats["stimuli"] = self.cache_stats.get("stimuli", 0) + n
+        self.cache_stats["sent"] = self.cache_stats.get("sent", 0) + len(send)
+        self.events("cache", {"label": label, "stimuli": n, "cached": n - len(send), "sent": len(send), "outputs": len(layers)})
         found: dict[str, np.ndarray] = {}
-        keys = {layer: CacheKey(self.model_row.digest, stimulus_set.hash, layer, placement) for layer in layers}
-        if self.cacheable:
-            for layer in layers:
-                cached = self.cache.get(keys[layer], ids)
-                if cached is not None:
-                    found[layer] = cached
-        missing = [layer for layer in layers if layer not in found]
-        if missing:
+        result = None
+        if run_layers:
             self.from_cache = False
             session = self._session()
-            self.events("stage", {"text": f"{label}: {len(ids)} stimuli, {len(missing)} layer(s)"})
+            self.events("stage", {"text": f"{label}: {len(send)} of {n} stimuli, {len(run_layers)} output(s)"})
             t0 = time.perf_counter()
             result = session.client.run(
                 session.description,
-                stimulus_set.iter_placed(degrees),
-                ids,
-                layers=[name for name in missing if name in self.info["layers"]],
-                behaviours=[name for name in missing if name not in self.info["layers"]],
-                timeout_s=60 + self.request.seconds_per_stimulus * len(ids),
+                send_set.iter_placed(degrees),
+                send_ids,
+                layers=[name for name in run_layers if name in self.info["layers"]],
+                behaviours=[name for name in run_layers if name not in self.info["layers"]],
+                timeout_s=60 + self.request.seconds_per_stimulus * len(send),
                 on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
                 run_id=f"{label}",
             )
             self.timings[f"{label}_extract_s"] = self.timings.get(f"{label}_extract_s", 0.0) + time.perf_counter() - t0
-            for layer in missing:
-                found[layer] = result.outputs[layer]
-                if self.request.image is not None and result.outputs[layer].dtype == np.float32:
-                    self.cache.put(keys[layer], ids, result.outputs[layer])
+        for layer in layers:
+            if layer not in run_layers:
+                found[layer] = self.cache.gather(indexes[layer], keys)
+                continue
+            values = result.outputs.pop(layer)
+            if writable:
+                self.cache.put(digest, layer, [keys[i] for i in send], values)  # float32 outputs only
+            if len(send) == n:  # send_set is the whole set, in its order
+                found[layer] = values
+            else:
+                out = np.empty((n, values.shape[1]), dtype=values.dtype)
+                out[send] = values
+                del values
+                sent = set(send)
+                rest = [i for i in range(n) if i not in sent]
+                found[layer] = self.cache.gather(indexes[layer], [keys[i] for i in rest], out=out, positions=rest)
         return found
 
     # -- layer commitment --------------------------------------------------------------------
@@ -305,6 +339,7 @@ def score_model(
             "layer": layer,
             "layer_commitment": commitment,
             "activations_from_cache": job.from_cache,
+            "activation_cache": dict(job.cache_stats),
         }
         registry.add_score(
             run_id=run.id,
