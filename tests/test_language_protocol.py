@@ -88,6 +88,44 @@ def test_parts_without_context_id_are_contexts_of_their_own(served):
     assert result.outputs["surprisal"][:, 0].tolist() == [3, 3, 5]
 
 
+class Batching(Counting):
+    """Takes up to three whole contexts per digest_batch call; records the batches."""
+
+    max_batch_contexts = 3
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[list[list[str]]] = []
+
+    def digest_batch(self, contexts, layers, behaviours):
+        self.batches.append([[p.id for p in parts] for parts in contexts])
+        return [self.digest(parts, layers, behaviours) for parts in contexts]
+
+
+def test_a_model_that_wants_several_contexts_gets_them_whole_and_outputs_are_the_same(served):
+    words = ["the", "cat", "sat", "on", "a", "mat", "ünïcode", "x", "end"]
+    contexts = ["s1", "s1", "s2", "s3", "s3", "s3", "s4", "s5", "s5"]
+    stimuli = [(f"w{i}", w, c) for i, (w, c) in enumerate(zip(words, contexts))]
+    batching, plain = Batching(), Counting()
+    got = _run(served(batching), stimuli, layers=["position"], behaviours=["surprisal", "next_word"])
+    want = _run(served(plain), stimuli, layers=["position"], behaviours=["surprisal", "next_word"])
+    # three whole contexts per call; the last two contexts (end of the run) in one call of two
+    assert batching.batches == [[["w0", "w1"], ["w2"], ["w3", "w4", "w5"]], [["w6"], ["w7", "w8"]]]
+    assert batching.calls == plain.calls  # every context digested whole, once
+    for name in ("position", "surprisal", "next_word"):
+        np.testing.assert_array_equal(got.outputs[name], want.outputs[name])
+
+
+def test_digest_batch_returning_the_wrong_number_of_results_is_bad_output(served):
+    class Short(Batching):
+        def digest_batch(self, contexts, layers, behaviours):
+            return super().digest_batch(contexts, layers, behaviours)[:-1]
+
+    with pytest.raises(ModelFailure) as e:
+        _run(served(Short()), [("a", "x", "c1"), ("b", "y", "c2")], behaviours=["surprisal"])
+    assert e.value.reason == "BAD_OUTPUT" and "2 contexts" in str(e.value)
+
+
 @pytest.mark.parametrize(
     ("stimuli", "message"),
     [

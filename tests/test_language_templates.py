@@ -51,6 +51,23 @@ def test_smollm2_surprisal_is_pinned_and_one_pass_equals_recomputing(smollm2):
         np.testing.assert_allclose(again["hidden_states.20"][-1], once["hidden_states.20"][k - 1], atol=1e-4)
 
 
+def test_smollm2_padded_batches_give_the_same_outputs_as_one_context_at_a_time(smollm2):
+    sentences = [SENTENCE, ["No", "author", "that", "the", "senators", "liked", "has", "ever", "been", "popular."],
+                 ["Hi"], ["The", "keys", "to", "the", "cabinet", "are", "on", "the", "table."], SENTENCE[:3],
+                 ["What", "did", "you", "say", "that", "the", "doctor", "believed", "yesterday?"]]
+    contexts = [_parts(words, f"c{k}") for k, words in enumerate(sentences)]
+    layers, behaviours = ["hidden_states.0", "hidden_states.20", "hidden_states.30"], ["surprisal", "next_word"]
+    batched = smollm2.digest_batch(contexts, layers, behaviours)
+    assert len(batched) == len(contexts) and smollm2.max_batch_contexts > 1
+    np.testing.assert_allclose(batched[0]["surprisal"][:, 0], SMOLLM2_SURPRISAL, atol=1e-3)
+    for parts, got in zip(contexts, batched):
+        alone = smollm2.digest(parts, layers, behaviours)
+        np.testing.assert_allclose(got["surprisal"], alone["surprisal"], rtol=0, atol=1e-4)  # bits
+        for layer in layers:
+            np.testing.assert_allclose(got[layer], alone[layer], rtol=1e-4, atol=1e-4)
+        assert got["next_word"].tolist() == alone["next_word"].tolist()
+
+
 def test_smollm2_windows_a_context_longer_than_its_window_and_refuses_an_overlong_part(smollm2):
     window = smollm2.max_context_tokens
     try:

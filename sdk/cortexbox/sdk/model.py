@@ -116,7 +116,7 @@ class TextModel(Model):
     (Brain-Score's `digest_text` semantics: state carries across the parts of one context,
     never across contexts). The SDK collects the parts of a context, checks them (non-empty,
     no part longer than `max_context_tokens` by `count_tokens`), and calls `digest` once with
-    all of them, in order, so that the model can run one pass over the context (a causal LM:
+    all of them, in order (or `digest_batch` with up to `max_batch_contexts` whole contexts), so that the model can run one pass over the context (a causal LM:
     one forward pass, or a KV cache) instead of recomputing the growing context per part.
 
     Conventions every cortexbox text model follows (and the benchmarks rely on):
@@ -132,6 +132,11 @@ class TextModel(Model):
     modality: str = "text"
     #: The longest context in the model's own tokens (required for text models).
     max_context_tokens: int = 0
+    #: Most whole contexts the SDK hands to `digest_batch` at once. 1 (the default): `digest`
+    #: is called once per context as soon as the context ends. More lets a model run many short
+    #: contexts (one sentence each) in one padded pass; the SDK then waits for that many
+    #: contexts (or the end of the run) before computing.
+    max_batch_contexts: int = 1
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens of one part as the model would tokenise it (used to refuse parts longer than
@@ -144,6 +149,15 @@ class TextModel(Model):
         """One context, all its parts in order -> {output: array (len(parts), *Output.shape)}
         for every requested layer and behaviour."""
         raise NotImplementedError
+
+    def digest_batch(
+        self, contexts: Sequence[Sequence[Stimulus]], layers: Sequence[str], behaviours: Sequence[str]
+    ) -> Sequence[Mapping[str, np.ndarray]]:
+        """Several whole contexts (at most `max_batch_contexts`) -> one `digest` result per
+        context, in order. Each context is independent (no state carries between them); the
+        results must equal `digest` on each context alone. The default calls `digest` per
+        context; override it to batch."""
+        return [self.digest(parts, layers, behaviours) for parts in contexts]
 
     def activations(self, stimuli: Sequence[Stimulus], layers: Sequence[str]) -> Mapping[str, np.ndarray]:
         return self.digest(stimuli, layers, ())

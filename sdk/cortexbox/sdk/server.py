@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from concurrent import futures
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -249,31 +249,40 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def _compute_text(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
         """Worker thread for text models: one `digest` call per context (all its parts, in
-        order); the per-part outputs go out in batches of at most max_batch_size."""
+        order), or one `digest_batch` call per `max_batch_contexts` whole contexts; the per-part
+        outputs go out in batches of at most max_batch_size."""
         limit = self._info.limits.max_batch_size
+        per_call = max(1, int(getattr(self.model, "max_batch_contexts", 1) or 1))
         seen: set[str] = set()
         finished: set[str] = set()
         parts: list[Stimulus] = []
+        pending: list[list[Stimulus]] = []  # whole contexts waiting for one digest_batch call
         received = 0
         compute_s = 0.0
 
         def put(item) -> bool:
             return _put_until_stopped(results, item, stop)
 
-        def flush() -> bool:
+        def compute() -> bool:
             nonlocal compute_s
             t0 = time.perf_counter()
-            outputs = self._call_model(parts, config)
+            outputs = self._call_text(pending, config)
             compute_s += time.perf_counter() - t0
-            if parts[0].context_id:
-                finished.add(parts[0].context_id)
-            for start in range(0, len(parts), limit):
-                ids = [p.id for p in parts[start : start + limit]]
+            flat = [p for context in pending for p in context]
+            pending.clear()
+            for start in range(0, len(flat), limit):
+                ids = [p.id for p in flat[start : start + limit]]
                 chunk = {name: value[start : start + limit] for name, value in outputs.items()}
                 if not put(("batch", ids, chunk, received)):
                     return False
-            parts.clear()
             return True
+
+        def flush() -> bool:
+            if parts[0].context_id:
+                finished.add(parts[0].context_id)
+            pending.append(list(parts))
+            parts.clear()
+            return len(pending) < per_call or compute()
 
         try:
             for message in request_iterator:
@@ -300,9 +309,25 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     raise StimulusError(stimulus.id, f"context {context[:80]!r} has more than {MAX_CONTEXT_PARTS} parts")
             if parts and not flush():
                 return
+            if pending and not compute():
+                return
             put(("done", received, compute_s))
         except BaseException as e:  # noqa: BLE001 - every failure must reach the client
             put(("error", e))
+
+    def _call_text(self, contexts: Sequence[Sequence[Stimulus]], config: pb.RunConfig) -> dict[str, np.ndarray]:
+        """`digest` (one context) or `digest_batch` (several), each context's outputs checked, then
+        concatenated in the order of the parts."""
+        layers, behaviours = list(config.layers), list(config.behaviours)
+        if len(contexts) == 1:
+            return self._check_outputs(contexts[0], self.model.digest(contexts[0], layers, behaviours), config)
+        outputs = list(self.model.digest_batch(contexts, layers, behaviours))
+        if len(outputs) != len(contexts):
+            raise RunAborted(
+                grpc.StatusCode.INTERNAL, "BAD_OUTPUT", f"digest_batch returned {len(outputs)} results for {len(contexts)} contexts"
+            )
+        checked = [self._check_outputs(c, o, config) for c, o in zip(contexts, outputs)]
+        return {name: np.concatenate([c[name] for c in checked]) for name in layers + behaviours}
 
     def _compute_batches(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
         """Worker thread: stimuli in, batches of outputs into `results`, one final marker."""
@@ -352,6 +377,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             outputs.update(self.model.activations(batch, list(config.layers)))
         if config.behaviours and not isinstance(self.model, TextModel):
             outputs.update(self.model.behaviours(batch, list(config.behaviours)))
+        return self._check_outputs(batch, outputs, config)
+
+    def _check_outputs(self, batch: Sequence[Stimulus], outputs: Mapping[str, np.ndarray], config: pb.RunConfig) -> dict[str, np.ndarray]:
         checked = {}
         for name in list(config.layers) + list(config.behaviours):
             if name not in outputs:
