@@ -166,6 +166,55 @@ def runs(as_json: bool = typer.Option(False, "--json"), limit: int = 20) -> None
     out.print(table)
 
 
+@app.command()
+def watch(
+    run_id: Optional[int] = typer.Argument(None, help="Run id (default: the newest run still running)"),
+    as_json: bool = typer.Option(False, "--json", help="Print each event as one JSON line"),
+) -> None:
+    """Follow a run as it is scored, by any process (`cortexbox score`, a worker, the web app): the same progress
+    display as `cortexbox score`, read from the registry's run events. Exit code 1 if the run failed."""
+    import asyncio
+
+    from cortexbox.orchestrator.web.live import follow_run
+    from cortexbox.registry import Registry
+
+    registry = Registry()
+    if run_id is None:
+        running = registry.runs(1, status="running")
+        if not running:
+            raise UserError("no run is running", "start one with `cortexbox score ...`, or name a run from `cortexbox runs`")
+        run_id = running[0].id
+    if registry.run(run_id) is None:
+        raise UserError(f"no run {run_id}", "`cortexbox runs` lists the recent runs")
+
+    async def follow(display) -> dict:
+        last: dict = {}
+        async for seq, kind, data in follow_run(registry, run_id):
+            display(kind, data)
+            if as_json:
+                _emit_json_line({"seq": seq, "event": kind, "data": data})
+            elif kind == "score":
+                err.print(f"{data.get('model')} on {data.get('benchmark')}: ceiled {data.get('ceiled')}, raw {data.get('raw')}, "
+                          f"layer {data.get('layer')}", highlight=False)
+            elif kind == "failed":
+                err.print(f"failed ({data.get('failure_class') or 'error'}): {data.get('error')}\n{data.get('log_tail') or ''}".rstrip(),
+                          highlight=False)
+            last = {"event": kind, **data}
+        return last
+
+    with _progress(enabled=err.is_terminal and not as_json) as progress:
+        end = asyncio.run(follow(_ProgressEvents(progress)))
+    if not as_json:
+        out.print(f"run {run_id}: {end.get('status')}" + (f" ({end['error']})" if end.get("error") else ""))
+    if end.get("status") != "succeeded":
+        raise typer.Exit(1)
+
+
+def _emit_json_line(data) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
 @benchmarks_app.command("list")
 def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every benchmark with its version, region and ceiling."""

@@ -61,3 +61,27 @@ def test_missing_image_is_a_user_error(docker_client):
     result = cortexbox("score", "--benchmark", "Cowley2023.V4-pls", "--model", "cortexbox/does-not-exist:never")
     assert_one_line_error(result, "no Docker image")
     assert "cortexbox image build" in result.stderr
+
+
+def test_watch_follows_a_run_from_the_registry(tmp_path):
+    from cortexbox.orchestrator.run_events import RunEventLog
+    from cortexbox.registry import Registry
+
+    url = f"sqlite:///{tmp_path / 'watch.db'}"
+    registry = Registry(url)
+    ok, bad = registry.start_run("cortexbox/m", "B.V4-x"), registry.start_run("cortexbox/m", "B.IT-x")
+    log = RunEventLog(registry, ok.id, benchmark="B.V4-x", min_interval=0)
+    log("stage", {"text": "benchmark: 4 stimuli"})
+    log("progress", {"done": 4, "total": 4, "label": "benchmark"})
+    log.finish("succeeded", ("score", {"model": "m", "ceiled": 0.25, "raw": 0.5, "layer": "l1"}))
+    registry.update_run(ok, status="succeeded")
+    RunEventLog(registry, bad.id, benchmark="B.IT-x").finish("failed", ("failed", {"failure_class": "crash", "error": "boom"}))
+    registry.update_run(bad, status="failed", failure_class="crash")
+    env = {"CORTEXBOX_DATABASE_URL": url}
+    result = cortexbox("watch", str(ok.id), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in lines] == ["stage", "progress", "score", "done"] and lines[2]["data"]["ceiled"] == 0.25
+    failed = cortexbox("watch", str(bad.id), env=env)
+    assert failed.returncode == 1 and "crash" in failed.stderr and "boom" in failed.stderr
+    assert_one_line_error(cortexbox("watch", env=env), "no run is running")
