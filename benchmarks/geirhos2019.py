@@ -11,7 +11,12 @@ Data: ``<data_dir>/geirhos2019_texture_shape`` (``rgeirhos/texture-vs-shape``; s
 
 Ids: ``"edges/<category><n>"``, ``"silhouettes/<category><n>"``, ``"cueconflict/<shape><i>-<texture><j>"``.
 Stimulus size: 3 degrees of visual angle (Brain-Score's ``Geirhos2021`` benchmarks, ``_visual_degrees = 3``; the
-authors' experiments showed the images at 3 x 3 degrees).
+authors' experiments showed the images at 3 x 3 degrees). Placement follows Brain-Score benchmark by benchmark
+(brain-score/vision ``brainscore_vision/benchmarks/geirhos2021/benchmark.py``): the error-consistency benchmarks call
+``place_on_screen(stimulus_set, target_visual_degrees=candidate.visual_degrees(), source_visual_degrees=3)``, so an
+8-degree model sees each image at 3/8 of its field on grey; the engineering ``-top1`` benchmarks
+(``_Geirhos2021Accuracy``) call ``candidate.look_at(self._stimulus_set, number_of_trials=10)`` with no
+``place_on_screen``, so the model gets the image files as stored (:class:`UnplacedStimulusSet`).
 
 Model side (``kind = "behaviour"``, ``behaviour = "logits"``): the model returns ImageNet logits for each image, a
 ``(presentation, neuroid)`` assembly with 1000 or 1001 columns (1001: column 0 = background, dropped); the 16-way
@@ -46,6 +51,7 @@ from .stimuli import StimulusSet
 __all__ = [
     "EXPERIMENTS",
     "SOURCE_VISUAL_DEGREES",
+    "UnplacedStimulusSet",
     "Geirhos2019CueConflictShapeBias",
     "Geirhos2019EdgesErrorConsistency",
     "Geirhos2019EdgesTop1",
@@ -146,6 +152,29 @@ def load_stimulus_set(
     data_dir = Path(data_dir)
     images = {sid: (data_dir / rel).read_bytes() for sid, rel in stimulus_files(data_dir, experiment).items()}
     return StimulusSet.from_bytes(f"Geirhos2019.{experiment}", images, visual_degrees=visual_degrees)
+
+
+class UnplacedStimulusSet(StimulusSet):
+    """A stimulus set the model sees as stored, whatever its visual degrees: Brain-Score's ``look_at`` on a stimulus
+    set that was never passed through ``place_on_screen`` (the images are decoded as they are, no canvas, no crop,
+    no re-encoding). ``visual_degrees`` is kept for reference only."""
+
+    #: The placement part of cache keys and provenance.
+    PLACEMENT = "unplaced (files as stored)"
+
+    @classmethod
+    def of(cls, stimulus_set: StimulusSet) -> UnplacedStimulusSet:
+        return cls(stimulus_set.identifier, stimulus_set.stimulus_ids, stimulus_set._store, stimulus_set.visual_degrees)
+
+    def placement_key(self, target_visual_degrees: float | None = None) -> str:
+        return self.PLACEMENT
+
+    def iter_placed(self, target_visual_degrees: float | None = None, *, reencode: bool = True):
+        """Every image as stored (decoded to ``HxWx3`` uint8 RGB); ``target_visual_degrees`` is ignored."""
+        return super().iter_placed(self.visual_degrees, reencode=reencode)
+
+    def subset(self, stimulus_ids, identifier: str) -> UnplacedStimulusSet:
+        return UnplacedStimulusSet.of(super().subset(stimulus_ids, identifier))
 
 
 def load_trials(data_dir: Path, experiment: str) -> xr.DataArray:
@@ -337,8 +366,7 @@ class _Geirhos2019:
 _LOGITS = (
     "Model: ImageNet logits (1000, or 1001 with a leading background column that is dropped) -> softmax -> mean "
     "probability of each of the 16 categories' ImageNet classes (WordNet hyponyms as Geirhos et al.'s "
-    "human_categories.py; cortexbox.benchmarks.imagenet16) -> argmax = the model's 16-way choice. Images at 3 "
-    "degrees."
+    "human_categories.py; cortexbox.benchmarks.imagenet16) -> argmax = the model's 16-way choice."
 )
 
 _EXPERIMENT_TEXT = {
@@ -378,7 +406,19 @@ class _ErrorConsistency(_Geirhos2019):
 
 
 class _Top1(_Geirhos2019):
-    """Engineering: 16-way top-1 accuracy of the model's choices against the true (shape) category."""
+    """Engineering: 16-way top-1 accuracy of the model's choices against the true (shape) category.
+
+    The images go to the model as stored, not placed on screen: Brain-Score's ``_Geirhos2021Accuracy`` calls
+    ``look_at`` on the stimulus set without ``place_on_screen`` (version 1 placed them at 3 degrees, which shrinks
+    them to 3/8 of an 8-degree model's input; version 2 matches Brain-Score)."""
+
+    version = 2
+    #: Not placed: the images fill the model's input whatever its visual degrees.
+    source_visual_degrees = None
+
+    @cached_property
+    def stimulus_set(self) -> UnplacedStimulusSet:  # type: ignore[override]
+        return UnplacedStimulusSet.of(load_stimulus_set(self.data_dir, self.experiment))
 
     @cached_property
     def ceiling(self) -> Score:  # type: ignore[override]
@@ -406,6 +446,8 @@ class Geirhos2019EdgesErrorConsistency(_ErrorConsistency):
         f"Human 16-way object recognition of {_EXPERIMENT_TEXT['edges']}. {_LOGITS} Score: error consistency "
         "(Geirhos et al. 2020; Brain-Score 'error_consistency'): Cohen's kappa between the model's and each "
         "observer's trial-by-trial correct/incorrect, |mean over observers|; 'na' (no answer) counts as an error. "
+        "Images placed at 3 degrees on the model's field (grey around them), as the observers saw them and as "
+        "Brain-Score's Geirhos2021 error-consistency benchmarks place them. "
         "Ceiling: the same between every pair of the 10 observers (45 pairs). Ceiled = raw / ceiling clipped to "
         "[0, 1] (Brain-Score's bound_score)."
     )
@@ -425,8 +467,10 @@ class Geirhos2019EdgesTop1(_Top1):
     description = (
         f"Engineering: 16-way top-1 accuracy on {_EXPERIMENT_TEXT['edges']}. {_LOGITS} Score: fraction of the 160 "
         "images whose choice is the true category; error = std over images. Ceiling 1 (ceiled = raw); the human "
-        "observers' accuracy is in the score's attrs for reference. Same stimulus set as the error-consistency "
-        "benchmark (placed at 3 degrees; Brain-Score's top1 variant feeds the images unplaced)."
+        "observers' accuracy is in the score's attrs for reference. Same images as the error-consistency "
+        "benchmark, but sent to the model as stored, not placed at 3 degrees: Brain-Score's Geirhos2021 top1 "
+        "benchmarks call look_at without place_on_screen, so the image fills the model's input (version 2; "
+        "version 1 placed them at 3 degrees, 3/8 of an 8-degree model's field, and so scored lower)."
     )
 
 

@@ -129,9 +129,10 @@ def benches(geirhos_data_dir):
 
 def test_metadata_and_data_hash(benches, geirhos_data_dir):
     for name, bench in benches.items():
-        assert bench.identifier == name and bench.version == 1 and bench.kind == "behaviour"
+        top1 = name in TOP1.values()
+        assert bench.identifier == name and bench.version == (2 if top1 else 1) and bench.kind == "behaviour"
         assert bench.behaviour == "logits" and bench.region == "" and bench.selection_stimulus_set is None
-        assert bench.source_visual_degrees == 3.0 == bench.stimulus_set.visual_degrees
+        assert bench.source_visual_degrees == (None if top1 else 3.0) and bench.stimulus_set.visual_degrees == 3.0
         assert "Geirhos" in bench.citation and "human_categories" in bench.description
         json.dumps(bench.info())
     for experiment, folder in (("edges", "edges"), ("silhouettes", "filled-silhouettes")):
@@ -168,6 +169,39 @@ def test_stimuli_and_trials_line_up(benches, geirhos_data_dir):
     cue = benches[SHAPE_BIAS]
     assert len(cue.stimulus_set) == 1280 and cue.trials.sizes["presentation"] == 12800
     assert cue.stimulus_set.stimulus_ids[0].startswith("cueconflict/airplane1-")
+
+
+def test_placement_follows_brain_score_per_benchmark(benches):
+    """Brain-Score (brainscore_vision/benchmarks/geirhos2021/benchmark.py): _Geirhos2021ErrorConsistency calls
+    place_on_screen(..., source_visual_degrees=3); _Geirhos2021Accuracy (the -top1 benchmarks) calls look_at on the
+    stimulus set as stored, without place_on_screen."""
+    from cortexbox.benchmarks.geirhos2019 import UnplacedStimulusSet
+    from cortexbox.orchestrator.cache import stimulus_keys
+
+    for experiment in ("edges", "silhouettes"):
+        placed_set = benches[EC[experiment]].stimulus_set
+        top1_set = benches[TOP1[experiment]].stimulus_set
+        assert isinstance(top1_set, UnplacedStimulusSet) and not isinstance(placed_set, UnplacedStimulusSet)
+        assert top1_set.stimulus_ids == placed_set.stimulus_ids and top1_set.hash == placed_set.hash
+        _, blob = next(top1_set.iter_bytes())
+        stored = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+        # an 8-degree model: error consistency shows the 224-pixel image at 3/8 of a grey 597-pixel screen ...
+        _, placed = next(placed_set.iter_placed(8.0))
+        assert placed.shape == (597, 597, 3) and (placed[:150] == 128).all()
+        assert placed_set.placement_key(8.0) == "target8.00--source3.00"
+        # ... top-1 shows the file as stored, whatever the model's degrees
+        for degrees in (8.0, 3.0, 10.0):
+            _, image = next(top1_set.iter_placed(degrees))
+            np.testing.assert_array_equal(image, stored)
+            assert top1_set.placement_key(degrees) == "unplaced (files as stored)"
+        subset = top1_set.subset(top1_set.stimulus_ids[3:5], "part")
+        assert isinstance(subset, UnplacedStimulusSet) and next(subset.iter_placed(8.0))[1].shape == (224, 224, 3)
+        # the cache keeps them apart for an 8-degree model, and together for a 3-degree one
+        assert set(stimulus_keys(top1_set, 8.0)).isdisjoint(stimulus_keys(placed_set, 8.0))
+        assert stimulus_keys(top1_set, 8.0) == stimulus_keys(placed_set, 3.0)
+        bench = benches[TOP1[experiment]]
+        assert "without place_on_screen" in bench.description and "version 2" in bench.description
+        assert "placed at 3 degrees" in benches[EC[experiment]].description
 
 
 # --- error consistency ----------------------------------------------------------------------------------------------
