@@ -83,6 +83,9 @@ def bootstrap_record(
     lo, hi = percentile_interval(samples, level)
     finite = samples[np.isfinite(samples)]
     se = float(finite.std(ddof=1)) if finite.size > 1 else None
+    def number(x: float | None) -> float | None:  # JSON (and PostgreSQL) has no NaN
+        return None if x is None or not math.isfinite(x) else float(x)
+
     return {
         "method": method,
         "resampled": list(resampled),
@@ -90,7 +93,7 @@ def bootstrap_record(
         "n_boot": int(samples.size),
         "n_finite": int(finite.size),
         "level": level,
-        "raw": {"low": lo, "high": hi, "estimate": float(estimate), "se": se},
+        "raw": {"low": number(lo), "high": number(hi), "estimate": number(float(estimate)), "se": number(se)},
         "ceiled": None,
         **extra,
     }

@@ -77,7 +77,7 @@ def _ceiled_bootstrap(score: Score, c: float, regime: str) -> dict[str, object] 
     if not isinstance(record, dict) or not isinstance(record.get("raw"), dict):
         return None
     raw = record["raw"]
-    if regime == "per_split_over_sqrt_ceiling" or raw.get("low") is None or not math.isfinite(raw["low"]):
+    if regime == "per_split_over_sqrt_ceiling" or raw.get("low") is None or raw.get("high") is None or not c:
         return {**record, "ceiled": None}
     low, high = ceil_interval(float(raw["low"]), float(raw["high"]), c, regime)
     se = None
@@ -136,7 +136,7 @@ def explained_variance(score: Score, ceiling: Score, *, regime: Normalization = 
         raise ValueError(f"regime must be one of {sorted(NORMALIZATIONS)}, got {regime!r}")
     bootstrap = _ceiled_bootstrap(score, c, regime)
     if bootstrap is not None and bootstrap["ceiled"] is not None:
-        bootstrap["ceiled"]["estimate"] = ceiled
+        bootstrap["ceiled"]["estimate"] = ceiled if math.isfinite(ceiled) else None
     if bootstrap is not None:
         extra["bootstrap"] = bootstrap
     attrs = {
