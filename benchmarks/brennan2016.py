@@ -17,8 +17,15 @@ Metric (Blank2014/Pereira style, adapted to time series):
 2. targets: each subject's ROI time course, linearly detrended and z-scored;
 3. 5-fold cross-validation over contiguous blocks of volumes; the training side drops 5 volumes (10 s) on each
    side of the test block against autocorrelation leaking across the boundary; features are z-scored on the
-   training rows; ridge with its penalty chosen by efficient leave-one-out (``RidgeCV``, alphas ``10**(-1..6)``)
-   on the training rows; all 27 subjects are fitted at once (one regression, 27 targets);
+   training rows; ridge (with intercept) whose penalty is chosen by NESTED cross-validation inside the training
+   rows only: the training volumes are cut into :data:`INNER_FOLDS` contiguous blocks, each block in turn is
+   validated on a ridge fitted on the other training volumes (again :data:`GAP_VOLUMES` dropped on each side of the
+   validation block, features z-scored on the inner training rows), and the alpha of the grid :data:`ALPHAS`
+   (``10**(-1, -0.5, ..., 7)``, a ``RidgeCV``-like grid) with the highest mean over inner blocks of the median
+   Pearson r over subjects wins (ties: the larger alpha); the test block never enters that choice. All 27 subjects
+   share the alpha and are fitted at once (one regression, 27 targets). (Version 1 chose alpha by RidgeCV's
+   efficient leave-one-out, which on autocorrelated volumes lets a volume's neighbours validate it and picked
+   penalties far too small for 576-wide layers on ~290 volumes.);
 4. per fold, Pearson r between prediction and each subject's held-out time course; the fold value is the median
    over subjects; ``raw`` is the mean over folds (``error`` their standard error).
 
@@ -49,7 +56,6 @@ from .language import LanguageBenchmark, TextStimulusSet, values_by_stimulus
 from .metrics import pearson_r_score
 from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, block_counts, bootstrap_record, correlation_bootstrap
 from .metrics.normalization import explained_variance
-from .metrics.regression import fit_predict
 from .score import Score
 
 __all__ = ["ROIS", "Brennan2016Ridge", "canonical_hrf", "hrf_design"]
@@ -65,7 +71,10 @@ FIRST_VOLUME_S = 20.0
 N_VOLUMES = 362
 N_FOLDS = 5
 GAP_VOLUMES = 5
-ALPHAS = [10.0**k for k in range(-1, 7)]
+#: The ridge penalties nested cross-validation chooses from (a RidgeCV-like log grid, z-scored features).
+ALPHAS = [float(10.0**k) for k in np.arange(-1.0, 7.01, 0.5)]
+#: Contiguous blocks of the training volumes the inner (alpha-choosing) cross-validation uses.
+INNER_FOLDS = 4
 #: TRs per block of the bootstrap (20 s: longer than the HRF's main lobe, so within-block autocorrelation is kept).
 BLOCK_VOLUMES = 10
 
@@ -101,13 +110,67 @@ def _contiguous_folds(n: int, k: int, gap: int) -> list[tuple[np.ndarray, np.nda
     return folds
 
 
+def _zscore_on(x_fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mean, std = x_fit.mean(axis=0), x_fit.std(axis=0)
+    std[std == 0] = 1.0
+    return [(a - mean) / std for a in (x_fit, *others)]
+
+
+def ridge_predictions(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, alphas) -> np.ndarray:
+    """``(len(alphas), n_test, n_targets)``: ridge with intercept (sklearn ``Ridge(alpha)``, centred on the training
+    rows) for every alpha, from one SVD of the centred training features."""
+    x_mean, y_mean = x_train.mean(axis=0), y_train.mean(axis=0)
+    u, sv, vt = np.linalg.svd(x_train - x_mean, full_matrices=False)
+    uty = u.T @ (y_train - y_mean)
+    projected = (x_test - x_mean) @ vt.T  # (n_test, rank)
+    out = np.empty((len(alphas), x_test.shape[0], y_train.shape[1]))
+    for k, alpha in enumerate(alphas):
+        out[k] = projected @ ((sv / (sv**2 + alpha))[:, None] * uty) + y_mean
+    return out
+
+
+def _median_r(y: np.ndarray, prediction: np.ndarray) -> float:
+    return float(np.nanmedian(pearson_r_score(y, prediction, aggregate="raw_values")))
+
+
+def choose_alpha(
+    x_train: np.ndarray, y_train: np.ndarray, volumes: np.ndarray, alphas=ALPHAS, n_inner: int = INNER_FOLDS,
+    gap: int = GAP_VOLUMES,
+) -> tuple[float, list[float]]:
+    """The ridge penalty by nested cross-validation over contiguous blocks of the TRAINING volumes only.
+
+    Parameters
+    ----------
+    x_train, y_train : the outer training rows (raw features; z-scored here on each inner training side)
+    volumes : the volume index of each training row (sorted); inner blocks are contiguous in it, and inner training
+        rows within ``gap`` volumes of the validation block are dropped
+
+    Returns
+    -------
+    (alpha, mean inner score per alpha): the alpha with the highest mean over inner blocks of the median Pearson r
+    over targets; ties go to the larger alpha.
+    """
+    edges = np.linspace(0, len(volumes), n_inner + 1).round().astype(int)
+    scores = np.zeros((n_inner, len(alphas)))
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        first, last = volumes[lo], volumes[hi - 1]
+        fit = (volumes < first - gap) | (volumes > last + gap)
+        xf, xv = _zscore_on(x_train[fit], x_train[lo:hi])
+        predictions = ridge_predictions(xf, y_train[fit], xv, alphas)
+        scores[k] = [_median_r(y_train[lo:hi], p) for p in predictions]
+    mean = np.nan_to_num(scores.mean(axis=0), nan=-np.inf).tolist()
+    best = max(range(len(alphas)), key=lambda a: (mean[a], alphas[a]))
+    return float(alphas[best]), mean
+
+
 class Brennan2016Ridge(LanguageBenchmark):
     """One ROI; see the module docstring."""
 
     #: Bootstrap (:mod:`.metrics.bootstrap`): replicates and the generator's seed.
     n_boot = DEFAULT_N_BOOT
     seed = DEFAULT_SEED
-    version = 1
+    #: 2: ridge penalty by nested contiguous-block cross-validation inside each training fold (1: RidgeCV leave-one-out)
+    version = 2
     kind = "neural"
     behaviour = None
     region = "language"
@@ -125,8 +188,9 @@ class Brennan2016Ridge(LanguageBenchmark):
         self.identifier = f"Brennan2016.{roi}-ridge"
         self.description = (
             f"Alice story-listening fMRI, {roi} ({sphere} sphere, 27 subjects, 362 TRs): HRF-convolved word "
-            "features, ridge over 5 contiguous folds, median Pearson r over subjects, over a leave-one-subject-out "
-            "ceiling."
+            "features, ridge over 5 contiguous folds (10 s gaps), its penalty chosen per fold by nested "
+            f"cross-validation over {INNER_FOLDS} contiguous blocks of the training volumes only (alphas "
+            "10^-1..10^7), median Pearson r over subjects, over a leave-one-subject-out ceiling."
         )
 
     def _data_files(self) -> list[str]:
@@ -194,18 +258,20 @@ class Brennan2016Ridge(LanguageBenchmark):
         values, alphas = [], []
         held_out = []
         for train, test in self.folds:
-            mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-            std[std == 0] = 1.0
-            prediction, info = fit_predict("ridgecv", (x[train] - mean) / std, y[train], (x[test] - mean) / std, alphas=ALPHAS)
-            values.append(float(np.nanmedian(pearson_r_score(y[test], prediction, aggregate="raw_values"))))
-            alphas.append(info.get("alpha"))
+            alpha, _ = choose_alpha(x[train], y[train], train)  # sees the training rows only
+            x_train, x_test = _zscore_on(x[train], x[test])
+            prediction = ridge_predictions(x_train, y[train], x_test, [alpha])[0]
+            values.append(_median_r(y[test], prediction))
+            alphas.append(alpha)
             held_out.append((test, y[test], prediction))
         raw = Score(
             raw=float(np.mean(values)),
             error=float(np.std(values) / math.sqrt(len(values))),
             values=values,
             attrs={
-                "metric": "ridgecv_pearsonr_contiguous_folds",
+                "metric": "ridge_nestedcv_pearsonr_contiguous_folds",
+                "inner_folds": INNER_FOLDS,
+                "alpha_grid": ALPHAS,
                 "roi": self.roi,
                 "n_folds": N_FOLDS,
                 "gap_volumes": GAP_VOLUMES,

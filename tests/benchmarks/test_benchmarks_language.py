@@ -92,3 +92,62 @@ def test_text_stimulus_sets_and_the_layer_rule():
     assert committed_layer(["only"]) == "only"
     assert get_benchmark("Futrell2018-pearsonr").kind == "behaviour"
     assert get_benchmark("Brennan2016.LIFG-ridge").kind == "neural"
+
+
+def test_brennan2016_ridge_path_equals_sklearn_ridge():
+    from sklearn.linear_model import Ridge
+
+    from cortexbox.benchmarks.brennan2016 import ridge_predictions
+
+    rng = np.random.default_rng(1)
+    x, y, x_new = rng.standard_normal((40, 60)), rng.standard_normal((40, 3)), rng.standard_normal((7, 60))
+    got = ridge_predictions(x, y, x_new, [0.1, 10.0, 1e4])
+    for k, alpha in enumerate([0.1, 10.0, 1e4]):
+        np.testing.assert_allclose(got[k], Ridge(alpha=alpha).fit(x, y).predict(x_new), atol=1e-8)
+
+
+def test_brennan2016_alpha_is_chosen_inside_the_training_folds_only(data_dir, monkeypatch):
+    import cortexbox.benchmarks.brennan2016 as module
+
+    bench = Brennan2016Ridge("LPTL", data_dir=data_dir)
+    bench.n_boot = 0
+    ids = bench.stimulus_set.stimulus_ids
+    features = _assembly(np.random.default_rng(2).standard_normal((len(ids), 64)) + np.ones((len(ids), 1)), ids)
+    seen = []
+    choose = module.choose_alpha
+
+    def spy(x_train, y_train, volumes, *args, **kwargs):
+        seen.append((np.array(volumes), y_train.copy()))
+        return choose(x_train, y_train, volumes, *args, **kwargs)
+
+    monkeypatch.setattr(module, "choose_alpha", spy)
+    before = bench.score(features)
+    folds = bench.folds
+    assert len(seen) == len(folds) == len(before.attrs["alphas"])
+    for (volumes, y_seen), (train, test) in zip(seen, folds):
+        assert not set(volumes) & set(test)  # the alpha search never gets a test volume ...
+        np.testing.assert_array_equal(y_seen, bench.targets[train])  # ... nor any other rows than the training ones
+    # scrambling one fold's held-out targets changes that fold's score, never the alpha chosen for it (the other
+    # folds train on those rows, so theirs may change)
+    train, test = folds[2]
+    scrambled = bench.targets.copy()
+    scrambled[test] = np.random.default_rng(3).standard_normal((len(test), scrambled.shape[1])) * 100
+    monkeypatch.setitem(bench.__dict__, "targets", scrambled)
+    after = bench.score(features)
+    assert after.attrs["alphas"][2] == before.attrs["alphas"][2]
+    assert after.values[2] != before.values[2]
+    assert bench.version == 2 and "nested" in bench.description and after.attrs["inner_folds"] == module.INNER_FOLDS
+
+
+def test_brennan2016_nested_alpha_regularises_wide_noise_and_leaves_inner_gaps():
+    from cortexbox.benchmarks.brennan2016 import ALPHAS, choose_alpha
+
+    rng = np.random.default_rng(4)
+    volumes = np.r_[np.arange(0, 100), np.arange(150, 290)]
+    x = rng.standard_normal((len(volumes), 576))  # wide noise features, as a 576-wide layer on ~290 volumes
+    y = np.cumsum(rng.standard_normal((len(volumes), 5)), axis=0)  # autocorrelated targets
+    alpha, scores = choose_alpha(x, y, volumes)
+    assert len(scores) == len(ALPHAS) and alpha >= 1e4  # nothing to learn: strong shrinkage wins
+    signal = x[:, :3] @ np.array([1.0, -1.0, 0.5]) + 0.5 * rng.standard_normal(len(volumes))
+    alpha_signal, _ = choose_alpha(x, np.column_stack([signal] * 5), volumes)
+    assert alpha_signal < alpha
