@@ -16,7 +16,9 @@ authors' experiments showed the images at 3 x 3 degrees). Placement follows Brai
 ``place_on_screen(stimulus_set, target_visual_degrees=candidate.visual_degrees(), source_visual_degrees=3)``, so an
 8-degree model sees each image at 3/8 of its field on grey; the engineering ``-top1`` benchmarks
 (``_Geirhos2021Accuracy``) call ``candidate.look_at(self._stimulus_set, number_of_trials=10)`` with no
-``place_on_screen``, so the model gets the image files as stored (:class:`UnplacedStimulusSet`).
+``place_on_screen``, so the model gets the image files as stored (:class:`UnplacedStimulusSet`), and so does the
+cue-conflict shape bias (``brainscore_vision/benchmarks/hermann2020/benchmark.py``, ``look_at`` on
+``Geirhos2021_cue-conflict`` without ``place_on_screen``).
 
 Model side (``kind = "behaviour"``, ``behaviour = "logits"``): the model returns ImageNet logits for each image, a
 ``(presentation, neuroid)`` assembly with 1000 or 1001 columns (1001: column 0 = background, dropped); the 16-way
@@ -271,6 +273,9 @@ class _Geirhos2019:
 
     @cached_property
     def stimulus_set(self) -> StimulusSet:
+        """The images; placed at :attr:`source_visual_degrees`, or sent as stored where that is None."""
+        if self.source_visual_degrees is None:
+            return UnplacedStimulusSet.of(load_stimulus_set(self.data_dir, self.experiment))
         return load_stimulus_set(self.data_dir, self.experiment, visual_degrees=self.source_visual_degrees)
 
     @cached_property
@@ -417,10 +422,6 @@ class _Top1(_Geirhos2019):
     source_visual_degrees = None
 
     @cached_property
-    def stimulus_set(self) -> UnplacedStimulusSet:  # type: ignore[override]
-        return UnplacedStimulusSet.of(load_stimulus_set(self.data_dir, self.experiment))
-
-    @cached_property
     def ceiling(self) -> Score:  # type: ignore[override]
         """Perfect accuracy, ``Score(1)`` (Brain-Score's engineering ceiling)."""
         return Score(raw=1.0, error=0.0, values=[1.0], attrs={"ceiling": "perfect accuracy", "benchmark": self.identifier})
@@ -485,6 +486,10 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
 
     identifier = "Geirhos2019.cueconflict-shape_bias"
     experiment = "cueconflict"
+    #: Version 2: images sent as stored (Brain-Score's Hermann2020 benchmarks call look_at without place_on_screen);
+    #: version 1 placed them at 3 degrees.
+    version = 2
+    source_visual_degrees = None
     description = (
         "Shape bias (Geirhos et al. 2019; Brain-Score's Hermann2020cueconflict-shape_bias) on the 1280 cue-conflict "
         "images (shape of one category rendered with the texture of another by style transfer), served from a LOSSY "
@@ -492,7 +497,9 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
         f"differently than on the originals). {_LOGITS} The 80 images whose shape and texture category agree are "
         "excluded; shape bias = shape decisions / (shape + texture decisions) over the other 1200. No ceiling: shape "
         "bias is a property of the model, not a similarity to data (ceiling and ceiled None); the 10 human "
-        "observers' shape bias on the same images is in the score's attrs for reference."
+        "observers' shape bias on the same images is in the score's attrs for reference. The images are sent to the "
+        "model as stored, not placed at 3 degrees: Brain-Score's Hermann2020 benchmarks call look_at without "
+        "place_on_screen (version 2; version 1 placed them at 3 degrees)."
     )
 
     ceiling = None  # type: ignore[assignment]

@@ -129,10 +129,10 @@ def benches(geirhos_data_dir):
 
 def test_metadata_and_data_hash(benches, geirhos_data_dir):
     for name, bench in benches.items():
-        top1 = name in TOP1.values()
-        assert bench.identifier == name and bench.version == (2 if top1 else 1) and bench.kind == "behaviour"
+        unplaced = name not in EC.values()  # see test_placement_follows_brain_score_per_benchmark
+        assert bench.identifier == name and bench.version == (2 if unplaced else 1) and bench.kind == "behaviour"
         assert bench.behaviour == "logits" and bench.region == "" and bench.selection_stimulus_set is None
-        assert bench.source_visual_degrees == (None if top1 else 3.0) and bench.stimulus_set.visual_degrees == 3.0
+        assert bench.source_visual_degrees == (None if unplaced else 3.0) and bench.stimulus_set.visual_degrees == 3.0
         assert "Geirhos" in bench.citation and "human_categories" in bench.description
         json.dumps(bench.info())
     for experiment, folder in (("edges", "edges"), ("silhouettes", "filled-silhouettes")):
@@ -174,7 +174,7 @@ def test_stimuli_and_trials_line_up(benches, geirhos_data_dir):
 def test_placement_follows_brain_score_per_benchmark(benches):
     """Brain-Score (brainscore_vision/benchmarks/geirhos2021/benchmark.py): _Geirhos2021ErrorConsistency calls
     place_on_screen(..., source_visual_degrees=3); _Geirhos2021Accuracy (the -top1 benchmarks) calls look_at on the
-    stimulus set as stored, without place_on_screen."""
+    stimulus set as stored, without place_on_screen; so does Hermann2020's shape bias on the cue-conflict images."""
     from cortexbox.benchmarks.geirhos2019 import UnplacedStimulusSet
     from cortexbox.orchestrator.cache import stimulus_keys
 
@@ -202,6 +202,11 @@ def test_placement_follows_brain_score_per_benchmark(benches):
         bench = benches[TOP1[experiment]]
         assert "without place_on_screen" in bench.description and "version 2" in bench.description
         assert "placed at 3 degrees" in benches[EC[experiment]].description
+    # Brain-Score's Hermann2020 shape bias (brainscore_vision/benchmarks/hermann2020/benchmark.py) does not place either
+    cue = benches[SHAPE_BIAS]
+    assert isinstance(cue.stimulus_set, UnplacedStimulusSet) and cue.version == 2
+    assert next(cue.stimulus_set.iter_placed(8.0))[1].shape == (224, 224, 3)
+    assert "without place_on_screen" in cue.description
 
 
 # --- error consistency ----------------------------------------------------------------------------------------------
