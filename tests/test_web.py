@@ -172,6 +172,30 @@ def test_html_pages_render(client):
     assert "goodnet" in client.get("/").text and "missing" in client.get("/").text
 
 
+def test_a_score_stored_with_its_bootstrap_shows_that_interval(seeded):
+    """Scores made since the bootstrap was added carry it in provenance["metric"]["bootstrap"]; the page and the API
+    show it (method, seed) instead of the split-based interval."""
+    from cortexbox.orchestrator.web import create_app
+
+    url, ids = seeded
+    reg = Registry(url)
+    bench = reg.upsert_benchmark("Delta2023.V1-pls", 1, "e" * 64, region="V1", ceiling=0.8, ceiling_error=0.01)
+    run = reg.start_run("cortexbox/goodnet", bench.identifier)
+    bootstrap = {"method": "percentile bootstrap over held-out stimuli (joint over splits) and neuroids",
+                 "resampled": ["stimuli", "neuroids"], "seed": 0, "n_boot": 1000, "level": 0.95,
+                 "raw": {"low": 0.40, "high": 0.60, "estimate": 0.5, "se": 0.05},
+                 "ceiled": {"low": 0.2, "high": 0.45, "estimate": 0.3125, "se": 0.06}}
+    reg.add_score(run_id=run.id, model_id=ids["goodnet"], benchmark_id=bench.id, raw=0.5, error=0.01, ceiling=0.8,
+                  ceiled=0.3125, layer="l2", values=[0.5] * 10,
+                  provenance={"metric": {"normalization": "r2_over_ceiling", "bootstrap": bootstrap}})
+    with TestClient(create_app(url, tree=TREE)) as client:
+        score = [s for s in client.get(f"/api/models/{ids['goodnet']}").json()["scores"] if s["benchmark"] == bench.identifier][0]
+        assert score["interval"]["ceiled"]["low"] == 0.2 and score["interval"]["ceiled"]["high"] == 0.45
+        assert score["interval"]["raw"]["seed"] == 0 and score["interval"]["raw"]["method"].startswith("bootstrap over stimuli")
+        html = client.get(f"/models/{ids['goodnet']}").text
+        assert "bootstrap over stimuli and neuroids" in html and "1000 resamples, seed 0" in html
+
+
 def _fake_score(request, *, registry, events, **_):
     """Stands in for score_model, and stores its run's events as score_model does."""
     from cortexbox.orchestrator.run_events import RunEventLog

@@ -219,8 +219,9 @@ def leaderboard(snap: Snapshot, view: str = "brainscore") -> dict[str, Any]:
             "version only; missing or failed children count as 0 (and are listed as missing)",
             "scored": "parent = mean of the children that have a score; coverage says how much of the Brain-Score "
             "weight was scored",
-            "intervals": "95%: corrected resampled t over cross-validation splits per benchmark; aggregates combine "
-            "benchmarks as independent (normal)",
+            "intervals": "95%: the bootstrap stored with each score at scoring time (stimuli, and neuroids or subjects "
+            "where the metric has them; seed recorded), else for older scores the corrected resampled t over "
+            "cross-validation splits; aggregates combine benchmarks as independent (normal)",
         },
     }
 
