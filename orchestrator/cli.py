@@ -111,9 +111,13 @@ def _describe(outcome) -> str:
     def num(x):
         return "n/a" if x is None else f"{x:.4f}"
 
+    bootstrap = ((outcome.provenance or {}).get("metric") or {}).get("bootstrap") or {}
+    iv = (bootstrap.get("ceiled") if outcome.ceiled is not None else None) or bootstrap.get("raw") or {}
+    interval = (f" 95% [{num(iv['low'])}, {num(iv['high'])}] (bootstrap over {' and '.join(bootstrap.get('resampled', []))},"
+                f" seed {bootstrap.get('seed')})" if iv.get("low") is not None and iv.get("high") is not None else "")
     return (
         f"[bold]{outcome.model}[/bold] on {outcome.benchmark} (v{outcome.benchmark_version}): "
-        f"ceiled [bold]{num(outcome.ceiled)}[/bold], raw {num(outcome.raw)} ± {num(outcome.error)}, "
+        f"ceiled [bold]{num(outcome.ceiled)}[/bold]{interval}, raw {num(outcome.raw)} ± {num(outcome.error)}, "
         f"ceiling {num(outcome.ceiling)}, layer {outcome.layer}" + (" (activations from cache)" if outcome.from_cache else "")
     )
 
