@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,21 @@ from PIL import Image
 
 from .assemblies import average_repetition
 from .benchmark import NeuralBenchmark
+from .cowley2023 import TEST_SESSION, Cowley2023V4PLS, load_raw_assembly
+from .cowley2023 import _folder as _cowley_folder
 from .dims import NEUROID, NEUROID_ID, PRESENTATION, REPETITION, STIMULUS_ID, TIME_BIN
 from .netcdf import read_assembly, write_assembly
 from .stimuli import StimulusSet
 
-__all__ = ["Recording", "RecordingError", "RecordedBenchmark", "read_recording", "store_recording"]
+__all__ = [
+    "Cowley2023V4PLSRecording",
+    "Recording",
+    "RecordingError",
+    "RecordedBenchmark",
+    "package_cowley2023",
+    "read_recording",
+    "store_recording",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 #: The built-in benchmark whose selection data commits a layer for each region, when the
@@ -302,3 +313,44 @@ class RecordedBenchmark(NeuralBenchmark):
 
     def score_for_selection(self, assembly: xr.DataArray) -> float:
         return self.selection_source.score_for_selection(assembly)
+
+
+def package_cowley2023(data_dir: str | os.PathLike[str], folder: str | os.PathLike[str],
+                       session: str = TEST_SESSION) -> tuple[Path, Path, Path]:
+    """Packages one Cowley et al. 2023 session as a recording in Brain-Score's format, as a
+    contributor would hand it to `cortexbox benchmarks ingest`: ``assembly.nc`` (every trial,
+    presentation x neuroid, with ``stimulus_id`` and ``repetition``) and ``stimuli.csv``
+    (stimulus_id, filename) naming the files in the authors' own image zip, which is returned
+    as the third path (``--stimuli-zip``) and not copied."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = load_raw_assembly(Path(data_dir), session)
+    archive = _cowley_folder(Path(data_dir)) / "images" / f"images_{session}.zip"
+    write_assembly(raw, folder / "assembly.nc")
+    with open(folder / "stimuli.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["stimulus_id", "filename"])
+        for sid in dict.fromkeys(str(s) for s in raw[STIMULUS_ID].values):
+            writer.writerow([sid, f"{sid.split('/', 1)[1]}.jpg"])  # "210325/image0001" -> image0001.jpg
+    return folder / "assembly.nc", folder / "stimuli.csv", archive
+
+
+class Cowley2023V4PLSRecording(Cowley2023V4PLS):
+    """``Cowley2023.V4-pls`` defined through the ingestion path: the session is packaged as a
+    recording (`package_cowley2023`) and read back with `read_recording`, so every check an
+    ingested recording passes (dims, ids, finite values, duplicates, images present and
+    decodable, repetitions) runs on it, and the scoring target and the ceiling's trials are the
+    recording's repeat average and repetitions. These equal the authors' repeat-averaged file
+    bit for bit, so the numbers are those of `Cowley2023V4PLS`. The identifier, version, data
+    hash (of the source files read), stimulus set and layer-selection data are unchanged."""
+
+    @cached_property
+    def recording(self) -> Recording:
+        with tempfile.TemporaryDirectory(prefix="cowley2023-recording-") as tmp:
+            return read_recording(*package_cowley2023(self.data_dir, tmp))
+
+    def _load_target(self) -> xr.DataArray:
+        return self.recording.target
+
+    def _load_repetitions(self) -> xr.DataArray:
+        return self.recording.repetitions

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .cowley2023 import Cowley2023V4PLS
 from .cowley2023_sessions import Cowley2023V4SessionsPLS, Cowley2023V4SessionsRidge
 from .data import resolve_data_dir
 from .geirhos2019 import (
@@ -20,6 +19,7 @@ from .geirhos2019 import (
 from .interface import Benchmark
 from .kriegeskorte2008 import Kriegeskorte2008HumanIT, Kriegeskorte2008Judgements, Kriegeskorte2008MonkeyIT
 from .language import language_benchmarks
+from .recordings import Cowley2023V4PLSRecording
 
 __all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
 
@@ -27,7 +27,7 @@ __all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
     cls.identifier: cls
     for cls in (
-        Cowley2023V4PLS,
+        Cowley2023V4PLSRecording,  # Cowley2023.V4-pls, through read_recording (see .recordings)
         Cowley2023V4SessionsPLS,
         Cowley2023V4SessionsRidge,
         Kriegeskorte2008HumanIT,

@@ -141,3 +141,29 @@ def test_sync_cli_dry_run_then_sync_then_unchanged(data_dir, _isolated_home):
     assert not listed["Kriegeskorte2008.hIT-rdm"]["registered"]
     unknown = cortexbox("benchmarks", "sync", "Nobody2020.V1-pls")
     assert unknown.returncode == 2 and "unknown benchmark" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_cowley2023_is_defined_by_the_ingested_recording_with_the_same_numbers(data_dir, tmp_path):
+    """Cowley2023.V4-pls is packaged as a recording and read back through read_recording; its target and trials
+    equal the authors' files bit for bit, and ingesting the same package gives the same ceiling."""
+    import numpy as np
+
+    from cortexbox.benchmarks.cowley2023 import TEST_SESSION, load_raw_assembly, load_session_assembly
+    from cortexbox.benchmarks.recordings import Cowley2023V4PLSRecording, package_cowley2023
+    from cortexbox.orchestrator.ingest import ingest_recording
+
+    bench = get_benchmark("Cowley2023.V4-pls")
+    assert isinstance(bench, Cowley2023V4PLSRecording)
+    authors = load_session_assembly(data_dir, TEST_SESSION)
+    assert np.array_equal(bench.target_assembly.values, authors.values)
+    assert list(bench.target_assembly["stimulus_id"].values) == list(authors["stimulus_id"].values)
+    assert list(bench.target_assembly["neuroid_id"].values) == list(authors["neuroid_id"].values)
+    assert np.array_equal(bench.repetition_assembly.values, load_raw_assembly(data_dir, TEST_SESSION).values)
+    assert bench.recording.facts == {"stimuli": 640, "neuroids": 50, "presentations": bench.recording.facts["presentations"],
+                                     "repetitions": 10, "image_sizes": ["112x112"]}
+
+    assembly, table, archive = package_cowley2023(data_dir, tmp_path / "package")
+    plan = ingest_recording(assembly, table, stimuli_zip=archive, identifier="Cowley2023.V4-ingested", region="V4",
+                            visual_degrees=8, dry_run=True)
+    assert plan.status == "planned" and plan.facts == bench.recording.facts
+    assert plan.ceiling == bench.ceiling.raw and plan.ceiling_error == bench.ceiling.error
