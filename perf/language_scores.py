@@ -2,7 +2,7 @@
 
     python perf/language_scores.py [--templates hf-causal-lm unigram sentence-encoder] [--benchmarks ...]
 
-Builds each template's image (vendor/ filled first for those that need --no-deps wheels), then runs
+Builds each template's image (the builder fetches requirements-nodeps.txt's --no-deps wheels itself), then runs
 `cortexbox score --model <image> --benchmark <id> --json` for each pair in one throwaway CORTEXBOX_HOME (so the
 activation cache is shared across the benchmarks of a model), and writes perf/results/language_scores.json.
 A pair whose model lacks what the benchmark needs (a sentence encoder has no surprisal) is reported as rejected.
@@ -32,12 +32,8 @@ def benchmarks() -> list[str]:
 
 def build(template: str) -> str:
     import docker
-
     from cortexbox.orchestrator import images
 
-    vendor = REPO / "model_templates" / template / "vendor.py"
-    if vendor.exists():
-        subprocess.run([sys.executable, str(vendor)], check=True)
     client = docker.from_env()
     images.build_base_image(client)
     return images.build_model_image(client, REPO / "model_templates" / template).tag

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
 from cortexbox.sdk import Stimulus, StimulusError
+
 from tests.conftest import REPO
 
 SENTENCE = ["The", "cat", "sat", "on", "the", "mat"]
@@ -107,7 +105,6 @@ def test_sentence_encoder_gives_last_token_layers_and_no_behaviours():
 def test_smollm2_surprisal_through_the_container_matches_in_process_to_1e_4_bits(template_image, smollm2):
     from cortexbox.orchestrator.runtime import open_session
 
-    subprocess.run([sys.executable, str(REPO / "model_templates" / "hf-causal-lm" / "vendor.py")], check=True)
     tag = template_image("hf-causal-lm")
     parts = [(f"w{i}", w, "sentence") for i, w in enumerate(SENTENCE)]
     expected = smollm2.digest(_parts(SENTENCE), [], ["surprisal"])["surprisal"][:, 0]
