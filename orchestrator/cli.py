@@ -397,6 +397,23 @@ def image_build(
         out.print(f"{built.tag} {built.image_id}")
 
 
+@image_app.command("stack")
+def image_stack(
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build every step afresh"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build the images docker-compose.yml runs (PostgreSQL registry and web app), offline; then `docker-compose up -d`."""
+    from cortexbox.orchestrator import deploy
+    from cortexbox.orchestrator.runtime import docker_client
+
+    with err.status("building the compose stack's images") as status:
+        stack = deploy.build_stack(docker_client(), nocache=no_cache, log=lambda line: status.update(line[:100]))
+    if as_json:
+        _emit_json({"db": {"tag": stack.db.tag, "digest": stack.db.image_id}, "web": {"tag": stack.web.tag, "digest": stack.web.image_id}})
+    else:
+        out.print(f"{stack.db.tag} {stack.db.image_id}\n{stack.web.tag} {stack.web.image_id}")
+
+
 DEMO_TEMPLATES = ("pixels", "pytorch-vision", "tflite-mobilenet")
 
 
