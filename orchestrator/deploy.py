@@ -3,9 +3,9 @@
 Both images start from the same offline base as the model images (``cortexbox/base:bookworm``,
 made by :func:`cortexbox.orchestrator.images.build_base_image`), and nothing is pulled:
 
-* ``cortexbox/registry-db`` (``deploy/registry-db``): Debian's PostgreSQL 15 from the apt mirror,
+* ``cortexbox/registry-db`` (``registry/db-image``): Debian's PostgreSQL 15 from the apt mirror,
   listening only on a unix socket in a folder it shares with the host and the web container.
-* ``cortexbox/web`` (``deploy/web``): ``cortexbox web`` in a venv installed with ``pip --no-index``
+* ``cortexbox/web`` (``orchestrator/web-image``): ``cortexbox web`` in a venv installed with ``pip --no-index``
   from a build context holding a wheel of this checkout's cortexbox package, the SDK wheel and
   exactly the wheels their dependencies resolve to from the host's wheelhouse.
 
@@ -38,7 +38,8 @@ from cortexbox.orchestrator.images import BuiltImage, ImageBuildError, Log
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = images.REPO_ROOT
-DEPLOY_DIR = REPO_ROOT / "deploy"
+DB_IMAGE_DIR = REPO_ROOT / "registry" / "db-image"
+WEB_IMAGE_DIR = REPO_ROOT / "orchestrator" / "web-image"
 DB_IMAGE = "cortexbox/registry-db:latest"
 WEB_IMAGE = "cortexbox/web:latest"
 #: The web image's database driver (a dev extra on the host, a requirement in the image).
@@ -124,12 +125,12 @@ def build_package_wheel(dest: str | Path) -> Path:
 
 
 def assemble_web_context(context_dir: str | Path, *, wheelhouse: str | Path | None = None, log: Log = logger.info) -> Path:
-    """Fills `context_dir` with ``deploy/web``'s Dockerfile, ``own/`` (wheels of this checkout's cortexbox
+    """Fills `context_dir` with ``orchestrator/web-image``'s Dockerfile, ``own/`` (wheels of this checkout's cortexbox
     package and SDK) and ``wheels/`` (exactly the wheels :func:`web_requirements` resolve to, downloaded
     into the shared wheelhouse first where missing). They are apart so that the image's dependency layers
     stay cached while cortexbox's own code changes."""
     context = Path(context_dir)
-    shutil.copytree(DEPLOY_DIR / "web", context, dirs_exist_ok=True, ignore=shutil.ignore_patterns("wheels", "own"))
+    shutil.copytree(WEB_IMAGE_DIR, context, dirs_exist_ok=True, ignore=shutil.ignore_patterns("wheels", "own"))
     wheels = context / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     own = [build_package_wheel(context / "own"), images.build_sdk_wheel(context / "own")]
@@ -203,7 +204,7 @@ def build_stack(
         if base_image != images.DEFAULT_BASE_IMAGE:
             raise ImageBuildError(f"base image {base_image} is not present and cannot be pulled here") from None
         images.build_base_image(client, base_image, log=log)
-    db = build_image(client, DEPLOY_DIR / "registry-db", db_tag, base_image=base_image, nocache=nocache, log=log)
+    db = build_image(client, DB_IMAGE_DIR, db_tag, base_image=base_image, nocache=nocache, log=log)
     with tempfile.TemporaryDirectory(prefix="cortexbox-web-context-") as tmp:
         context = assemble_web_context(Path(tmp) / "context", wheelhouse=wheelhouse, log=log)
         web = build_image(client, context, web_tag, base_image=base_image, nocache=nocache, log=log)

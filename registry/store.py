@@ -1,7 +1,7 @@
 """The registry's one door: open a database by URL and read or write its rows.
 
 SQLite by default (a file under the cortexbox home); any SQLAlchemy URL works, e.g.
-postgresql+psycopg2://user:pw@host/db as in docker-compose.yml.
+postgresql+psycopg2://cortexbox@/cortexbox?host=/run/cortexbox-db (the unix socket of docker-compose.yml's registry-db).
 """
 
 from __future__ import annotations
