@@ -447,10 +447,15 @@ def demo(
 
 @app.command()
 def gc() -> None:
-    """Remove containers left behind by cortexbox processes that no longer exist."""
+    """Remove containers left behind by cortexbox processes that no longer exist, and mark their runs failed
+    (failure class ``lost``) so they stop looking alive."""
+    from cortexbox.orchestrator.run_events import close_lost_runs
     from cortexbox.orchestrator.runtime import docker_client, reap_orphans
+    from cortexbox.registry import Registry
 
     out.print(f"removed {reap_orphans(docker_client())} orphaned container(s)")
+    lost = close_lost_runs(Registry())
+    out.print(f"marked {len(lost)} run(s) of dead processes as lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
 
 
 @app.command()

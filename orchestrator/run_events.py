@@ -135,3 +135,40 @@ def _jsonable(data: dict) -> dict:
 def owner() -> dict[str, Any]:
     """Who is scoring: lets a watcher on the same host tell a run whose process died from a slow one."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def owner_gone(owner: dict[str, Any]) -> bool:
+    """True only when the run was scored on this host by a process that no longer exists (another host's process
+    cannot be checked from here, so it is never declared gone)."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def close_lost_runs(registry) -> list[int]:
+    """Marks runs still ``running`` whose scoring process on this host is gone (killed with SIGKILL, the machine's
+    OOM killer) as failed with failure class ``lost``, and ends their event log with ``failed`` and ``done``, so
+    they stop looking alive. Returns their ids. ``cortexbox gc`` calls it."""
+    closed = []
+    for run in registry.runs(limit=10_000, status="running"):
+        first = registry.run_events(run.id, -1, 1)
+        owner_data = (first[0].data or {}) if first and first[0].kind == "status" else {}
+        if not owner_gone(owner_data):
+            continue
+        error = f"the process that scored this run (pid {owner_data.get('pid')} on {owner_data.get('host')}) died without finishing it"
+        last = registry.run_events(run.id, -1, 10_000)
+        seq = (last[-1].seq + 1) if last else 0
+        registry.add_run_events(run.id, [
+            (seq, "failed", {"failure_class": "lost", "error": error, "log_tail": None, "benchmark": run.benchmark_identifier}),
+            (seq + 1, "done", {"status": "failed", "failure_class": "lost", "benchmark": run.benchmark_identifier}),
+        ])
+        registry.update_run(run, status="failed", failure_class="lost", error=error)
+        closed.append(run.id)
+    return closed

@@ -155,8 +155,16 @@ def test_a_killed_orchestrator_leaves_nothing_after_gc(docker_client, hostile_im
     finally:
         proc.kill()
     assert docker_client.containers.list(all=True, filters=scope_filter()), "the orphan should still exist"
-    gc = subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "gc"], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "CORTEXBOX_HOME": str(tmp_path)}
+    runs = json.loads(subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "runs", "--json"],
+                                     capture_output=True, text=True, env=env).stdout)
+    assert runs[0]["status"] == "running", "the killed process could not finish its run"
+    gc = subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "gc"], capture_output=True, text=True, timeout=60, env=env)
     assert gc.returncode == 0 and "removed" in gc.stdout and "removed 0" not in gc.stdout, gc.stdout + gc.stderr
+    assert f"marked 1 run(s) of dead processes as lost: {runs[0]['id']}" in gc.stdout, gc.stdout
     assert not docker_client.containers.list(all=True, filters=scope_filter())
     with pytest.raises(Exception):
         container.reload()
+    runs = json.loads(subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "runs", "--json"],
+                                     capture_output=True, text=True, env=env).stdout)
+    assert runs[0]["status"] == "failed" and runs[0]["failure_class"] == "lost" and "died" in runs[0]["error"]

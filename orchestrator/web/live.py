@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
@@ -23,6 +21,7 @@ from dataclasses import dataclass, field
 from queue import Queue
 from typing import Any
 
+from cortexbox.orchestrator.run_events import owner_gone
 from cortexbox.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -38,20 +37,6 @@ STREAM_S = 600.0
 OWNER_CHECK_S = 5.0
 
 Disconnected = Callable[[], Awaitable[bool]]
-
-
-def _owner_gone(owner: dict[str, Any]) -> bool:
-    """True only when the run was scored on this host by a process that no longer exists."""
-    pid = owner.get("pid")
-    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 async def follow_run(registry: Registry, run_id: int, after: int = -1, *, disconnected: Disconnected | None = None,
@@ -87,7 +72,7 @@ async def follow_run(registry: Registry, run_id: int, after: int = -1, *, discon
             if owner is None:
                 first = await asyncio.to_thread(registry.run_events, run_id, -1, 1)
                 owner = (first[0].data or {}) if first and first[0].kind == "status" else {}
-            if _owner_gone(owner):
+            if owner_gone(owner):
                 yield None, "done", {"status": "lost", "failure_class": None, "benchmark": run.benchmark_identifier,
                                      "error": f"the process that scored this run (pid {owner.get('pid')}) is gone; the run never finished"}
                 return
