@@ -60,7 +60,7 @@ BENCHMARK_TREE: dict[str, Tree] = {
         "behaviour": ["Futrell2018-pearsonr"],
     },
     "engineering_vision": list(ENGINEERING),
-    "engineering_language": {"SyntaxGym": list(_SYNTAXGYM_SUITES)},
+    "engineering_language": {"SyntaxGym": list(_SYNTAXGYM_SUITES), "next_word": ["NaturalStories-accuracy"]},
 }
 
 #: The brain roots (separate leaderboards, never averaged into each other) and the engineering roots (raw scores,

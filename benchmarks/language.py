@@ -215,7 +215,8 @@ class LanguageBenchmark:
 def language_tree() -> dict[str, object]:
     """The language roots of the one benchmark tree (:func:`cortexbox.benchmarks.tree`): ``language`` (Brain-Score's
     ``average_language``) -> ``neural`` (story fMRI, one leaf per ROI), ``behaviour`` (reading times); and
-    ``engineering_language`` -> ``SyntaxGym`` (one leaf per suite; raw accuracies, never part of ``language``)."""
+    ``engineering_language`` -> ``SyntaxGym`` (one leaf per suite), ``next_word`` (Natural Stories next-word accuracy):
+    raw accuracies, never part of ``language``."""
     from .aggregation import tree
 
     full = tree()
@@ -226,10 +227,12 @@ def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:
     """identifier -> factory (called with ``data_dir`` and ``cache_dir``) of every registered language benchmark."""
     from .brennan2016 import ROIS, Brennan2016Ridge
     from .futrell2018 import Futrell2018Pearsonr
+    from .naturalstories_accuracy import NaturalStoriesAccuracy
     from .syntaxgym import SUITES, SyntaxGym2020, SyntaxGymSuite
 
     return {
         Futrell2018Pearsonr.identifier: Futrell2018Pearsonr,
+        NaturalStoriesAccuracy.identifier: NaturalStoriesAccuracy,
         **{f"Brennan2016.{roi}-ridge": partial(Brennan2016Ridge, roi) for roi in ROIS},
         SyntaxGym2020.identifier: SyntaxGym2020,
         **{f"syntaxgym-{suite}": partial(SyntaxGymSuite, suite) for suite in SUITES},

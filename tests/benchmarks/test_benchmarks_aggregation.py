@@ -33,10 +33,11 @@ def test_tree_shape_and_leaves():
     assert spec["language"]["behaviour"] == ["Futrell2018-pearsonr"] and len(spec["language"]["neural"]) == 6
     assert spec["engineering_vision"] == ENGINEERING
     assert len(spec["engineering_language"]["SyntaxGym"]) == 31
+    assert spec["engineering_language"]["next_word"] == ["NaturalStories-accuracy"]
     spec["vision"]["neural"]["V4"].append("mutated")  # a copy: the constant is unchanged
     assert "mutated" not in tree_leaves()
     leaves = tree_leaves()
-    assert len(leaves) == len(set(leaves)) == 5 + 7 + 2 + 31
+    assert len(leaves) == len(set(leaves)) == 5 + 7 + 2 + 31 + 1
     assert len(tree_leaves(BENCHMARK_TREE["vision"])) == 5
     assert tree_leaves(BENCHMARK_TREE["vision"]["behaviour"]) == BENCHMARK_TREE["vision"]["behaviour"]
     assert language_tree() == {root: spec[root] for root in ("language", "engineering_language")}
@@ -66,7 +67,7 @@ def test_orchestrator_reads_the_tree():
     top = aggregation.leaf_weights(built)
     assert top["Cowley2023.V4-sessions-pls"] == pytest.approx(0.25)
     assert top["Futrell2018-pearsonr"] == pytest.approx(0.5) and top["Brennan2016.LIFG-ridge"] == pytest.approx(1 / 12)
-    assert top["Geirhos2019.edges-top1"] == 0 and top["syntaxgym-cleft"] == 0
+    assert top["Geirhos2019.edges-top1"] == 0 and top["syntaxgym-cleft"] == 0 and top["NaturalStories-accuracy"] == 0
 
 
 @pytest.mark.data

@@ -151,3 +151,30 @@ def test_brennan2016_nested_alpha_regularises_wide_noise_and_leaves_inner_gaps()
     signal = x[:, :3] @ np.array([1.0, -1.0, 0.5]) + 0.5 * rng.standard_normal(len(volumes))
     alpha_signal, _ = choose_alpha(x, np.column_stack([signal] * 5), volumes)
     assert alpha_signal < alpha
+
+
+def test_naturalstories_accuracy_oracle_constant_and_normalisation(data_dir):
+    import xarray as xr
+
+    from cortexbox.benchmarks.naturalstories_accuracy import NaturalStoriesAccuracy, normalise_word
+
+    assert normalise_word('"Tulip,') == "tulip" and normalise_word("don't.") == "don't" and normalise_word("--") == ""
+    bench = get_benchmark("NaturalStories-accuracy", data_dir=data_dir)
+    assert isinstance(bench, NaturalStoriesAccuracy) and bench.kind == "behaviour" and bench.behaviour == "next_word"
+    futrell = get_benchmark("Futrell2018-pearsonr", data_dir=data_dir)
+    assert bench.stimulus_set.hash == futrell.stimulus_set.hash  # the same contexts as Futrell2018
+    parts = bench.stimulus_set.parts
+    ids = [p[0] for p in parts]
+
+    def assembly(words):
+        return xr.DataArray(np.array(words, dtype=object)[:, None], dims=("presentation", "neuroid"),
+                            coords={"stimulus_id": ("presentation", ids)})
+
+    oracle = [parts[i + 1][1].upper() + "!" if i + 1 < len(parts) and parts[i + 1][2] == parts[i][2] else "x"
+              for i in range(len(parts))]
+    score = bench.score(assembly(oracle))
+    assert score.raw == 1.0 and len(score.values) == 10 and score.ceiling is None
+    the = bench.score(assembly(["the"] * len(parts)))
+    assert 0.02 < the.raw < 0.1 and the.attrs["n_scored"] > 10_000 - 20
+    with pytest.raises(ValueError, match="lacks"):
+        bench.score(assembly(["the"] * len(parts))[:-1])
