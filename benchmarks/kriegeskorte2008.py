@@ -19,15 +19,19 @@ release; the monkey benchmark uses 2.9 degrees as well so that all three benchma
 one stimulus set and one extraction.
 
 Layer commitment (region ``IT``): a benchmark never selects a layer on the data it scores. The human benchmarks
-(``hIT-rdm``, ``judgements-rdm``) select the IT layer on the monkey IT RDM; ``mIT-rdm`` selects on the human IT group
-RDM. The selection images are the same 92 images (no other IT data exist here); the recordings are independent
-(other species, other subjects). A model's IT layer can therefore differ between ``mIT-rdm`` and the human
-benchmarks.
+(``hIT-rdm``, ``judgements-rdm``) share one IT commitment, chosen on the monkey IT RDM and stored once under
+``hIT-rdm``'s key (``judgements-rdm`` names it as its ``selection_source``, as the Cowley V4 session benchmarks name
+``Cowley2023.V4-pls``); ``mIT-rdm`` selects on the human IT group RDM. The selection images are the same 92 images;
+the recordings are independent (other species, other subjects). A model's IT layer can therefore differ between
+``mIT-rdm`` and the human benchmarks. Brain-Score commits one layer per region, chosen on a separate public data set;
+no IT recordings of other images exist here, so one layer shared by ``hIT-rdm`` and ``mIT-rdm`` would have to be
+chosen on data that one of the two scores (or on neither's data, i.e. without IT data at all). Keeping each IT
+benchmark free of selection on its own target was preferred over a single IT layer.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +231,9 @@ class Kriegeskorte2008HumanIT(_Kriegeskorte2008):
         "= 0.661 (Brain-Score's RSA ceiling), leave-one-subject-out lower bound = 0.379, both recorded. Ceiled = raw / "
         "upper bound (unclipped, as Brain-Score's RSA; a model reproducing the group-mean RDM exactly scores 1). "
         "Layer selection: the IT layer is chosen on the monkey IT RDM (same images, independent recordings), never "
-        "on the human data scored here."
+        "on the human data scored here; Kriegeskorte2008.judgements-rdm reuses this choice. Kriegeskorte2008.mIT-rdm "
+        "chooses on the human IT RDM instead, so a model's IT layer there may differ (no IT data of other images "
+        "exist to choose one shared layer on)."
     )
 
     def _data_files(self) -> list[str]:
@@ -250,7 +256,8 @@ class Kriegeskorte2008MonkeyIT(_Kriegeskorte2008):
         "monkey IT RDM). NO CEILING: with a single group RDM there is no between-subject or between-repeat "
         "variability to estimate one from, so ceiling and ceiled are None and the raw rho is reported (not "
         "comparable to ceiled scores). Layer selection: the IT layer is chosen on the human IT group RDM (same "
-        "images, independent recordings), never on the monkey data scored here. The monkeys' stimulus size is not "
+        "images, independent recordings), never on the monkey data scored here; it may therefore differ from the "
+        "IT layer of the human benchmarks, which is chosen on this monkey RDM. The monkeys' stimulus size is not "
         "in the data release; 2.9 degrees is used for all Kriegeskorte2008 benchmarks."
     )
 
@@ -275,9 +282,14 @@ class Kriegeskorte2008Judgements(_Kriegeskorte2008):
         "representation). Raw = mean over subjects of rho(model RDM, subject RDM); error = its standard error over "
         "subjects. Ceiling (Nili et al. 2014): upper bound = mean over subjects of rho(subject RDM, mean RDM of all "
         "16) = 0.575, leave-one-subject-out lower bound = 0.478, both recorded; ceiled = raw / upper bound "
-        "(unclipped). Layer selection: the IT layer is chosen on the monkey IT RDM (same images), never on the "
-        "judgements."
+        "(unclipped). Layer selection: the same IT commitment as Kriegeskorte2008.hIT-rdm (its selection_source: "
+        "chosen once on the monkey IT RDM, same images), never on the judgements."
     )
+
+    @cached_property
+    def selection_source(self) -> Kriegeskorte2008HumanIT:
+        """The benchmark whose stored IT choice this one reuses (the same selection data: the monkey IT RDM)."""
+        return Kriegeskorte2008HumanIT(data_dir=self.data_dir, cache_dir=self.cache_dir)
 
     def _data_files(self) -> list[str]:
         return [SUPPLEMENT, BEHAVIOUR_RDMS]

@@ -229,6 +229,10 @@ def test_selection_never_uses_the_scored_data(benches, ids):
     np.testing.assert_array_equal(benches[HIT].selection_target.rdms[0], mit_rdm)
     np.testing.assert_array_equal(benches[JUDGEMENTS].selection_target.rdms[0], mit_rdm)
     np.testing.assert_allclose(benches[MIT].selection_target.rdms[0], benches[HIT].target.mean, atol=1e-6)
+    # the two human benchmarks share one IT commitment (stored under hIT-rdm's key); mIT-rdm has its own
+    assert benches[JUDGEMENTS].selection_source.identifier == HIT
+    assert getattr(benches[HIT], "selection_source", None) is None and getattr(benches[MIT], "selection_source", None) is None
+    assert "differ" in benches[MIT].description and HIT in benches[JUDGEMENTS].description
 
 
 def test_score_for_selection_ranks_layers(benches, ids):
