@@ -189,7 +189,10 @@ class _Job:
                 continue
             values = result.outputs.pop(layer)
             if writable:
-                self.cache.put(digest, layer, [keys[i] for i in send], values)  # float32 outputs only
+                try:
+                    self.cache.put(digest, layer, [keys[i] for i in send], values)  # float32 outputs only
+                except OSError as e:  # e.g. a full disk: the cache is an optimisation, the run goes on
+                    self.events("stage", {"text": f"activation cache: rows of {layer} not stored ({e})"})
             if len(send) == n:  # send_set is the whole set, in its order
                 found[layer] = values
             else:

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from cortexbox.benchmarks.stimuli import StimulusSet
+from cortexbox.orchestrator import cache as cache_module
 from cortexbox.orchestrator.cache import ActivationCache, image_key, stimulus_keys, text_keys
 
 DIGEST = "sha256:" + "ab" * 32
@@ -229,3 +230,24 @@ def test_extract_sends_text_in_whole_contexts(tmp_path):
     second = job.extract(two, ["a"], "two")["a"]
     assert client.sent == [["1", "2", "3", "4"], ["7", "8"]]  # "A cat" was read before, "A cow" was not
     assert np.array_equal(second[:2], first[2:]) and np.array_equal(second[2:], [[1, 1, 1], [2, 3, 1]])
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypatch):
+    s = StimulusSet.from_bytes("s", {"a": _png((1, 1, 1)), "b": _png((2, 2, 2))}, visual_degrees=8)
+    job, client = _job(tmp_path)
+    stages = []
+    job.events = lambda e, d: stages.append(d.get("text", "")) if e == "stage" else None
+
+    def full(f):
+        f.write(b"\0" * 8)
+        raise OSError(28, "No space left on device")
+
+    real = cache_module._atomic_write
+    monkeypatch.setattr(cache_module, "_atomic_write", lambda path, write: real(path, full) if path.suffix == ".f32" else real(path, write))
+    values = job.extract(s, ["a"], "x")["a"]
+    assert values.shape == (2, 3) and client.sent == [["a", "b"]]
+    assert any("not stored" in text and "No space" in text for text in stages)
+    folder = next((tmp_path / "rows").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["about.json"]  # the temp file was removed
+    monkeypatch.undo()
+    assert job.extract(s, ["a"], "x")["a"].shape == (2, 3) and len(client.sent) == 2
