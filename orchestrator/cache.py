@@ -21,7 +21,14 @@ temp name then renamed into place, the shard before its index. A shard is visibl
 its index file, so a writer killed mid-way leaves at most an unreferenced temp file or shard
 (ignored, and swept later), and concurrent writers (two scoring processes) never touch the same
 file; where two of them raced to store the same stimulus, the older shard's row is used. Reads
-memory-map the shards and copy each needed row once into the result.
+memory-map the shards and copy each needed row once into the result. Files are not fsynced (a
+shard of the pixels model on the Cowley sessions is 2.8 GB): that covers killed processes, not
+power loss; after an OS crash a shard whose size does not match its index is skipped and its rows
+are recomputed.
+
+Entries of the earlier per-stimulus-set cache (``activations/??/<sha>.npy`` + ``.json``) are not
+read; delete them to reclaim the space. Nothing is evicted: layer selection stores every candidate
+layer's rows for the selection images (about 9 GB for the MobileNet template on Cowley's 300).
 """
 
 from __future__ import annotations
@@ -108,8 +115,6 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

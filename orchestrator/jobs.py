@@ -188,13 +188,25 @@ class _Job:
                 found[layer] = self.cache.gather(indexes[layer], keys)
                 continue
             values = result.outputs.pop(layer)
+            stored = False
             if writable:
                 try:
                     self.cache.put(digest, layer, [keys[i] for i in send], values)  # float32 outputs only
+                    stored = values.dtype == np.float32
                 except OSError as e:  # e.g. a full disk: the cache is an optimisation, the run goes on
                     self.events("stage", {"text": f"activation cache: rows of {layer} not stored ({e})"})
             if len(send) == n:  # send_set is the whole set, in its order
                 found[layer] = values
+            elif stored and self.cacheable:
+                # every row is on disk now: free the model's rows first, then assemble from the shards (one
+                # full-size array in memory at a time)
+                features = values.shape[1]
+                del values
+                index = self.cache.index(digest, layer)
+                if index.features == features and not index.missing(keys):
+                    found[layer] = self.cache.gather(index, keys)
+                else:  # pragma: no cover - rows removed under us: send them all again
+                    found[layer] = self.extract(stimulus_set, [layer], label)[layer]
             else:
                 out = np.empty((n, values.shape[1]), dtype=values.dtype)
                 out[send] = values

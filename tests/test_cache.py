@@ -251,3 +251,8 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypa
     assert sorted(p.name for p in folder.iterdir()) == ["about.json"]  # the temp file was removed
     monkeypatch.undo()
     assert job.extract(s, ["a"], "x")["a"].shape == (2, 3) and len(client.sent) == 2
+    # a partly cached set whose new rows cannot be stored is assembled in memory
+    more = StimulusSet.from_bytes("more", {"c": _png((3, 3, 3)), "a": _png((1, 1, 1))}, visual_degrees=8)
+    monkeypatch.setattr(cache_module, "_atomic_write", lambda path, write: real(path, full) if path.suffix == ".f32" else real(path, write))
+    got = job.extract(more, ["a"], "y")["a"]
+    assert client.sent[-1] == ["c"] and np.array_equal(got[1], values[0]) and got[0, 1] == 3
