@@ -42,8 +42,9 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LOGIT_BLOCK = 256
 #: Contexts shorter than this many tokens run on one thread in `digest`, and in padded batches in `digest_batch`.
 SHORT_CONTEXT = 128
-#: Most padded tokens (contexts x longest context) in one batched pass.
-BATCH_TOKENS = 2048
+#: Most padded tokens (contexts x longest context) in one batched pass (256 was fastest of 256/512/2048 on
+#: SyntaxGym, one thread: perf/README.md).
+BATCH_TOKENS = 256
 
 
 def default_model_dir() -> str:
@@ -180,8 +181,8 @@ class CausalLM(TextModel):
     def digest_batch(
         self, contexts: Sequence[Sequence[Stimulus]], layers: Sequence[str], behaviours: Sequence[str]
     ) -> list[Mapping[str, np.ndarray]]:
-        """Short contexts (under ``SHORT_CONTEXT`` tokens) in padded batches: sorted by length, right-padded, with
-        an attention mask, ``BATCH_TOKENS`` padded tokens per pass at most. Right padding leaves every real
+        """Short contexts (under ``SHORT_CONTEXT`` tokens) in padded batches on one thread: sorted by length,
+        right-padded, with an attention mask, ``BATCH_TOKENS`` padded tokens per pass at most. Right padding leaves every real
         position's inputs (its tokens, positions 0..p, and what the causal mask lets it see) exactly as in
         :meth:`digest`, so the outputs are the same up to float rounding of the batched matrix products. Longer
         contexts go through :meth:`digest` one by one."""
@@ -192,7 +193,9 @@ class CausalLM(TextModel):
             if len(tokens[i][0]) >= SHORT_CONTEXT:
                 results[i] = self.digest(contexts[i], layers, behaviours)
         want_layers = [int(name.split(".")[1]) for name in layers]
-        torch.set_num_threads(self.threads)
+        # One thread, as for a short context in `digest`: the batch's gain is fewer, larger matrix products per
+        # thread; intra-op threads made these passes 3-4x SLOWER on a shared 2-core machine (OpenMP barriers).
+        torch.set_num_threads(1)
         group: list[int] = []
         for k, i in enumerate(short):
             group.append(i)
