@@ -74,7 +74,7 @@ def test_orchestrator_reads_the_tree():
 @pytest.mark.parametrize("identifier", VISION)
 def test_benchmark_interface(identifier, data_dir, kriegeskorte_data_dir, geirhos_data_dir):
     bench = get_benchmark(identifier, data_dir=data_dir)
-    assert bench.identifier == identifier and bench.version == 1
+    assert bench.identifier == identifier and bench.version >= 1  # Geirhos top1 and shape bias are at v2
     assert bench.kind in ("neural", "behaviour")
     assert len(bench.description) > 200 and "@" in bench.citation
     assert re.fullmatch(r"[0-9a-f]{64}", bench.data_hash)
