@@ -79,8 +79,11 @@ def test_benchmark_interface(identifier, data_dir, kriegeskorte_data_dir, geirho
     assert len(bench.description) > 200 and "@" in bench.citation
     assert re.fullmatch(r"[0-9a-f]{64}", bench.data_hash)
     assert isinstance(bench.stimulus_set, StimulusSet) and len(bench.stimulus_set) > 0
-    assert bench.stimulus_set.visual_degrees == bench.source_visual_degrees > 0
-    assert bench.stimulus_set.placement_key(8) == f"target8.00--source{bench.source_visual_degrees:.2f}"
+    if bench.source_visual_degrees is None:  # v2 top1 / shape bias: images sent as stored, never placed
+        assert bench.stimulus_set.placement_key(8) == bench.stimulus_set.placement_key(3) == type(bench.stimulus_set).PLACEMENT
+    else:
+        assert bench.stimulus_set.visual_degrees == bench.source_visual_degrees > 0
+        assert bench.stimulus_set.placement_key(8) == f"target8.00--source{bench.source_visual_degrees:.2f}"
     ceiling = bench.ceiling
     assert ceiling is None or (isinstance(ceiling, Score) and 0 < ceiling.raw <= 1)
     assert callable(bench.score)
