@@ -381,7 +381,7 @@ class NodeResult:
         return d
 
 
-def _takes_part(node: NodeResult) -> bool:
+def takes_part(node: NodeResult) -> bool:
     """Whether any leaf below has a row for the model (scored, failed or invalid)."""
     return any(n.leaf is not None and n.leaf.status != "not scored" for n in node.walk())
 
@@ -412,7 +412,7 @@ def aggregate(tree: TreeNode, leaves: Mapping[str, Leaf], _path: str = "", _raw:
     ]
     if roots:
         brain = [c for c in children if not is_engineering(c.name)]
-        counted = [c for c in brain if _takes_part(c)]
+        counted = [c for c in brain if takes_part(c)]
         over = counted or brain
     else:
         counted = over = children

@@ -272,3 +272,12 @@ def test_the_web_leaderboard_has_a_language_column_and_never_shows_a_missing_dom
     with TestClient(create_app(f"sqlite:///{tmp_path / 'lb.db'}")) as client:
         page = client.get("/")
         assert page.status_code == 200 and ">language<" in page.text and ">engineering_language<" in page.text
+        # one board per domain, as Brain-Score keeps vision and language apart: only the domain's models, ranked by it
+        vision = client.get("/api/leaderboard?domain=vision").json()
+        assert [(r["model"], r["rank"]) for r in vision["rows"]] == [("pixels", 1)]
+        assert vision["rows"][0]["ranked_by"]["value"] == pytest.approx(0.08)
+        language = client.get("/api/leaderboard?domain=language").json()
+        assert [(r["model"], r["rank"], r["domains"]) for r in language["rows"]] == [("unigram", 1, ["language"])]
+        assert client.get("/api/leaderboard?domain=engineering_language").status_code == 422
+        page = client.get("/?domain=language")
+        assert page.status_code == 200 and "unigram" in page.text and "/models/" + str(image) not in page.text

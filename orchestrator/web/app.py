@@ -99,10 +99,15 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     api = APIRouter(prefix="/api")
 
     @api.get("/leaderboard", tags=["leaderboard"], summary="Ranked models with aggregate and per-branch scores")
-    def api_leaderboard(snap: Snap, view: Annotated[str, Query(pattern="^(brainscore|scored)$")] = "brainscore") -> dict:
+    def api_leaderboard(snap: Snap, view: Annotated[str, Query(pattern="^(brainscore|scored)$")] = "brainscore",
+                        domain: str | None = None) -> dict:
         """Every model with its aggregate at every node of the benchmark tree. ``view=brainscore``: missing children
-        count as 0 (listed in ``missing``); ``view=scored``: only scored children are averaged (see ``coverage``)."""
-        return data.leaderboard(snap, view)
+        count as 0 (listed in ``missing``); ``view=scored``: only scored children are averaged (see ``coverage``).
+        ``domain=vision|language``: only the models taking part in that domain, ranked by it (``ranked_by``)."""
+        try:
+            return data.leaderboard(snap, view, domain)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
 
     @api.get("/tree", tags=["leaderboard"], summary="The benchmark tree aggregated over")
     def api_tree(snap: Snap) -> dict:
@@ -230,10 +235,12 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
 
     # -- pages --------------------------------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def leaderboard_page(snap: Snap, view: str = "brainscore", q: str = "") -> HTMLResponse:
+    def leaderboard_page(snap: Snap, view: str = "brainscore", q: str = "", domain: str | None = None) -> HTMLResponse:
         if view not in data.VIEWS:
             view = "brainscore"
-        return page("leaderboard.html", board=data.leaderboard(snap, view), q=q, title="Leaderboard")
+        if domain not in data.domains(snap):
+            domain = None
+        return page("leaderboard.html", board=data.leaderboard(snap, view, domain), q=q, title="Leaderboard")
 
     @app.get("/models/{model_id}", response_class=HTMLResponse, include_in_schema=False)
     def model_html(model_id: int, snap: Snap) -> HTMLResponse:

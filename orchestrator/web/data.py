@@ -18,7 +18,9 @@ from cortexbox.orchestrator.aggregation import (
     benchmark_tree,
     child_shares,
     latest_leaves,
+    is_engineering,
     rank,
+    takes_part,
     unaggregated,
 )
 from cortexbox.orchestrator.statistics import (
@@ -186,13 +188,34 @@ def node_dict(snap: Snapshot, model_id: int, node: NodeResult) -> dict[str, Any]
     return d
 
 
-def leaderboard(snap: Snapshot, view: str = "brainscore") -> dict[str, Any]:
+def domains(snap: Snapshot) -> list[str]:
+    """The brain roots of a multi-domain tree (``vision``, ``language``): Brain-Score keeps one leaderboard each."""
+    if snap.tree.mode != "roots":
+        return []
+    return [c.name for c in snap.tree.children if not is_engineering(c.name)]
+
+
+def leaderboard(snap: Snapshot, view: str = "brainscore", domain: str | None = None) -> dict[str, Any]:
+    """Ranked rows. With ``domain`` (a brain root), only the models taking part in that domain, ranked by it, as on
+    Brain-Score's separate vision and language leaderboards; without it, ranked by the overall aggregate."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
+    if domain is not None and domain not in domains(snap):
+        raise ValueError(f"domain must be one of {domains(snap)}")
     key = "value" if view == "brainscore" else "scored_value"
-    ranks = rank({m: getattr(r, key) for m, r in snap.results.items()})
+
+    def ranked_node(result: NodeResult) -> NodeResult | None:
+        if domain is None:
+            return result
+        node = result.find(f"{result.path}/{domain}")
+        return node if node is not None and takes_part(node) else None
+
+    ranked = {m: ranked_node(r) for m, r in snap.results.items()}
+    ranks = rank({m: getattr(n, key) for m, n in ranked.items() if n is not None})
     rows = []
     for model_id, result in snap.results.items():
+        if ranked[model_id] is None:
+            continue
         model = snap.models[model_id]
         nodes = {n.path: node_dict(snap, model_id, n) for n in result.walk()}
         nodes.update({n.path: node_dict(snap, model_id, n) for n in snap.extra.get(model_id, [])})
@@ -204,11 +227,15 @@ def leaderboard(snap: Snapshot, view: str = "brainscore") -> dict[str, Any]:
             "digest": model.digest,
             "image_ref": model.image_ref,
             "aggregate": nodes[result.path],
+            "ranked_by": nodes[ranked[model_id].path],
+            "domains": [d for d in domains(snap) if (n := result.find(f"{result.path}/{d}")) is not None and takes_part(n)],
             "nodes": nodes,
         })
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
     return {
         "view": view,
+        "domain": domain,
+        "domains": domains(snap),
         "tree": snap.tree.to_dict(),
         "root": snap.tree.name,
         "columns": columns(snap.tree),
