@@ -21,7 +21,8 @@ temp name then renamed into place, the shard before its index. A shard is visibl
 its index file, so a writer killed mid-way leaves at most an unreferenced temp file or shard
 (ignored, and swept later), and concurrent writers (two scoring processes) never touch the same
 file; where two of them raced to store the same stimulus, the older shard's row is used. Reads
-memory-map the shards and copy each needed row once into the result. Files are not fsynced (a
+copy each needed row once, straight from the shard file into the result (runs of consecutive rows
+in one read); nothing holds a shard in memory. Files are not fsynced (a
 shard of the pixels model on the Cowley sessions is 2.8 GB): that covers killed processes, not
 power loss; after an OS crash a shard whose size does not match its index is skipped and its rows
 are recomputed.
@@ -47,7 +48,7 @@ import numpy as np
 
 #: Version of the row-key formulas below; part of every key.
 KEY_VERSION = b"cortexbox-row-v1"
-#: Rows copied per block when gathering from or writing to a shard (bounds the temporaries).
+#: Rows copied per block when writing a selection of rows to a shard (bounds the temporaries).
 _BLOCK_ROWS = 256
 #: Temp files older than this are leftovers of killed writers.
 _STALE_TMP_S = 3600.0
@@ -130,9 +131,6 @@ class _Shard:
     def __init__(self, path: Path, rows: int, features: int):
         self.path, self.rows, self.features = path, rows, features
 
-    def open(self) -> np.memmap:
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.features))
-
 
 class RowIndex:
     """Where each stored row of one (digest, output) lives: key -> (shard, row)."""
@@ -189,11 +187,15 @@ class ActivationCache:
 
     def gather(self, index: RowIndex, keys: Sequence[str], out: np.ndarray | None = None, positions: Sequence[int] | None = None) -> np.ndarray:
         """Copies the rows of ``keys`` (all stored) into ``out[positions]`` (a new (len(keys), F) float32
-        array when ``out`` is None), block by block from memory-mapped shards."""
+        array when ``out`` is None). Each run of consecutive shard rows bound for consecutive positions is
+        read straight into ``out`` with one ``readinto`` (no intermediate copy; a memory map's fancy
+        indexing measured 25x slower than ``np.load`` for the same bytes)."""
         if out is None:
             out = np.empty((len(keys), index.features), dtype=np.float32)
             positions = range(len(keys))
         positions = list(positions)
+        if not out.flags.c_contiguous or out.dtype != np.float32:
+            raise ValueError("gather needs a C-contiguous float32 output array")
         by_shard: dict[Path, tuple[_Shard, list[int], list[int]]] = {}
         for position, key in zip(positions, keys):
             shard, row = index.rows[key]
@@ -201,12 +203,24 @@ class ActivationCache:
             entry[1].append(position)
             entry[2].append(row)
         for shard, where, rows in by_shard.values():
-            mapped = shard.open()
-            try:
-                for start in range(0, len(rows), _BLOCK_ROWS):
-                    out[where[start : start + _BLOCK_ROWS]] = mapped[rows[start : start + _BLOCK_ROWS]]
-            finally:
-                del mapped
+            row_bytes = shard.features * 4
+            order = sorted(range(len(rows)), key=rows.__getitem__)
+            with open(shard.path, "rb", buffering=0) as f:
+                i = 0
+                while i < len(order):
+                    j = i + 1
+                    while j < len(order) and rows[order[j]] == rows[order[j - 1]] + 1 and where[order[j]] == where[order[j - 1]] + 1:
+                        j += 1
+                    first_row, first_position, count = rows[order[i]], where[order[i]], j - i
+                    view = memoryview(out[first_position : first_position + count]).cast("B")
+                    f.seek(first_row * row_bytes)
+                    done = 0
+                    while done < len(view):
+                        got = f.readinto(view[done:])
+                        if not got:
+                            raise OSError(f"{shard.path} is shorter than its index says")
+                        done += got
+                    i = j
         return out
 
     def put(self, digest: str, output: str, keys: Sequence[str], values: np.ndarray, rows: Sequence[int] | None = None) -> int:
