@@ -44,6 +44,7 @@ __all__ = [
     "Recording",
     "RecordingError",
     "RecordedBenchmark",
+    "check_assembly",
     "package_cowley2023",
     "read_recording",
     "store_recording",
@@ -138,11 +139,10 @@ def _check_decodable(images: dict[str, bytes], problems: list[str]) -> dict[str,
     return sizes
 
 
-def read_recording(assembly_path: str | os.PathLike[str], stimuli: str | os.PathLike[str],
-                   stimuli_zip: str | os.PathLike[str] | None = None) -> Recording:
-    """Reads and validates a recording; raises RecordingError naming every problem."""
+def check_assembly(assembly_path: Path) -> tuple[xr.DataArray, list[str], list[str], bool]:
+    """Reads and checks an assembly (dims, coords, values, ids): (raw, problems, stimulus ids, repeated).
+    Shared by image and text recordings; raises RecordingError where nothing further can be checked."""
     problems: list[str] = []
-    assembly_path = Path(assembly_path)
     try:
         raw = read_assembly(assembly_path)
     except (OSError, ValueError) as e:
@@ -180,6 +180,14 @@ def read_recording(assembly_path: str | os.PathLike[str], stimuli: str | os.Path
         pairs = pd.Index(list(zip(stimulus_ids, raw[REPETITION].values)))
         if not pairs.is_unique:
             problems.append(f"duplicate (stimulus_id, repetition) pairs: {_examples(pairs[pairs.duplicated()][:5])}")
+    return raw, problems, stimulus_ids, repeated
+
+
+def read_recording(assembly_path: str | os.PathLike[str], stimuli: str | os.PathLike[str],
+                   stimuli_zip: str | os.PathLike[str] | None = None) -> Recording:
+    """Reads and validates a recording; raises RecordingError naming every problem."""
+    assembly_path = Path(assembly_path)
+    raw, problems, stimulus_ids, repeated = check_assembly(assembly_path)
 
     images = _read_images(Path(stimuli), Path(stimuli_zip) if stimuli_zip else None, problems)
     unique_ids = list(dict.fromkeys(stimulus_ids))

@@ -291,9 +291,11 @@ def benchmarks_sync(
 @benchmarks_app.command("ingest")
 def benchmarks_ingest(
     assembly: Path = typer.Argument(..., help="netCDF assembly (Brain-Score format): presentation x neuroid"),
-    stimuli: Path = typer.Option(..., "--stimuli", help="folder of <stimulus_id>.<ext> images, or a CSV (stimulus_id, filename)"),
+    stimuli: Path = typer.Option(..., "--stimuli", help="images: a folder of <stimulus_id>.<ext> files, or a CSV (stimulus_id, filename); "
+                                 "text: a UTF-8 CSV (stimulus_id, sentence[, context_id or story])"),
     identifier: str = typer.Option(..., "--identifier", help="e.g. Smith2026.V4-pls"),
-    region: str = typer.Option(..., "--region", help="brain region, e.g. V4 or IT"),
+    region: str = typer.Option(..., "--region", help="brain region, e.g. V4, IT or language"),
+    modality: str = typer.Option("image", "--modality", help="image or text: what the stimuli are, and which models are scored"),
     visual_degrees: float = typer.Option(8.0, "--visual-degrees", help="degrees of visual angle the images spanned"),
     stimuli_zip: Optional[Path] = typer.Option(None, "--stimuli-zip", help="zip holding the CSV's files"),
     description: str = typer.Option("", help="what the recording is"),
@@ -306,7 +308,7 @@ def benchmarks_ingest(
     from cortexbox.orchestrator.ingest import ingest_recording, run_queued_jobs
 
     plan = ingest_recording(assembly, stimuli, identifier=identifier, region=region, visual_degrees=visual_degrees,
-                            stimuli_zip=stimuli_zip, description=description, citation=citation, dry_run=dry_run)
+                            modality=modality, stimuli_zip=stimuli_zip, description=description, citation=citation, dry_run=dry_run)
     results = []
     if plan.status == "registered" and not no_score:
         with _progress(enabled=err.is_terminal or not as_json) as progress:

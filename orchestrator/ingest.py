@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from cortexbox.benchmarks import list_benchmarks
 from cortexbox.benchmarks.recordings import RecordedBenchmark, RecordingError, read_recording, store_recording
+from cortexbox.benchmarks.text_recordings import METRIC as TEXT_METRIC
+from cortexbox.benchmarks.text_recordings import RecordedTextBenchmark, read_text_recording, store_text_recording
 from cortexbox.orchestrator.errors import UserError
 from cortexbox.registry import Benchmark, Registry
 
@@ -48,7 +50,16 @@ def resolve_benchmark(identifier: str, registry: Registry | None = None):
             known = e.known + sorted({b.identifier for b in registry.benchmarks() if b.definition.get("source") == "recording"})
             raise UserError(f"unknown benchmark {identifier!r}; known benchmarks: {', '.join(known)}",
                             "see `cortexbox benchmarks list`") from None
-        return RecordedBenchmark(versions[-1].definition["folder"])
+        return open_recorded_benchmark(versions[-1].definition["folder"])
+
+
+def open_recorded_benchmark(folder: str | os.PathLike[str]):
+    """The benchmark stored in an ingested recording's folder: image (RecordedBenchmark) or text
+    (RecordedTextBenchmark), as its definition.json says."""
+    import json
+
+    modality = json.loads((Path(folder) / "definition.json").read_text()).get("modality", "image")
+    return RecordedTextBenchmark(folder) if modality == "text" else RecordedBenchmark(folder)
 
 
 def ingested_identifiers(registry: Registry) -> list[str]:
@@ -280,7 +291,8 @@ def ingest_recording(
     *,
     identifier: str,
     region: str,
-    visual_degrees: float,
+    visual_degrees: float = 8.0,
+    modality: str = "image",
     stimuli_zip: str | os.PathLike[str] | None = None,
     description: str = "",
     citation: str = "",
@@ -292,18 +304,28 @@ def ingest_recording(
                         "e.g. Smith2026.V4-pls")
     if identifier in list_benchmarks():
         raise UserError(f"{identifier} is a built-in benchmark; choose another identifier")
-    if not visual_degrees > 0:
+    if modality not in ("image", "text"):
+        raise UserError(f"--modality must be image or text, got {modality!r}")
+    if modality == "image" and not visual_degrees > 0:
         raise UserError(f"--visual-degrees must be positive, got {visual_degrees}")
+    if modality == "text" and stimuli_zip is not None:
+        raise UserError("--stimuli-zip is for images; text stimuli are one CSV (stimulus_id, sentence[, context_id])")
     try:
-        recording = read_recording(assembly, stimuli, stimuli_zip)
+        if modality == "text":
+            recording = read_text_recording(assembly, stimuli)
+        else:
+            recording = read_recording(assembly, stimuli, stimuli_zip)
     except RecordingError as e:
         raise UserError(str(e)) from None
     registry = registry or Registry()
     root = home_dir() / "benchmarks" / identifier
+    metric = TEXT_METRIC if modality == "text" else "pls"
+    ceiled = "internal-consistency ceiling, " + ("clip(r/ceiling, 0, 1)." if modality == "text" else "r²/ceiling.")
     description = description or (
-        f"{identifier}: ingested recording ({recording.facts['neuroids']} neuroids, {recording.facts['stimuli']} "
-        "stimuli); PLS predictivity, "
-        + ("internal-consistency ceiling, r²/ceiling." if recording.repetitions is not None else "no repetitions, so no ceiling (raw r).")
+        f"{identifier}: ingested {'text ' if modality == 'text' else ''}recording ({recording.facts['neuroids']} "
+        f"neuroids, {recording.facts['stimuli']} stimuli); "
+        + ("linear predictivity (Pearson r per neuroid, median) at the committed layer, " if modality == "text" else "PLS predictivity, ")
+        + (ceiled if recording.repetitions is not None else "no repetitions, so no ceiling (raw r).")
     )
 
     def folder(version: int) -> Path:
@@ -315,12 +337,13 @@ def ingest_recording(
     def stage(version: int):
         """Stores the data under a temporary name and computes the ceiling from it."""
         shutil.rmtree(staging(version), ignore_errors=True)
-        store_recording(recording, staging(version), {
-            "identifier": identifier, "version": version, "region": region, "visual_degrees": visual_degrees,
-            "metric": "pls", "description": description, "citation": citation,
-        })
-        ceiling = RecordedBenchmark(staging(version)).ceiling
-        return ceiling
+        definition = {"identifier": identifier, "version": version, "region": region, "metric": metric,
+                      "description": description, "citation": citation}
+        if modality == "text":
+            store_text_recording(recording, staging(version), definition)
+            return RecordedTextBenchmark(staging(version)).ceiling
+        store_recording(recording, staging(version), {**definition, "visual_degrees": visual_degrees})
+        return RecordedBenchmark(staging(version)).ceiling
 
     def publish(version: int) -> None:
         if folder(version).exists():
@@ -331,7 +354,7 @@ def ingest_recording(
         shutil.rmtree(folder(version), ignore_errors=True)
 
     source = BenchmarkSource(
-        identifier, recording.data_hash, region, "image", "pls", description, citation, recording.facts,
+        identifier, recording.data_hash, region, modality, metric, description, citation, recording.facts,
         ceiling=stage, definition=lambda version: {"source": "recording", "folder": str(folder(version))},
         matches=lambda row: row.data_hash == recording.data_hash, publish=publish, retract=retract,
     )
