@@ -284,8 +284,7 @@ def benchmarks_sync(
         models = "" if p.status == "unchanged" else f", models to score: {', '.join(p.models_to_score) or 'none'}"
         out.print(f"{verb[p.status]} {p.identifier} v{p.version}: ceiling {ceiling}, data hash {p.data_hash[:12]}{models}")
     for r in results:
-        out.print(f"  {r['model']} on {r['benchmark']} v{r['version']}: {r['status']}"
-                  + (f" ceiled {r['ceiled']}, raw {r['raw']:.4f}" if r["status"] == "succeeded" else f" ({r['error']})"))
+        out.print(f"  {r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}")
 
 
 @benchmarks_app.command("ingest")
@@ -323,7 +322,7 @@ def benchmarks_ingest(
     if plan.status != "unchanged":
         out.print(f"models to score: {', '.join(plan.models_to_score) or 'none registered'}")
     for r in results:
-        out.print(f"  {r['model']}: {r['status']}" + (f" ceiled {r['ceiled']}, raw {r['raw']:.4f}" if r["status"] == "succeeded" else f" ({r['error']})"))
+        out.print(f"  {r['model']}: {_job_result(r)}")
 
 
 @app.command()
@@ -336,7 +335,7 @@ def worker(as_json: bool = typer.Option(False, "--json")) -> None:
         _emit_json(results)
     else:
         for r in results:
-            out.print(f"{r['model']} on {r['benchmark']} v{r['version']}: {r['status']}")
+            out.print(f"{r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}")
 
 
 @models_app.command("add")
@@ -445,6 +444,15 @@ def demo(
             )
         err.print(_describe(outcome))
     leaderboard(as_json=False)
+
+
+def _job_result(r: dict) -> str:
+    """One queued job's outcome, as `run_queued_jobs` reports it."""
+    if r["status"] == "succeeded":
+        return f"succeeded, ceiled {r['ceiled']}, raw {r['raw']:.4f}"
+    if r["status"] == "superseded":
+        return f"superseded by v{r.get('by_version') or r.get('scored_version')}"
+    return f"{r['status']} ({r.get('error', '')})"
 
 
 @app.command()

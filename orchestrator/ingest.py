@@ -369,20 +369,33 @@ def ingest_recording(
 
 
 def run_queued_jobs(registry: Registry | None = None, events=None) -> list[dict[str, Any]]:
-    """Scores every queued job, oldest first; one failure does not stop the others."""
+    """Scores every queued job, oldest first; one failure does not stop the others.
+
+    Scoring always uses a benchmark's latest version, so a job queued for an older version is marked
+    ``superseded`` instead of being scored (the newer version queued its own job for the model when it was
+    registered), and a job whose scoring registered a newer version on the way is marked ``superseded`` with
+    that run: a job never claims a score that belongs to another version."""
     from cortexbox.orchestrator.errors import CortexboxError
     from cortexbox.orchestrator.jobs import ScoreRequest, score_model
 
     registry = registry or Registry()
     results = []
     for job, model, bench in registry.queued_jobs():
+        latest = max(b.version for b in registry.benchmark_versions(bench.identifier))
+        if bench.version != latest:
+            registry.update_job(job, status="superseded")
+            results.append({"model": model.name, "benchmark": bench.identifier, "version": bench.version,
+                            "status": "superseded", "by_version": latest})
+            continue
         registry.update_job(job, status="running")
         try:
             outcome = score_model(ScoreRequest(benchmark=bench.identifier, image=model.digest,
                                                database_url=registry.url), registry=registry, events=events)
-            registry.update_job(job, status="succeeded", run_id=outcome.run_id)
+            status = "succeeded" if outcome.benchmark_version == bench.version else "superseded"
+            registry.update_job(job, status=status, run_id=outcome.run_id)
             results.append({"model": model.name, "benchmark": bench.identifier, "version": bench.version,
-                            "status": "succeeded", "raw": outcome.raw, "ceiled": outcome.ceiled})
+                            "status": status, "scored_version": outcome.benchmark_version,
+                            "raw": outcome.raw, "ceiled": outcome.ceiled})
         except CortexboxError as e:
             registry.update_job(job, status="failed")
             results.append({"model": model.name, "benchmark": bench.identifier, "version": bench.version,

@@ -61,7 +61,7 @@ class ScoreJob(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     model_id: int = Field(foreign_key="model.id", index=True)
     benchmark_id: int = Field(foreign_key="benchmark.id", index=True)
-    status: str = "queued"  # queued | running | succeeded | failed
+    status: str = "queued"  # queued | running | succeeded | failed | superseded (a newer version of its benchmark)
     run_id: Optional[int] = Field(default=None, foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)
 

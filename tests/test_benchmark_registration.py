@@ -167,3 +167,26 @@ def test_cowley2023_is_defined_by_the_ingested_recording_with_the_same_numbers(d
                             visual_degrees=8, dry_run=True)
     assert plan.status == "planned" and plan.facts == bench.recording.facts
     assert plan.ceiling == bench.ceiling.raw and plan.ceiling_error == bench.ceiling.error
+
+
+def test_the_worker_never_scores_a_job_of_an_older_version_under_the_newer_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cortexbox.orchestrator import jobs
+    from cortexbox.registry import Benchmark
+
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    image, _, _ = add_models(registry)
+    v1, _ = registry.register_benchmark_with_jobs(Benchmark(identifier="Smith2026.V4-pls", version=1, data_hash="a" * 64), [image.id])
+    v2, _ = registry.register_benchmark_with_jobs(Benchmark(identifier="Smith2026.V4-pls", version=2, data_hash="b" * 64), [image.id])
+    scored = []
+
+    def fake_score_model(request, registry, events=None):
+        scored.append(request.benchmark)
+        return SimpleNamespace(run_id=None, benchmark_version=2, raw=0.5, ceiled=0.6)
+
+    monkeypatch.setattr(jobs, "score_model", fake_score_model)
+    results = ingest.run_queued_jobs(registry)
+    assert [(r["version"], r["status"]) for r in results] == [(1, "superseded"), (2, "succeeded")]
+    assert results[0]["by_version"] == 2 and scored == ["Smith2026.V4-pls"]  # v1's job was not scored
+    assert not registry.queued_jobs()
