@@ -28,7 +28,7 @@ power loss; after an OS crash a shard whose size does not match its index is ski
 are recomputed.
 
 Entries of the earlier per-stimulus-set cache (``activations/??/<sha>.npy`` + ``.json``) are not
-read; delete them to reclaim the space. Nothing is evicted: layer selection stores every candidate
+read; ``cortexbox gc`` deletes them. Nothing is evicted: layer selection stores every candidate
 layer's rows for the selection images (about 9 GB for the MobileNet template on Cowley's 300).
 """
 
@@ -156,6 +156,24 @@ class ActivationCache:
     def _dir(self, digest: str, output: str) -> Path:
         name = hashlib.sha256(f"{digest}\0{output}".encode()).hexdigest()[:40]
         return self.root / "rows" / name
+
+    def remove_legacy(self) -> tuple[int, int]:
+        """Deletes the entries of the earlier per-stimulus-set cache (``<root>/??/<sha>.npy`` and ``.json``), which
+        nothing reads any more; returns (files, bytes) removed. ``cortexbox gc`` calls it."""
+        files = size = 0
+        for folder in self.root.glob("??"):
+            if not folder.is_dir() or folder.name == "rows":
+                continue
+            for path in folder.iterdir():
+                if path.suffix in (".npy", ".json") and path.is_file():
+                    size += path.stat().st_size
+                    path.unlink()
+                    files += 1
+            try:
+                folder.rmdir()
+            except OSError:  # something else lives there: leave it
+                pass
+        return files, size
 
     def index(self, digest: str, output: str) -> RowIndex:
         """Every stored row of ``output`` of the image ``digest`` (unreadable shards are skipped)."""

@@ -459,6 +459,7 @@ def _job_result(r: dict) -> str:
 def gc() -> None:
     """Remove containers left behind by cortexbox processes that no longer exist, and mark their runs failed
     (failure class ``lost``) so they stop looking alive."""
+    from cortexbox.orchestrator.cache import ActivationCache
     from cortexbox.orchestrator.run_events import close_lost_runs
     from cortexbox.orchestrator.runtime import docker_client, reap_orphans
     from cortexbox.registry import Registry
@@ -466,6 +467,9 @@ def gc() -> None:
     out.print(f"removed {reap_orphans(docker_client())} orphaned container(s)")
     lost = close_lost_runs(Registry())
     out.print(f"marked {len(lost)} run(s) of dead processes as lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
+    files, size = ActivationCache().remove_legacy()
+    if files:
+        out.print(f"removed {files} file(s) of the earlier per-set activation cache ({size / 2**20:.1f} MiB)")
 
 
 @app.command()

@@ -256,3 +256,18 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypa
     monkeypatch.setattr(cache_module, "_atomic_write", lambda path, write: real(path, full) if path.suffix == ".f32" else real(path, write))
     got = job.extract(more, ["a"], "y")["a"]
     assert client.sent[-1] == ["c"] and np.array_equal(got[1], values[0]) and got[0, 1] == 3
+
+
+def test_remove_legacy_deletes_only_the_earlier_per_set_entries(tmp_path):
+    cache = ActivationCache(tmp_path)
+    keys = [image_key(np.full((4, 4, 3), i, np.uint8)) for i in range(3)]
+    cache.put("sha256:" + "a" * 64, "layer", keys, np.ones((3, 2), np.float32))
+    legacy = tmp_path / "ab"
+    legacy.mkdir()
+    (legacy / ("c" * 64 + ".npy")).write_bytes(b"x" * 100)
+    (legacy / ("c" * 64 + ".json")).write_text("{}")
+    assert cache.remove_legacy() == (2, 102)
+    assert not legacy.exists()
+    index = cache.index("sha256:" + "a" * 64, "layer")
+    assert len(index) == 3 and np.array_equal(cache.gather(index, keys), np.ones((3, 2), np.float32))
+    assert cache.remove_legacy() == (0, 0)
