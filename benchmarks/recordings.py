@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "check_assembly",
     "package_cowley2023",
     "read_recording",
+    "store_assemblies",
     "store_recording",
 ]
 
@@ -231,24 +233,37 @@ def read_recording(assembly_path: str | os.PathLike[str], stimuli: str | os.Path
     )
 
 
-def store_recording(recording: Recording, folder: str | os.PathLike[str], definition: dict[str, Any]) -> Path:
-    """Writes the recording to `folder` atomically: a temporary sibling renamed into place."""
+def store_assemblies(folder: str | os.PathLike[str], target: xr.DataArray, repetitions: xr.DataArray | None,
+                     definition: dict[str, Any], write_stimuli: Callable[[Path], None]) -> Path:
+    """Writes a recording's assemblies (target.nc, repetitions.nc if any), its stimuli (``write_stimuli(folder)``)
+    and definition.json to `folder` atomically: a temporary sibling renamed into place. Image and text
+    recordings share it."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        write_assembly(recording.target, tmp / "target.nc")
-        if recording.repetitions is not None:
-            write_assembly(recording.repetitions, tmp / "repetitions.nc")
-        with zipfile.ZipFile(tmp / "stimuli.zip", "w", zipfile.ZIP_STORED) as archive:
-            for sid, blob in recording.images.items():
-                archive.writestr(f"{sid}", blob)
-        (tmp / "definition.json").write_text(json.dumps({**definition, "data_hash": recording.data_hash, **recording.facts}, indent=2))
+        write_assembly(target, tmp / "target.nc")
+        if repetitions is not None:
+            write_assembly(repetitions, tmp / "repetitions.nc")
+        write_stimuli(tmp)
+        (tmp / "definition.json").write_text(json.dumps(definition, indent=2))
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def store_recording(recording: Recording, folder: str | os.PathLike[str], definition: dict[str, Any]) -> Path:
+    """Writes the recording (its images in stimuli.zip) to `folder` atomically."""
+
+    def write_images(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp / "stimuli.zip", "w", zipfile.ZIP_STORED) as archive:
+            for sid, blob in recording.images.items():
+                archive.writestr(f"{sid}", blob)
+
+    return store_assemblies(folder, recording.target, recording.repetitions,
+                            {**definition, "data_hash": recording.data_hash, **recording.facts}, write_images)
 
 
 class RecordedBenchmark(NeuralBenchmark):

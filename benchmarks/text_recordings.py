@@ -28,8 +28,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -43,8 +41,14 @@ from .dims import NEUROID, PRESENTATION
 from .language import LanguageBenchmark, TextStimulusSet
 from .metrics import InternalConsistency, load_metric
 from .metrics.normalization import explained_variance
-from .netcdf import read_assembly, write_assembly
-from .recordings import MIN_STIMULI, RecordingError, _examples, check_assembly
+from .netcdf import read_assembly
+from .recordings import (
+    MIN_STIMULI,
+    RecordingError,
+    _examples,
+    check_assembly,
+    store_assemblies,
+)
 from .score import Score
 
 __all__ = ["METRIC", "RecordedTextBenchmark", "TextRecording", "read_text_recording", "store_text_recording"]
@@ -150,25 +154,17 @@ def read_text_recording(assembly_path: str | os.PathLike[str], stimuli: str | os
 
 
 def store_text_recording(recording: TextRecording, folder: str | os.PathLike[str], definition: dict[str, Any]) -> Path:
-    """Writes the recording to `folder` atomically: a temporary sibling renamed into place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        write_assembly(recording.target, tmp / "target.nc")
-        if recording.repetitions is not None:
-            write_assembly(recording.repetitions, tmp / "repetitions.nc")
+    """Writes the recording (its parts in stimuli.csv) to `folder` atomically."""
+
+    def write_parts(tmp: Path) -> None:
         with open(tmp / "stimuli.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["stimulus_id", "sentence", "context_id"])
             writer.writerows(recording.parts)
-        (tmp / "definition.json").write_text(json.dumps(
-            {**definition, "modality": "text", "data_hash": recording.data_hash, **recording.facts}, indent=2))
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return store_assemblies(folder, recording.target, recording.repetitions,
+                            {**definition, "modality": "text", "data_hash": recording.data_hash, **recording.facts},
+                            write_parts)
 
 
 class RecordedTextBenchmark(LanguageBenchmark):

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,48 +135,12 @@ def assemble_web_context(context_dir: str | Path, *, wheelhouse: str | Path | No
     own = [build_package_wheel(context / "own"), images.build_sdk_wheel(context / "own")]
     requirements = web_requirements()
     house = Path(wheelhouse) if wheelhouse is not None else images.default_wheelhouse()
-    with images._locked(house):  # other builds share the wheelhouse; pip writes into it in place
+    with images.locked(house):  # other builds share the wheelhouse; pip writes into it in place
         images.ensure_wheelhouse(requirements, house, log=log)
         selected = images.select_wheels(requirements, house, wheels)
     size = sum(p.stat().st_size for p in selected)
     log(f"{len(selected)} wheels ({size / 1e6:.0f} MB) incl. {', '.join(p.name for p in own)} in the build context")
     return context
-
-
-def build_image(
-    client: docker.DockerClient,
-    context: str | Path,
-    tag: str,
-    *,
-    base_image: str = images.DEFAULT_BASE_IMAGE,
-    nocache: bool = False,
-    log: Log = logger.info,
-) -> BuiltImage:
-    """``docker build`` of `context` as `tag` with build argument ``BASE_IMAGE`` (never pulls), streaming
-    the output to `log`; ImageBuildError with the last lines on failure."""
-    tail: deque[str] = deque(maxlen=_LOG_TAIL)
-    image_id = None
-    log(f"building {tag} on {base_image}")
-    try:
-        stream = client.api.build(
-            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base_image},
-            rm=True, forcerm=True, pull=False, nocache=nocache, decode=True,
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
-            for line in (chunk.get("stream") or "").rstrip("\n").splitlines():
-                tail.append(line)
-                log(line)
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
-    except docker.errors.APIError as e:
-        raise ImageBuildError(f"building {tag} failed: {e}", tail) from e
-    if image_id is None:
-        image_id = client.images.get(tag).id
-    log(f"built {tag}: {image_id}")
-    return BuiltImage(tag=tag, image_id=image_id)
 
 
 def build_stack(
@@ -204,8 +167,8 @@ def build_stack(
         if base_image != images.DEFAULT_BASE_IMAGE:
             raise ImageBuildError(f"base image {base_image} is not present and cannot be pulled here") from None
         images.build_base_image(client, base_image, log=log)
-    db = build_image(client, DB_IMAGE_DIR, db_tag, base_image=base_image, nocache=nocache, log=log)
+    db = images.build_image(client, DB_IMAGE_DIR, db_tag, base_image=base_image, nocache=nocache, log=log)
     with tempfile.TemporaryDirectory(prefix="cortexbox-web-context-") as tmp:
         context = assemble_web_context(Path(tmp) / "context", wheelhouse=wheelhouse, log=log)
-        web = build_image(client, context, web_tag, base_image=base_image, nocache=nocache, log=log)
+        web = images.build_image(client, context, web_tag, base_image=base_image, nocache=nocache, log=log)
     return Stack(db=db, web=web)

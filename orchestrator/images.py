@@ -347,7 +347,7 @@ def _pip_download(
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def locked(folder: Path) -> Iterator[None]:
     """An exclusive advisory lock on `folder` (created if need be) for the duration of the block."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as handle:
@@ -495,7 +495,7 @@ def fetch_nodeps_wheels(
         listing = Path(tmp) / NODEPS_FILE
         listing.write_text("\n".join(requirements) + "\n")
         extra = ["--no-deps", "--require-hashes", "-r", str(listing)]
-        with _locked(cache):
+        with locked(cache):
             if _pip_download([], cache, offline_from=cache, find_links=[], extra=extra, **opts).returncode != 0:
                 log(f"downloading {len(requirements)} --no-deps wheel(s) into {cache}")
                 done = _pip_download([], cache, offline_from=None, find_links=[], extra=extra, **opts)
@@ -617,7 +617,7 @@ def assemble_context(
     wheels = context / "wheels"
     sdk_wheel = build_sdk_wheel(wheels)
     house = Path(wheelhouse) if wheelhouse is not None else default_wheelhouse()
-    with _locked(house):  # builds in parallel share the wheelhouse; pip writes into it in place
+    with locked(house):  # builds in parallel share the wheelhouse; pip writes into it in place
         ensure_wheelhouse(requirements, house, log=log)
         selected = select_wheels(requirements, house, wheels)
     size = sum(p.stat().st_size for p in selected)
@@ -642,6 +642,43 @@ def assemble_context(
             shutil.copyfile(src, target)
         log(f"asset {dest} <- {src}")
     return config
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: str | Path,
+    tag: str,
+    *,
+    base_image: str = DEFAULT_BASE_IMAGE,
+    nocache: bool = False,
+    log: Log = logger.info,
+) -> BuiltImage:
+    """``docker build`` of a ready `context` as `tag` with build argument ``BASE_IMAGE`` (never pulls),
+    streaming the output to `log`; ImageBuildError with the last lines of the log on failure."""
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
+    image_id = None
+    log(f"building {tag} on {base_image}")
+    try:
+        # The low-level API streams; images.build() would only report at the end.
+        stream = client.api.build(
+            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base_image},
+            rm=True, forcerm=True, pull=False, nocache=nocache, decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
+            for line in (chunk.get("stream") or "").rstrip("\n").splitlines():
+                tail.append(line)
+                log(line)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+    except docker.errors.APIError as e:
+        raise ImageBuildError(f"building {tag} failed: {e}", tail) from e
+    if image_id is None:  # engines before API 1.30 do not report it; the tag is as good
+        image_id = client.images.get(tag).id
+    log(f"built {tag}: {image_id}")
+    return BuiltImage(tag=tag, image_id=image_id)
 
 
 def build_model_image(
@@ -698,35 +735,5 @@ def build_model_image(
         context = Path(tmp) / "context"
         config = assemble_context(project_dir, context, data_dir=data_dir, wheelhouse=wheelhouse, log=log)
         tag = tag or f"{config.name}:latest"
-        log(f"building {tag} from {project_dir} on {base_image}")
-        tail: deque[str] = deque(maxlen=_LOG_TAIL)
-        image_id = None
-        try:
-            # The low-level API streams; images.build() would only report at the end.
-            stream = client.api.build(
-                path=str(context),
-                tag=tag,
-                buildargs={"BASE_IMAGE": base_image},
-                rm=True,
-                forcerm=True,
-                pull=False,
-                nocache=nocache,
-                decode=True,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                    raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
-                text = chunk.get("stream")
-                if text:
-                    for line in text.rstrip("\n").splitlines():
-                        tail.append(line)
-                        log(line)
-                if "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-        except docker.errors.APIError as e:
-            raise ImageBuildError(f"building {tag} failed: {e}", tail) from e
-        if image_id is None:  # engines before API 1.30 do not report it; the tag is as good
-            image_id = client.images.get(tag).id
-        log(f"built {tag}: {image_id}")
-        return BuiltImage(tag=tag, image_id=image_id)
+        log(f"building {tag} from {project_dir}")
+        return build_image(client, context, tag, base_image=base_image, nocache=nocache, log=log)

@@ -163,8 +163,8 @@ def close_lost_runs(registry) -> list[int]:
         if not owner_gone(owner_data):
             continue
         error = f"the process that scored this run (pid {owner_data.get('pid')} on {owner_data.get('host')}) died without finishing it"
-        last = registry.run_events(run.id, -1, 10_000)
-        seq = (last[-1].seq + 1) if last else 0
+        last = registry.last_run_events([run.id]).get(run.id)
+        seq = last.seq + 1 if last is not None else 0
         registry.add_run_events(run.id, [
             (seq, "failed", {"failure_class": "lost", "error": error, "log_tail": None, "benchmark": run.benchmark_identifier}),
             (seq + 1, "done", {"status": "failed", "failure_class": "lost", "benchmark": run.benchmark_identifier}),

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cortexbox.benchmarks.metrics import normalization
+
 __all__ = [
     "Comparison",
     "Interval",
@@ -136,28 +138,17 @@ def bootstrap_neuroids(split_neuroid_values: np.ndarray, *, seed: int = 0, n_boo
 
 # -- ceiling normalisation of split values and interval ends -----------------------------------------------------------
 def ceil_value(raw: float, ceiling: float | None, regime: str | None) -> float:
-    """``raw`` normalised as the benchmark's regime does (see ``benchmarks/metrics/normalization.py``)."""
+    """``raw`` normalised as the benchmark's regime does (r²/ceiling when none is recorded); ``raw`` itself when the
+    benchmark has no ceiling."""
     if ceiling is None:
         return raw
-    if not ceiling:
-        return math.nan
-    regime = regime or "r2_over_ceiling"
-    if regime == "r2_over_ceiling":
-        return raw**2 / ceiling
-    if regime == "r_over_ceiling_squared":
-        return (raw / ceiling) ** 2
-    if regime == "raw_over_ceiling_clipped":
-        return min(max(raw / ceiling, 0.0), 1.0)
-    return raw / ceiling  # r_over_ceiling
+    return normalization.ceil_value(raw, ceiling, regime or "r2_over_ceiling")
 
 
 def _map_interval(lo: float, hi: float, ceiling: float | None, regime: str | None) -> tuple[float, float]:
-    if regime in (None, "r2_over_ceiling", "r_over_ceiling_squared") and ceiling is not None:
-        # g(r) = c * r^2 is monotone on either side of 0; an interval containing 0 maps to [0, max].
-        ends = [ceil_value(lo, ceiling, regime), ceil_value(hi, ceiling, regime)]
-        return (0.0 if lo <= 0 <= hi else min(ends)), max(ends)
-    a, b = ceil_value(lo, ceiling, regime), ceil_value(hi, ceiling, regime)
-    return min(a, b), max(a, b)
+    if ceiling is None:
+        return lo, hi
+    return normalization.ceil_interval(lo, hi, ceiling, regime or "r2_over_ceiling")
 
 
 def _regime(score: Any) -> str | None:
