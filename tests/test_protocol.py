@@ -7,7 +7,6 @@ directly, since the SDK would never send such messages.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
