@@ -19,6 +19,10 @@ every node lists its missing leaves and ``missing_weight``, the share of the nod
 without a score. The second view (``scored_value``) averages, at every level, only the children that have a score,
 so that it answers "how good is the model where it was measured" -- next to ``coverage`` saying how much was.
 
+A broken tree (a leaf naming no known benchmark, a benchmark twice, a cycle, an inner node without leaves, two
+siblings with one name, a tree that cannot be read) raises :class:`BenchmarkTreeError` naming the problem: a
+leaderboard over a silently repaired tree would rank models by something nobody wrote down.
+
 Everything here is a pure function of rows (``Score``, ``Benchmark``, ``Run``) and a tree; nothing touches a
 database, so it is tested against hand-computed trees.
 """
@@ -30,7 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortexbox.orchestrator.errors import CortexboxError
+
 __all__ = [
+    "BenchmarkTreeError",
     "Leaf",
     "NodeResult",
     "TreeNode",
@@ -42,6 +49,7 @@ __all__ = [
     "leaf_weights",
     "tree_from_spec",
     "benchmark_tree",
+    "check_tree",
     "child_shares",
     "is_engineering",
     "rank",
@@ -50,6 +58,10 @@ __all__ = [
 
 
 # -- the tree ---------------------------------------------------------------------------------------------------
+class BenchmarkTreeError(CortexboxError, ValueError):
+    """The benchmark tree is broken; the message names the node and the problem."""
+
+
 @dataclass(frozen=True)
 class TreeNode:
     """A node of the benchmark tree: an inner node (``children``) or a leaf (``benchmark`` identifier)."""
@@ -103,28 +115,68 @@ def _is_roots_spec(spec: Any) -> bool:
 
 def tree_from_spec(spec: Any, name: str = "average") -> TreeNode:
     """Builds a tree from a nested spec: ``{name: spec}`` for inner nodes, a list of benchmark identifiers (or
-    of further specs) for a node's leaves, or an existing :class:`TreeNode`. Inner nodes without any leaf are
-    dropped: a branch nobody can be scored on is not part of the average (Brain-Score's tree holds only benchmark
-    types that exist)."""
+    of further specs) for a node's leaves, or an existing :class:`TreeNode`; checked by :func:`check_tree`.
+
+    Raises
+    ------
+    BenchmarkTreeError
+        A cycle, a node that is neither a mapping, a list nor an identifier, an empty identifier, or any problem
+        :func:`check_tree` finds. An inner node without leaves is an error, not dropped: Brain-Score's tree holds
+        only benchmark types that exist, and a dropped branch would change every parent's weights unnoticed."""
+    tree = spec if isinstance(spec, TreeNode) else _from_spec(spec, name, name, ())
+    check_tree(tree)
+    return tree
+
+
+def _from_spec(spec: Any, name: str, path: str, parents: tuple[int, ...]) -> TreeNode:
     if isinstance(spec, TreeNode):
         return spec
     if isinstance(spec, str):
+        if not spec.strip():
+            raise BenchmarkTreeError(f"benchmark tree: an empty benchmark identifier under {path}")
         return TreeNode(name=spec, benchmark=spec)
+    if id(spec) in parents:
+        raise BenchmarkTreeError(f"benchmark tree: a cycle: {path} contains itself")
+    parents = parents + (id(spec),)
     children: list[TreeNode] = []
     if isinstance(spec, Mapping):
-        items: Iterable[tuple[str, Any]] = spec.items()
-        for child_name, child_spec in items:
-            child = tree_from_spec(child_spec, str(child_name))
-            if child.is_leaf or child.children:
-                children.append(child)
+        for child_name, child_spec in spec.items():
+            children.append(_from_spec(child_spec, str(child_name), f"{path}/{child_name}", parents))
     elif isinstance(spec, Sequence):
         for item in spec:
-            child = tree_from_spec(item, item if isinstance(item, str) else name)
-            if child.is_leaf or child.children:
-                children.append(child)
+            child_name = item if isinstance(item, str) else name
+            children.append(_from_spec(item, child_name, f"{path}/{child_name}" if isinstance(item, str) else path, parents))
     else:
-        raise TypeError(f"cannot build a benchmark tree node from {type(spec).__name__}")
+        raise BenchmarkTreeError(f"benchmark tree: {path} is a {type(spec).__name__}, not a mapping, a list or a benchmark identifier")
     return TreeNode(name=name, children=tuple(children))
+
+
+def check_tree(tree: TreeNode, known: Iterable[str] | None = None) -> None:
+    """Raises :class:`BenchmarkTreeError` for an inner node without children, two siblings with one name (their
+    columns would collide), a benchmark that appears twice, or (with ``known``) a leaf naming a benchmark that is
+    not in ``known``."""
+    seen: dict[str, str] = {}
+    known_set = None if known is None else set(known)
+
+    def visit(node: TreeNode, path: str) -> None:
+        if node.is_leaf:
+            if node.benchmark in seen:
+                raise BenchmarkTreeError(f"benchmark tree: {node.benchmark} appears twice, under {seen[node.benchmark]} and {path}")
+            seen[node.benchmark] = path  # type: ignore[index]
+            if known_set is not None and node.benchmark not in known_set:
+                raise BenchmarkTreeError(f"benchmark tree: the leaf {node.benchmark} under {path} names no known benchmark "
+                                         "(neither built in nor registered)")
+            return
+        if not node.children:
+            raise BenchmarkTreeError(f"benchmark tree: {path} has no benchmarks below it (an empty inner node)")
+        names = [c.name for c in node.children]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BenchmarkTreeError(f"benchmark tree: {path} has two children named {twice[0]}")
+        for child in node.children:
+            visit(child, f"{path}/{child.name}" if not child.is_leaf else path)
+
+    visit(tree, tree.name)
 
 
 NEURAL_REGIONS = ("V1", "V2", "V4", "IT")
@@ -138,12 +190,13 @@ def default_tree_spec(benchmarks: Iterable[Any]) -> dict[str, Any]:
     by_region: dict[str, set[str]] = {}
     for b in benchmarks:
         by_region.setdefault(getattr(b, "region", "") or "", set()).add(b.identifier)
-    neural: dict[str, list[str]] = {r: sorted(by_region.get(r, ())) for r in NEURAL_REGIONS}
+    neural: dict[str, list[str]] = {r: sorted(by_region[r]) for r in NEURAL_REGIONS if by_region.get(r)}
     for region in sorted(by_region):
         if region not in NEURAL_REGIONS and region.lower() not in BEHAVIOUR_REGIONS:
             neural[region] = sorted(by_region[region])
     behaviour = sorted(set().union(*(by_region.get(r, set()) for r in BEHAVIOUR_REGIONS)))
-    return {"neural": neural, "behaviour": behaviour}
+    # only the branches that have benchmarks: an empty inner node is an error in a written tree
+    return {k: v for k, v in (("neural", neural), ("behaviour", behaviour)) if v}
 
 
 def _insert(node: TreeNode, region: str, identifier: str) -> tuple[TreeNode, bool]:
@@ -161,16 +214,18 @@ def _insert(node: TreeNode, region: str, identifier: str) -> tuple[TreeNode, boo
 
 
 def _provided_spec() -> Any:
-    try:
-        from cortexbox import benchmarks as benchmarks_package
+    from cortexbox import benchmarks as benchmarks_package
 
-        provided = getattr(benchmarks_package, "tree", None)
-        return provided() if callable(provided) else None
-    except Exception:  # noqa: BLE001 - a broken tree must not take the leaderboard down; the default stands in
+    provided = getattr(benchmarks_package, "tree", None)
+    if not callable(provided):
         return None
+    try:
+        return provided()
+    except Exception as e:  # a tree that cannot be read is reported, never replaced by another one
+        raise BenchmarkTreeError(f"benchmark tree: cortexbox.benchmarks.tree() failed: {type(e).__name__}: {e}") from e
 
 
-def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
+def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None, known: Iterable[str] | None = None) -> TreeNode:
     """The tree to aggregate over: ``spec`` if given, else ``cortexbox.benchmarks.tree()`` where the benchmarks
     package provides one, else :func:`default_tree_spec` over the registry's benchmarks.
 
@@ -181,19 +236,25 @@ def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
     (``cortexbox.benchmarks.NOT_AGGREGATED``) -- an ingested recording, say -- joins the leaf group named like its
     region (e.g. ``V4``) when there is one; otherwise it is reported by :func:`unaggregated`, never averaged in
     silently. A tree leaf that nobody has been scored on yet is part of the average (missing for every model), as
-    on Brain-Score."""
+    on Brain-Score; with ``known`` (the identifiers that exist: built in or registered), a leaf outside it is a
+    :class:`BenchmarkTreeError`, as is a leaf also listed in ``NOT_AGGREGATED``."""
     benchmarks = list(benchmarks)
     if spec is None:
         spec = _provided_spec()
     if spec is None:
-        return tree_from_spec(default_tree_spec(benchmarks), "vision")
+        default = default_tree_spec(benchmarks)
+        return tree_from_spec(default, "vision") if default else TreeNode("vision")  # nothing registered yet
     tree = tree_from_spec(spec, "vision")
+    check_tree(tree, known)
     if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in BRAIN_ROOTS:
         tree = tree.children[0]
     elif _is_roots_spec(spec):
         tree = TreeNode(ROOTS_NAME, tree.children, mode="roots")
     placed = set(tree.leaves())
     left_out = _not_aggregated()
+    both = sorted(placed & set(left_out))
+    if both:
+        raise BenchmarkTreeError(f"benchmark tree: {both[0]} is a leaf and also listed as not aggregated ({left_out[both[0]]})")
     for b in sorted(benchmarks, key=lambda b: b.identifier):
         if b.identifier in placed or b.identifier in left_out or not getattr(b, "region", ""):
             continue
@@ -204,12 +265,9 @@ def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None) -> TreeNode:
 
 
 def _not_aggregated() -> dict[str, str]:
-    try:
-        from cortexbox import benchmarks as benchmarks_package
+    from cortexbox import benchmarks as benchmarks_package
 
-        return dict(getattr(benchmarks_package, "NOT_AGGREGATED", {}) or {})
-    except Exception:  # noqa: BLE001
-        return {}
+    return dict(getattr(benchmarks_package, "NOT_AGGREGATED", {}) or {})
 
 
 def unaggregated(tree: TreeNode, benchmarks: Iterable[Any]) -> dict[str, str]:
@@ -225,7 +283,7 @@ def unaggregated(tree: TreeNode, benchmarks: Iterable[Any]) -> dict[str, str]:
 
 def leaf_weights(tree: TreeNode) -> dict[str, float]:
     """Each leaf's weight in the root's unweighted-mean-of-children average (the product of 1/#children along
-    its path). A benchmark that appears under two parents gets the sum. Under a ``roots`` node each brain root
+    its path; :func:`check_tree` allows each benchmark once). Under a ``roots`` node each brain root
     weighs 1 (as if it were the model's only domain) and engineering roots 0."""
     weights: dict[str, float] = {}
 

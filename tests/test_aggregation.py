@@ -7,6 +7,7 @@ from types import SimpleNamespace as Row
 import pytest
 
 from cortexbox.orchestrator.aggregation import (
+    BenchmarkTreeError,
     Leaf,
     aggregate,
     aggregate_all,
@@ -165,9 +166,51 @@ def test_a_provided_tree_is_used_ingested_benchmarks_join_their_region_and_left_
     assert tree.name == "vision"
     assert tree.leaves() == ["X.V4-pls", "Smith2026.V4-pls", "Y.IT-pls", "B.i2n"]  # unscored tree leaves stay
     assert unaggregated(tree, registered) == {"X.V4-top1": "engineering", "Z.V1-pls": "not in the benchmark tree"}
-    # a tree that cannot be read falls back to the default tree by region
+    # a tree that cannot be read is an error naming why, never silently replaced by the default tree
     monkeypatch.setattr(package, "tree", lambda: 1 / 0, raising=False)
+    with pytest.raises(BenchmarkTreeError, match=r"tree\(\) failed: ZeroDivisionError"):
+        benchmark_tree(registered[:2])
+    # without a provided tree, the default places the registered benchmarks by region
+    monkeypatch.setattr(package, "tree", None, raising=False)
     assert benchmark_tree(registered[:2]).leaves() == ["Smith2026.V4-pls", "X.V4-pls"]
+
+
+@pytest.mark.parametrize("spec, known, message", [
+    ({"neural": {"V4": ["a", "nonexistent"]}}, {"a"}, "the leaf nonexistent under vision/neural/V4 names no known benchmark"),
+    ({"neural": {"V4": ["a"], "IT": ["a"]}}, None, "a appears twice, under vision/neural/V4 and vision/neural/IT"),
+    ({"neural": {"V4": ["a"], "IT": []}}, None, "vision/neural/IT has no benchmarks below it"),
+    ({"neural": {"V4": ["a"], "IT": {}}, "behaviour": ["d"]}, None, "vision/neural/IT has no benchmarks below it"),
+    ({"neural": {"V4": ["a", ""]}}, None, "an empty benchmark identifier under vision/neural/V4"),
+    ({"neural": {"V4": ["a"], "IT": 3}}, None, "vision/neural/IT is a int"),
+    ({"neural": [{"V4": ["a"]}, {"V4": ["b"]}]}, None, "two children named neural"),
+])
+def test_a_broken_tree_fails_loudly_naming_the_problem(spec, known, message):
+    from cortexbox.orchestrator.aggregation import benchmark_tree
+
+    with pytest.raises(BenchmarkTreeError) as info:
+        benchmark_tree([], spec, known=known)
+    assert message in str(info.value)
+
+
+def test_a_cycle_in_the_tree_fails_loudly_and_a_leaf_also_left_out_is_refused(monkeypatch):
+    import cortexbox.benchmarks as package
+    from cortexbox.orchestrator.aggregation import benchmark_tree
+
+    spec: dict = {"neural": {"V4": ["a"]}}
+    spec["neural"]["IT"] = spec["neural"]
+    with pytest.raises(BenchmarkTreeError, match="a cycle: vision/neural/IT contains itself"):
+        benchmark_tree([], spec)
+    monkeypatch.setattr(package, "NOT_AGGREGATED", {"a": "scored elsewhere"}, raising=False)
+    with pytest.raises(BenchmarkTreeError, match="a is a leaf and also listed as not aggregated"):
+        benchmark_tree([], {"neural": {"V4": ["a"]}})
+
+
+def test_the_real_tree_names_only_built_in_benchmarks():
+    from cortexbox.benchmarks import list_benchmarks
+    from cortexbox.orchestrator.aggregation import benchmark_tree
+
+    tree = benchmark_tree([], known=list_benchmarks())
+    assert tree.mode == "roots" and len(tree.leaves()) == len(set(tree.leaves())) > 40
 
 
 # -- several roots: vision and language are separate leaderboards, engineering roots stand apart ------------------
