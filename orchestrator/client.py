@@ -1,17 +1,27 @@
 """The orchestrator's side of cortexbox.model.v1: a client that trusts nothing it receives.
 
 Every message from a model is checked against the contract before it touches memory:
-declared outputs and shapes, byte counts, chunk order and size, stimulus ids, NaN and inf.
-Outputs are written straight into one preallocated float32 array per output (stimuli x
-features), so a run holds one copy of its results plus at most one batch in flight.
+declared outputs and shapes, byte counts, chunk order and size, stimulus ids, NaN and inf,
+and the budgets of orchestrator/budgets.py (output bytes at the dtype sent, idle messages,
+silence, strings). Outputs are converted chunk by chunk, as they arrive, into one
+preallocated float32 array per output (stimuli x features), so a run holds one copy of its
+results and no full-size temporary, whatever dtype the model sends.
+
+A container's socket is pinned by inode (`PinnedSocket`): every connection of the channel,
+reconnections included, reaches the socket that was checked and passed the handshake.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import secrets
+import stat
+import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import grpc
@@ -20,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cortexbox.model.v1 import model_service_pb2 as pb
 from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
+from cortexbox.orchestrator.budgets import WireBudgets
 from cortexbox.orchestrator.errors import (
     BadOutput,
     FailureClass,
@@ -29,11 +40,9 @@ from cortexbox.orchestrator.errors import (
 from cortexbox.sdk import wire
 
 #: Upper bounds on what a model may declare, so a hostile ModelInfo cannot make us allocate
-#: absurd amounts or loop forever.
+#: absurd amounts or loop forever. The budgets of a run are in orchestrator/budgets.py.
 MAX_OUTPUTS = 10_000
 MAX_FEATURES_PER_STIMULUS = 50_000_000
-#: Default cap on the results of one run held in memory (float32), across all outputs.
-DEFAULT_MAX_RESULT_BYTES = 8 * 1024**3
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
@@ -95,21 +104,64 @@ class ModelDescription:
         }
 
 
-def validate_model_info(info: pb.ModelInfo) -> ModelDescription:
-    """Checks a ModelInfo against the contract; ProtocolViolation names the first problem."""
+#: Unicode categories never allowed in a string from a model: controls (terminal escapes),
+#: format characters (bidi overrides that reorder what a reader sees), surrogates, private use,
+#: unassigned code points, line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _unsafe_char(text: str, allow: str = "") -> str | None:
+    for ch in text:
+        if ch not in allow and unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            return ch
+    return None
+
+
+def checked_name(text: str, what: str, limit: int, *, spaces: bool = True, empty: bool = False) -> str:
+    """A name the model gives (id, output, region, metadata key), refused rather than altered:
+    a changed name would silently stand for another one."""
+    if not text and not empty:
+        raise ProtocolViolation(f"{what} is empty")
+    if len(text) > limit:
+        raise ProtocolViolation(f"{what} has {len(text)} characters; at most {limit}")
+    bad = _unsafe_char(text)
+    if bad is None and not spaces and any(ch.isspace() for ch in text):
+        bad = " "
+    if bad is not None:
+        raise ProtocolViolation(f"{what} {text[:80]!r} contains the character {bad!r} (U+{ord(bad):04X}), which is not allowed")
+    return text
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Free text from a model (description, metadata values, error details), cut to `limit`
+    characters with control and format characters replaced, so it is safe to store and print."""
+    cut = len(text) > limit
+    text = text[:limit]
+    if _unsafe_char(text, allow="\n\t") is not None:
+        text = "".join("\ufffd" if ch not in "\n\t" and unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+    return text + (" [cut]" if cut else "")
+
+
+def validate_model_info(info: pb.ModelInfo, budgets: WireBudgets | None = None) -> ModelDescription:
+    """Checks a ModelInfo against the contract and the string budgets; ProtocolViolation names
+    the first problem. The description keeps a cleaned copy: free text cut to its budget."""
+    b = budgets or WireBudgets()
     major = info.protocol_version.split(".")[0]
     if major != wire.PROTOCOL_VERSION.split(".")[0]:
-        raise ProtocolViolation(f"protocol version {info.protocol_version!r} is not 1.x")
+        raise ProtocolViolation(f"protocol version {info.protocol_version[:40]!r} is not 1.x")
     if info.modality not in (pb.MODALITY_IMAGE, pb.MODALITY_TEXT):
         raise ProtocolViolation(f"unknown modality {info.modality}")
+    checked_name(info.model_id, "model_id", b.id_chars, spaces=False)
+    checked_name(info.model_version, "model_version", b.id_chars, spaces=False, empty=True)
     if len(info.layers) + len(info.behaviours) > MAX_OUTPUTS:
         raise ProtocolViolation(f"more than {MAX_OUTPUTS} outputs declared")
     outputs: dict[str, OutputInfo] = {}
     for spec, kind in [(s, pb.OUTPUT_KIND_LAYER) for s in info.layers] + [
         (s, pb.OUTPUT_KIND_BEHAVIOUR) for s in info.behaviours
     ]:
-        if not spec.name or len(spec.name) > 512 or spec.name in outputs:
-            raise ProtocolViolation(f"output name {spec.name[:80]!r} is empty, too long or repeated")
+        checked_name(spec.name, "an output name", b.name_chars)
+        if spec.name in outputs:
+            raise ProtocolViolation(f"output name {spec.name[:80]!r} is repeated")
         if spec.kind != kind:
             raise ProtocolViolation(f"output {spec.name!r} is listed as the wrong kind")
         try:
@@ -118,22 +170,36 @@ def validate_model_info(info: pb.ModelInfo) -> ModelDescription:
             raise ProtocolViolation(f"output {spec.name!r}: {e}") from None
         shape = tuple(spec.shape)
         if not shape or any(s <= 0 for s in shape) or math.prod(shape) > MAX_FEATURES_PER_STIMULUS:
-            raise ProtocolViolation(f"output {spec.name!r} declares an invalid shape {list(shape)}")
+            raise ProtocolViolation(f"output {spec.name!r} declares an invalid shape {list(shape)[:8]}")
         outputs[spec.name] = OutputInfo(spec.name, kind, dtype, shape)
     for region, layer in info.region_layers.items():
+        checked_name(region, "a region name", b.name_chars)
         if layer not in outputs or outputs[layer].kind != pb.OUTPUT_KIND_LAYER:
-            raise ProtocolViolation(f"region {region!r} is committed to unknown layer {layer!r}")
+            raise ProtocolViolation(f"region {region!r} is committed to unknown layer {layer[:80]!r}")
     for layer in info.commitment_layers:
         if layer not in outputs or outputs[layer].kind != pb.OUTPUT_KIND_LAYER:
-            raise ProtocolViolation(f"commitment layer {layer!r} is not a declared layer")
+            raise ProtocolViolation(f"commitment layer {layer[:80]!r} is not a declared layer")
+    if len(info.capabilities) > b.metadata_entries or len(info.metadata) > b.metadata_entries:
+        raise ProtocolViolation(f"more than {b.metadata_entries} capabilities or metadata entries")
+    for capability in info.capabilities:
+        checked_name(capability, "a capability", b.name_chars)
+    for key in info.metadata:
+        checked_name(key, "a metadata key", b.name_chars)
     limits = info.limits
     if not 1 <= limits.max_batch_size <= 100_000:
         raise ProtocolViolation(f"max_batch_size {limits.max_batch_size} out of range")
-    if not 1 <= limits.max_chunk_bytes <= wire.MAX_CHUNK_BYTES:
-        raise ProtocolViolation(f"max_chunk_bytes {limits.max_chunk_bytes} out of range (1..{wire.MAX_CHUNK_BYTES})")
+    if not b.min_chunk_bytes <= limits.max_chunk_bytes <= wire.MAX_CHUNK_BYTES:
+        raise ProtocolViolation(
+            f"max_chunk_bytes {limits.max_chunk_bytes} out of range ({b.min_chunk_bytes}..{wire.MAX_CHUNK_BYTES})"
+        )
     if info.modality == pb.MODALITY_IMAGE and not (0 < info.visual_degrees <= 360 and math.isfinite(info.visual_degrees)):
         raise ProtocolViolation(f"visual_degrees {info.visual_degrees} out of range")
-    return ModelDescription(info, outputs)
+    clean = pb.ModelInfo()
+    clean.CopyFrom(info)
+    clean.description = clean_text(info.description, b.description_chars)
+    for key, value in info.metadata.items():
+        clean.metadata[key] = clean_text(value, b.metadata_value_chars)
+    return ModelDescription(clean, outputs)
 
 
 @dataclass
@@ -152,13 +218,13 @@ class RunResult:
 ProgressCallback = Callable[[int, int], None]  # (stimuli_done, n_stimuli)
 
 
-def _failure_from_rpc_error(e: grpc.RpcError, what: str) -> ModelFailure:
+def _failure_from_rpc_error(e: grpc.RpcError, what: str, error_chars: int = 2000) -> ModelFailure:
     code = e.code() if hasattr(e, "code") else None
     details = (e.details() if hasattr(e, "details") else str(e)) or ""
     reason = ""
     for key, value in (e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else ():
         if key == wire.ERROR_REASON_KEY:
-            reason = str(value)
+            reason = str(value)[:64]
     by_reason = {
         "MODEL_ERROR": FailureClass.MODEL_ERROR,
         "OUT_OF_MEMORY": FailureClass.OUT_OF_MEMORY,
@@ -181,16 +247,103 @@ def _failure_from_rpc_error(e: grpc.RpcError, what: str) -> ModelFailure:
     else:
         failure = FailureClass.CRASH
     name = code.name if code is not None else "UNKNOWN"
-    return ModelFailure(failure, f"{what}: {name}: {details[:2000]}", reason=reason)
+    return ModelFailure(failure, f"{what}: {name}: {clean_text(details, error_chars)}", reason=clean_text(reason, 64))
+
+
+class PinnedSocket:
+    """A container's unix socket, held open by inode (O_PATH, never following a link).
+
+    The socket folder is writable by the model, and gRPC reconnects by path whenever a
+    connection drops, so a model could pass the handshake and then point the path at another
+    server. Connecting through /proc/self/fd/N instead reaches the inode we checked, on every
+    (re)connection: only the process that bound that socket can answer, and once it stops
+    listening the connection is refused. Nothing the model does to the path changes that.
+    """
+
+    def __init__(self, path: Path | str, owner_uid: int | None = None):
+        self.path = str(path)
+        try:
+            fd = os.open(self.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise ProtocolViolation(f"the model's socket cannot be opened ({e.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode):
+            os.close(fd)
+            raise ProtocolViolation("the model's socket path is not a plain socket")
+        if owner_uid is not None and st.st_uid != owner_uid:
+            os.close(fd)
+            raise ProtocolViolation(f"the model's socket is owned by uid {st.st_uid}")
+        self.fd: int | None = fd
+        self.identity = (st.st_dev, st.st_ino)
+
+    @property
+    def target(self) -> str:
+        return f"unix:///proc/self/fd/{self.fd}"
+
+    def replaced(self) -> bool:
+        """Whether the path no longer names the pinned socket (removed, swapped, a link)."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.identity
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Watchdog(threading.Thread):
+    """Stops a Run whose model has sent no new valid bytes for `stall_timeout_s`, or whose rate
+    so far cannot finish within the run's deadline, by cancelling the call; `reason` says why."""
+
+    def __init__(self, call, receiver: "RunReceiver", budgets: WireBudgets, timeout_s: float, n: int):
+        super().__init__(name="cortexbox-run-watchdog", daemon=True)
+        self.call, self.receiver, self.budgets, self.timeout_s, self.n = call, receiver, budgets, timeout_s, n
+        self.start_at = time.monotonic()
+        self.done = threading.Event()
+        self.reason: str | None = None
+
+    def run(self) -> None:
+        b = self.budgets
+        while not self.done.wait(0.2):
+            now = time.monotonic()
+            silent = now - self.receiver.last_bytes_at
+            elapsed = now - self.start_at
+            stimuli = self.receiver.stimuli_complete
+            if silent > b.stall_timeout_s:
+                self.reason = f"no new output bytes for {silent:.0f} s (the budget is {b.stall_timeout_s:g} s)"
+            elif stimuli and elapsed >= b.overrun_check_after * self.timeout_s and stimuli < self.n:
+                projected = elapsed * self.n / stimuli
+                if projected > b.overrun_factor * self.timeout_s:
+                    self.reason = (
+                        f"{stimuli} of {self.n} stimuli in {elapsed:.0f} s: at that rate the run needs about "
+                        f"{projected:.0f} s; its deadline is {self.timeout_s:.0f} s"
+                    )
+            if self.reason is not None:
+                self.call.cancel()
+                return
 
 
 class ModelClient:
-    """Talks to one model server. Every call has a deadline."""
+    """Talks to one model server. Every call has a deadline; every run has the budgets of
+    `budgets` (orchestrator/budgets.py; from the environment by default)."""
 
-    def __init__(self, target: str, *, nonce: str | None = None, call_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        target: str,
+        *,
+        nonce: str | None = None,
+        call_timeout_s: float = 10.0,
+        budgets: WireBudgets | None = None,
+        pin: PinnedSocket | None = None,
+    ):
         self.target = target
         self.nonce = nonce
         self.call_timeout_s = call_timeout_s
+        self.budgets = budgets or WireBudgets.from_env()
+        self.pin = pin
         self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.ModelServiceStub(self.channel)
         # Run's chunks are parsed by hand, without copying their payload (wire.decode_run_response).
@@ -201,14 +354,31 @@ class ModelClient:
         )
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
+    @classmethod
+    def for_socket(
+        cls, path: Path | str, *, nonce: str | None, owner_uid: int | None = None, budgets: WireBudgets | None = None
+    ) -> "ModelClient":
+        """A client whose every connection reaches the socket now at `path` (see PinnedSocket)."""
+        pin = PinnedSocket(path, owner_uid)
+        return cls(pin.target, nonce=nonce, budgets=budgets, pin=pin)
+
     def close(self) -> None:
         self.channel.close()
+        if self.pin is not None:
+            self.pin.close()
 
     def __enter__(self) -> "ModelClient":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _rpc_failure(self, e: grpc.RpcError, what: str) -> ModelFailure:
+        if self.pin is not None and self.pin.replaced():
+            return ProtocolViolation(
+                f"{what}: the model replaced its socket after the handshake; the server that proved itself is gone"
+            )
+        return _failure_from_rpc_error(e, what, self.budgets.error_chars)
 
     # -- readiness ------------------------------------------------------------------------
     def wait_until_serving(self, timeout_s: float, still_alive: Callable[[], None] | None = None) -> None:
@@ -225,7 +395,7 @@ class ModelClient:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
             except grpc.RpcError as e:
-                last = f"{e.code().name}: {e.details()}"
+                last = f"{e.code().name}: {clean_text(e.details() or '', 200)}"
             if time.monotonic() >= deadline:
                 raise ModelFailure(
                     FailureClass.TIMEOUT, f"the model was not SERVING within {timeout_s:.0f} s (last health answer: {last})"
@@ -241,7 +411,7 @@ class ModelClient:
         try:
             response = self.stub.Handshake(pb.HandshakeRequest(challenge=challenge), timeout=self.call_timeout_s)
         except grpc.RpcError as e:
-            raise _failure_from_rpc_error(e, "Handshake") from None
+            raise self._rpc_failure(e, "Handshake") from None
         if not wire.proof_matches(self.nonce, challenge, response.proof):
             raise ModelFailure(
                 FailureClass.HANDSHAKE_FAILED,
@@ -252,8 +422,8 @@ class ModelClient:
         try:
             raw = self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.call_timeout_s)
         except grpc.RpcError as e:
-            raise _failure_from_rpc_error(e, "GetModelInfo") from None
-        return validate_model_info(raw)
+            raise self._rpc_failure(e, "GetModelInfo") from None
+        return validate_model_info(raw, self.budgets)
 
     # -- runs -----------------------------------------------------------------------------
     def run(
@@ -266,7 +436,6 @@ class ModelClient:
         behaviours: Sequence[str] = (),
         timeout_s: float,
         batch_size: int = 0,
-        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         on_progress: ProgressCallback | None = None,
         run_id: str = "",
     ) -> RunResult:
@@ -274,9 +443,10 @@ class ModelClient:
         and collects outputs.
 
         `stimulus_ids` lists the ids `stimuli` will yield, in order; it sizes the result
-        arrays up front. The whole run must finish within `timeout_s`. Text parts with the same
-        context_id form one cumulative context and must be yielded contiguously, in order.
-        Outputs of DATA_TYPE_STRING (e.g. "next_word") come back as object arrays of str.
+        arrays up front, after the output budgets are checked. The whole run must finish within
+        `timeout_s`, and new output bytes must keep coming (the watchdog's budgets). Text parts
+        with the same context_id form one cumulative context and must be yielded contiguously,
+        in order. Outputs of DATA_TYPE_STRING (e.g. "next_word") come back as object arrays of str.
         """
         requested = list(layers) + list(behaviours)
         for name in requested:
@@ -286,14 +456,12 @@ class ModelClient:
         index = {sid: i for i, sid in enumerate(stimulus_ids)}
         if len(index) != n:
             raise ValueError("stimulus ids must be unique")
-        need = sum(n * description.outputs[name].features * _result_itemsize(description.outputs[name]) for name in requested)
-        if need > max_result_bytes:
-            raise ValueError(f"this run would hold {need / 2**30:.1f} GiB of results; the cap is {max_result_bytes / 2**30:.1f} GiB")
+        check_output_budgets(description, requested, n, self.budgets)
         results = {
             name: np.empty((n, description.outputs[name].features), dtype=object if _is_string(description.outputs[name]) else np.float32)
             for name in requested
         }
-        received = RunReceiver(description, requested, index, results)
+        received = RunReceiver(description, requested, index, results, budgets=self.budgets)
         max_chunk = description.raw.limits.max_chunk_bytes
         sent: list[str] = []
         refused: list[ValueError] = []
@@ -321,6 +489,8 @@ class ModelClient:
 
         start = time.perf_counter()
         call = self._run(requests(), timeout=timeout_s)
+        watchdog = _Watchdog(call, received, self.budgets, timeout_s, n)
+        watchdog.start()
         try:
             for response in call:
                 if received.accept(response, sent_count=len(sent)) == "progress" and on_progress is not None:
@@ -328,8 +498,11 @@ class ModelClient:
         except grpc.RpcError as e:
             if refused:
                 raise refused[0] from None
-            raise _failure_from_rpc_error(e, "Run") from None
+            if watchdog.reason is not None:
+                raise ModelFailure(FailureClass.TIMEOUT, f"Run: {watchdog.reason}") from None
+            raise self._rpc_failure(e, "Run") from None
         finally:
+            watchdog.done.set()
             call.cancel()  # a no-op after a clean end; stops the model on any other exit
         if sent != list(stimulus_ids):
             raise ValueError("the stimuli iterable did not yield exactly `stimulus_ids`, in order")
@@ -344,6 +517,32 @@ class ModelClient:
         )
 
 
+def check_output_budgets(description: ModelDescription, requested: Sequence[str], n: int, budgets: WireBudgets) -> None:
+    """Refuses, before anything is allocated, a run whose declared outputs exceed the budgets:
+    bytes sent per stimulus and per run (at the declared dtype, which every header must match)
+    and result memory held (float32). A protocol violation, not bad output: no value is wrong
+    yet, the model declared more than a run may cost."""
+    outputs = [description.outputs[name] for name in requested]
+    per_stimulus = sum(o.features * _wire_itemsize(o) for o in outputs)
+    held = n * sum(o.features * _result_itemsize(o) for o in outputs)
+    gib = 2**30
+    if per_stimulus > budgets.output_bytes_per_stimulus:
+        raise ProtocolViolation(
+            f"the requested outputs ({', '.join(requested)[:200]}) would send {per_stimulus / 2**20:.0f} MiB per stimulus; "
+            f"the budget is {budgets.output_bytes_per_stimulus / 2**20:.0f} MiB"
+        )
+    if n * per_stimulus > budgets.output_bytes_per_run:
+        raise ProtocolViolation(
+            f"{n} stimuli of the requested outputs would send {n * per_stimulus / gib:.1f} GiB; "
+            f"the budget is {budgets.output_bytes_per_run / gib:.1f} GiB per run"
+        )
+    if held > budgets.result_bytes_per_run:
+        raise ProtocolViolation(
+            f"{n} stimuli of the requested outputs would hold {held / gib:.1f} GiB of results; "
+            f"the budget is {budgets.result_bytes_per_run / gib:.1f} GiB per run"
+        )
+
+
 def _is_string(output: OutputInfo) -> bool:
     return output.dtype == wire.STRING_DTYPE
 
@@ -351,6 +550,10 @@ def _is_string(output: OutputInfo) -> bool:
 def _result_itemsize(output: OutputInfo) -> int:
     # A string element is held as a Python str: count its worst case on the wire.
     return 4 + wire.MAX_STRING_BYTES if _is_string(output) else 4
+
+
+def _wire_itemsize(output: OutputInfo) -> int:
+    return 4 + wire.MAX_STRING_BYTES if _is_string(output) else output.dtype.itemsize
 
 
 def _stimulus_message(sid: str, content: np.ndarray | str, context_id: str = "") -> pb.Stimulus:
@@ -370,23 +573,52 @@ def _stimulus_message(sid: str, content: np.ndarray | str, context_id: str = "")
 
 
 class RunReceiver:
-    """State machine over a Run's response stream; raises on the first violation."""
+    """State machine over a Run's response stream; raises on the first violation.
 
-    def __init__(self, description: ModelDescription, requested: list[str], index: dict[str, int], results: dict):
+    Numeric tensors are converted to float32 chunk by chunk into their rows of the result
+    arrays (a partial element waits in `carry`), and each chunk's values are checked for NaN
+    and inf as they land: no tensor is ever buffered whole. Only string tensors are, within
+    their budget."""
+
+    def __init__(
+        self,
+        description: ModelDescription,
+        requested: list[str],
+        index: dict[str, int],
+        results: dict,
+        budgets: WireBudgets | None = None,
+    ):
         self.description = description
         self.requested = set(requested)
         self.index = index
         self.results = results
+        self.budgets = budgets or WireBudgets()
         self.max_chunk = description.raw.limits.max_chunk_bytes
         self.max_batch = description.raw.limits.max_batch_size
         self.filled = {name: np.zeros(len(index), dtype=bool) for name in requested}
         self.next_tensor_id = 0
         self.header: pb.TensorHeader | None = None
-        self.buffer: bytearray | None = None
         self.buffer_fill = 0
-        self.stimuli_done = 0
+        self.stimuli_done = 0  # the model's own claim (Progress)
+        self.rows_complete = 0  # rows of requested outputs received whole and checked
         self.bytes_received = 0
         self.summary: pb.RunSummary | None = None
+        self.idle_allowed = self.budgets.idle_messages + self.budgets.idle_messages_per_output * len(index) * max(1, len(requested))
+        self.idle_count = 0
+        self.last_bytes_at = time.monotonic()
+
+    @property
+    def stimuli_complete(self) -> int:
+        return self.rows_complete // max(1, len(self.requested))
+
+    def _idle(self) -> None:
+        """One more message that brought no new valid bytes; too many is a flood."""
+        self.idle_count += 1
+        if self.idle_count > self.idle_allowed:
+            raise ProtocolViolation(
+                f"the model sent more than {self.idle_allowed} messages that carried no new output bytes, the budget of "
+                f"this run (orchestrator/budgets.py: idle_messages): a flood"
+            )
 
     def accept(self, response: pb.RunResponse | wire.ChunkView, sent_count: int) -> str | None:
         """Takes one response; returns its kind ("header", "chunk", "progress", "summary")."""
@@ -400,6 +632,7 @@ class RunReceiver:
             c = response.chunk
             self._chunk(wire.ChunkView(c.tensor_id, c.offset, memoryview(c.data)))
             return item
+        self._idle()
         if self.header is not None:
             raise ProtocolViolation(
                 f"tensor {self.header.tensor_id} ({self.header.name!r}) ended after {self.buffer_fill} of "
@@ -422,7 +655,7 @@ class RunReceiver:
         if h.tensor_id != self.next_tensor_id:
             raise ProtocolViolation(f"tensor id {h.tensor_id}, expected {self.next_tensor_id}")
         if h.name not in self.requested:
-            raise ProtocolViolation(f"tensor {h.tensor_id} is {h.name!r}, which was not requested")
+            raise ProtocolViolation(f"tensor {h.tensor_id} is {h.name[:80]!r}, which was not requested")
         out = self.description.outputs[h.name]
         if h.kind != out.kind:
             raise ProtocolViolation(f"tensor {h.name!r} has the wrong kind")
@@ -436,7 +669,7 @@ class RunReceiver:
         if not 1 <= k <= self.max_batch:
             raise ProtocolViolation(f"tensor {h.name!r} covers {k} stimuli; allowed 1..{self.max_batch}")
         if tuple(h.shape) != (k, *out.shape):
-            raise ProtocolViolation(f"tensor {h.name!r} has shape {list(h.shape)}, expected {[k, *out.shape]}")
+            raise ProtocolViolation(f"tensor {h.name!r} has shape {list(h.shape)[:8]}, expected {[k, *out.shape]}")
         if dtype == wire.STRING_DTYPE:
             low, high = k * out.features * 4, k * out.features * (4 + wire.MAX_STRING_BYTES)
             if not low <= h.byte_size <= high:
@@ -455,16 +688,20 @@ class RunReceiver:
         self.header = h
         self.rows = np.asarray(rows)
         self.dtype = dtype
+        self.features = out.features
         self.buffer_fill = 0
+        self.elements = 0  # whole elements stored (and checked) so far
+        self.carry = b""
         self.next_tensor_id += 1
         first = rows[0]
-        if dtype == np.float32 and rows == list(range(first, first + k)) and self.results[h.name].dtype == np.float32:
-            # The usual case: consecutive stimuli of float32. Chunks land in their final place.
-            self.target = self.results[h.name][first : first + k]
-            self.buffer = self.target.reshape(-1).view(np.uint8)
-        else:
-            self.target = None
-            self.buffer = np.empty(h.byte_size, dtype=np.uint8)
+        self.flat = self.buffer = None
+        if dtype == wire.STRING_DTYPE:
+            self.buffer = np.empty(h.byte_size, dtype=np.uint8)  # bounded by the string budget
+        elif rows == list(range(first, first + k)):
+            # The usual case, consecutive stimuli: their rows are one contiguous float32 block.
+            self.flat = self.results[h.name][first : first + k].reshape(-1)
+            if dtype == np.float32:
+                self.buffer = self.flat.view(np.uint8)  # chunks land in their final place
 
     def _chunk(self, c: wire.ChunkView) -> None:
         h = self.header
@@ -479,11 +716,73 @@ class RunReceiver:
             raise ProtocolViolation(f"chunk of {size} bytes; allowed 1..{self.max_chunk}")
         if self.buffer_fill + size > h.byte_size:
             raise ProtocolViolation(f"tensor {h.name!r} overflows its {h.byte_size} announced bytes")
-        self.buffer[self.buffer_fill : self.buffer_fill + size] = c.data
+        ends_tensor = self.buffer_fill + size == h.byte_size
+        if size < self.budgets.min_chunk_bytes and not ends_tensor:
+            self._idle()
+        if self.buffer is not None:
+            self.buffer[self.buffer_fill : self.buffer_fill + size] = c.data
+            if self.flat is not None:  # float32 in place: check what is now whole
+                whole = (self.buffer_fill + size) // 4
+                self._check_finite(self.flat[self.elements : whole])
+                self.elements = whole
+        else:
+            self._convert(c.data)
         self.buffer_fill += size
         self.bytes_received += size
-        if self.buffer_fill == h.byte_size:
+        self.last_bytes_at = time.monotonic()
+        if ends_tensor:
             self._complete()
+
+    def _convert(self, data: memoryview) -> None:
+        """Stores the whole elements of `data` (after any partial element of the previous chunk)
+        as float32 in their rows; keeps a trailing partial element for the next chunk."""
+        itemsize = self.dtype.itemsize
+        if self.carry:
+            need = itemsize - len(self.carry)
+            self.carry += bytes(data[:need])
+            data = data[need:]
+            if len(self.carry) < itemsize:
+                return
+            self._store(np.frombuffer(self.carry, self.dtype))
+            self.carry = b""
+        whole = data.nbytes - data.nbytes % itemsize
+        if whole:
+            self._store(np.frombuffer(data[:whole], self.dtype))
+        self.carry = bytes(data[whole:])
+
+    def _store(self, values: np.ndarray) -> None:
+        """Writes `values` (the tensor's next elements, in the sent dtype) into their rows as float32."""
+        e0, e1 = self.elements, self.elements + values.size
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, caught below
+            if self.flat is not None:
+                dest = self.flat[e0:e1]
+                np.copyto(dest, values, casting="unsafe")
+                self._check_finite(dest)
+            else:
+                result, features, pos, i = self.results[self.header.name], self.features, e0, 0
+                while pos < e1:
+                    r, col = divmod(pos, features)
+                    if col == 0 and e1 - pos >= features:  # whole rows
+                        m = (e1 - pos) // features
+                        result[self.rows[r : r + m]] = values[i : i + m * features].reshape(m, features)
+                        self._check_finite(result[self.rows[r : r + m]])
+                        step = m * features
+                    else:
+                        step = min(features - col, e1 - pos)
+                        dest = result[self.rows[r], col : col + step]
+                        np.copyto(dest, values[i : i + step], casting="unsafe")
+                        self._check_finite(dest)
+                    pos += step
+                    i += step
+        self.elements = e1
+
+    def _check_finite(self, values: np.ndarray) -> None:
+        if self.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise BadOutput(
+                f"tensor {self.header.name!r} contains {bad} NaN or infinite values (or values beyond float32's range) "
+                f"in bytes {self.buffer_fill}.. of {self.header.byte_size}"
+            )
 
     def _complete(self) -> None:
         h = self.header
@@ -492,17 +791,12 @@ class RunReceiver:
                 values = wire.decode_strings(self.buffer, len(self.rows) * self.description.outputs[h.name].features)
             except ValueError as e:
                 raise ProtocolViolation(f"tensor {h.name!r}: {e}") from None
-            values = values.reshape(len(self.rows), -1)
-        else:
-            values = self.target if self.target is not None else self.buffer.view(self.dtype).reshape(len(self.rows), -1)
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            bad = int((~np.isfinite(values)).sum())
-            raise BadOutput(f"tensor {h.name!r} contains {bad} NaN or infinite values")
-        if self.target is None:
-            self.results[h.name][self.rows] = values
+            self.results[h.name][self.rows] = values.reshape(len(self.rows), -1)
         self.filled[h.name][self.rows] = True
+        self.rows_complete += len(self.rows)
         self.header = None
-        self.buffer = self.target = None
+        self.buffer = self.flat = None
+        self.carry = b""
 
     def finish(self) -> None:
         if self.header is not None:
