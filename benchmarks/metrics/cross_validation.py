@@ -3,12 +3,16 @@
 Brain-Score builds splits on the *target* assembly's ``stimulus_id`` values, in the target's order:
 
 * no stratification coordinate: ``ShuffleSplit(n_splits, train_size, test_size, random_state)``;
-* with one (e.g. ``object_name``): ``StratifiedShuffleSplit`` on that coordinate's labels;
+* with one (``object_name`` by default, ``Split.Defaults.stratification_coord``): ``StratifiedShuffleSplit`` on that
+  coordinate's labels;
 * ``kfold=True``: ``KFold(n_splits, shuffle=True, random_state)``, or ``StratifiedKFold`` with a stratification coord;
 * language's ``kfold="group"``: ``GroupKFold(n_splits, shuffle=True, random_state)`` on a group coordinate (e.g.
   ``story``; brain-score/language ``utils/transformations.py``).
 
-Defaults: 10 splits, ``train_size=0.9`` when neither size is given, ``random_state=1``. Per split the metric's
+Defaults: 10 splits, ``train_size=0.9`` when neither size is given, ``random_state=1``, stratified on ``object_name``.
+Brain-Score stratifies on ``object_name`` unless a benchmark passes ``stratification_coord=None`` (and fails on a
+target without it); :class:`CrossValidation`'s default ``"auto"`` stratifies on it exactly when the target has that
+coordinate, so ``load_metric("pls")`` splits as Brain-Score's does wherever Brain-Score's can run. Per split the metric's
 aggregate runs (e.g. median over neuroids); then :func:`aggregate_splits` takes the mean over splits and the standard
 error ``std(ddof=0) / sqrt(n_splits)``.
 """
@@ -24,6 +28,8 @@ import xarray as xr
 from sklearn.model_selection import GroupKFold, KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
 __all__ = [
+    "AUTO",
+    "DEFAULT_STRATIFICATION_COORD",
     "CrossValidation",
     "InsufficientDataError",
     "aggregate_splits",
@@ -33,6 +39,11 @@ __all__ = [
 ]
 
 Split = tuple[np.ndarray, np.ndarray]
+
+#: Brain-Score's ``Split.Defaults.stratification_coord`` ("cross-validation across images, balancing objects").
+DEFAULT_STRATIFICATION_COORD = "object_name"
+#: ``stratification_coord`` default: :data:`DEFAULT_STRATIFICATION_COORD` when the target has it, else none.
+AUTO = "auto"
 
 
 class InsufficientDataError(ValueError):
@@ -156,9 +167,9 @@ class CrossValidation:
     n_splits : int, default=10
     train_size, test_size : float, optional
         Default ``train_size=0.9``.
-    stratification_coord : str, optional
-        A ``presentation`` coordinate of the target to stratify on (Brain-Score's default is ``object_name``; pass it
-        where the benchmark has it).
+    stratification_coord : str or None, default="auto"
+        A ``presentation`` coordinate of the target to stratify on; ``None``: no stratification; ``"auto"``
+        (Brain-Score's default): ``object_name`` when the target has it, else none. Never used with group k-fold.
     group_coord : str, optional
         With ``kfold="group"``: the coordinate whose values are kept together (e.g. ``story``).
     kfold : bool or "group", default=False
@@ -171,7 +182,7 @@ class CrossValidation:
         n_splits: int = 10,
         train_size: float | None = None,
         test_size: float | None = None,
-        stratification_coord: str | None = None,
+        stratification_coord: str | None = AUTO,
         group_coord: str | None = None,
         kfold: bool | Literal["group"] = False,
         random_state: int = 1,
@@ -195,6 +206,39 @@ class CrossValidation:
             "random_state": self.random_state,
         }
 
+    def stratification(self, target: xr.DataArray) -> str | None:
+        """The coordinate the splits over ``target`` are stratified on (``"auto"`` resolved), or ``None``."""
+        if self.kfold == "group":
+            return None
+        if self.stratification_coord == AUTO:
+            return DEFAULT_STRATIFICATION_COORD if DEFAULT_STRATIFICATION_COORD in target.coords else None
+        return self.stratification_coord or None
+
+    def describe(self, target: xr.DataArray) -> dict[str, object]:
+        """The effective split settings over ``target`` (JSON-able, for a score's attrs): the sklearn splitter, the
+        coordinates, sizes and seed actually used."""
+        stratification = self.stratification(target)
+        train_size, test_size = self.train_size, self.test_size
+        if train_size is None and test_size is None:
+            train_size = 0.9
+        if self.kfold == "group":
+            splitter, train_size, test_size = "GroupKFold(shuffle=True)", None, None
+        elif self.kfold:
+            splitter, train_size, test_size = "StratifiedKFold" if stratification else "KFold", None, None
+        else:
+            splitter = "StratifiedShuffleSplit" if stratification else "ShuffleSplit"
+        return {
+            "splitter": splitter,
+            "split_coord": "stimulus_id",
+            "stratification_coord": stratification,
+            "stratification_requested": self.stratification_coord,
+            "group_coord": self.group_coord if self.kfold == "group" else None,
+            "n_splits": self.n_splits,
+            "train_size": train_size,
+            "test_size": test_size,
+            "random_state": self.random_state,
+        }
+
     def splits(self, target: xr.DataArray, *, min_size: int = 2) -> list[Split]:
         """Splits over the rows of ``target`` (an assembly with dim ``presentation``), in the target's order.
 
@@ -207,28 +251,36 @@ class CrossValidation:
         n = target.sizes["presentation"]
         labels = None
         groups = None
-        if self.stratification_coord:
-            if self.stratification_coord not in target.coords:
+        stratification = self.stratification(target)
+        if stratification:
+            if stratification not in target.coords:
                 raise ValueError(
-                    f"the target has no stratification coordinate {self.stratification_coord!r};"
+                    f"the target has no stratification coordinate {stratification!r};"
                     f" coords present: {sorted(map(str, target.coords))}"
                 )
-            labels = np.asarray(target[self.stratification_coord].values)
+            labels = np.asarray(target[stratification].values)
         if self.kfold == "group":
             if not self.group_coord or self.group_coord not in target.coords:
                 raise ValueError(f"kfold='group' needs a group coordinate on the target, got {self.group_coord!r}")
             groups = np.asarray(target[self.group_coord].values)
-        return make_splits(
-            n,
-            n_splits=self.n_splits,
-            train_size=self.train_size,
-            test_size=self.test_size,
-            stratify=labels,
-            groups=groups,
-            kfold=self.kfold,
-            random_state=self.random_state,
-            min_size=min_size,
-        )
+        try:
+            return make_splits(
+                n,
+                n_splits=self.n_splits,
+                train_size=self.train_size,
+                test_size=self.test_size,
+                stratify=labels,
+                groups=groups,
+                kfold=self.kfold,
+                random_state=self.random_state,
+                min_size=min_size,
+            )
+        except InsufficientDataError as error:
+            if labels is None:
+                raise
+            raise InsufficientDataError(
+                f"{error} (stratified on {stratification!r}; stratification_coord=None splits without it)"
+            ) from error
 
 
 def aggregate_splits(values: np.ndarray) -> tuple[float, float]:

@@ -5,8 +5,11 @@ This is Brain-Score's ``CrossRegressedCorrelation`` (registry names ``pls``, ``r
 (brain-score/vision: ``brainscore_vision/metrics/regression_correlation/metric.py``,
 ``metric_helpers/transformations.py``, ``metric_helpers/xarray_utils.py``):
 
-1. Splits: ``ShuffleSplit(n_splits=10, train_size=0.9, test_size=None, random_state=1)`` over the *target*
-   assembly's ``stimulus_id`` values, in the target's order (no stratification coordinate here).
+1. Splits: ``StratifiedShuffleSplit(n_splits=10, train_size=0.9, test_size=None, random_state=1)`` on the target's
+   ``object_name`` labels (``Split.Defaults``), or ``ShuffleSplit`` with the same arguments when the target has no
+   ``object_name`` (where Brain-Score's default fails, and its benchmarks pass ``stratification_coord=None``), over the
+   *target* assembly's ``stimulus_id`` values, in the target's order. The score's ``attrs["cross_validation"]``
+   records what was used.
 2. Per split: source and target restricted to the training stimuli, sorted by ``stimulus_id``
    (``XarrayRegression.fit``), ``PLSRegression(n_components=25, scale=False).fit``; predict the test stimuli.
 3. Pearson r per neuroid between prediction and recording on the test stimuli (``XarrayCorrelation`` with
@@ -36,7 +39,7 @@ from ..dims import NEUROID_ID, STIMULUS_ID
 from ..score import Score
 from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, predictivity_bootstrap
 from .correlation import pearson_r_score
-from .cross_validation import CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
+from .cross_validation import AUTO, CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
 from .regression import DEFAULT_BLOCK_SIZE, REGRESSIONS, RegressionKind, fit_predict, row_space_coordinates
 
 logger = logging.getLogger(__name__)
@@ -174,9 +177,9 @@ class CrossRegressedCorrelation:
     train_size : float, optional
         Default 0.9 (when ``test_size`` is not given either).
     test_size : float, optional
-    stratification_coord : str, optional
-        Target ``presentation`` coordinate to stratify on (Brain-Score's benchmarks use ``object_name`` where the data
-        have it).
+    stratification_coord : str or None, default="auto"
+        Target ``presentation`` coordinate to stratify on; ``"auto"`` (Brain-Score's default): ``object_name`` when the
+        target has it; ``None``: plain shuffle splits.
     kfold : bool or "group", default=False
     group_coord : str, optional
         Coordinate for ``kfold="group"`` (e.g. ``story``).
@@ -213,7 +216,7 @@ class CrossRegressedCorrelation:
         n_splits: int = 10,
         train_size: float | None = None,
         test_size: float | None = None,
-        stratification_coord: str | None = None,
+        stratification_coord: str | None = AUTO,
         kfold: bool | Literal["group"] = False,
         group_coord: str | None = None,
         random_state: int = 1,
@@ -255,7 +258,8 @@ class CrossRegressedCorrelation:
             params["alpha"] = self.alpha
         if self.regression == "ridgecv" and self.alphas is not None:
             params["alphas"] = list(self.alphas)
-        for key in ("test_size", "stratification_coord", "group_coord"):
+        params["stratification_coord"] = self.stratification_coord
+        for key in ("test_size", "group_coord"):
             if getattr(self, key) is not None:
                 params[key] = getattr(self, key)
         if self.kfold:
@@ -294,7 +298,8 @@ class CrossRegressedCorrelation:
         order = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
         if (order == np.arange(len(order))).all():
             order = None
-        splits = self.cross_validation().splits(target)
+        cross_validation = self.cross_validation()
+        splits = cross_validation.splits(target)
         values, info = cross_regressed_correlation(
             np.asarray(source.values),
             np.asarray(target.values),
@@ -324,6 +329,8 @@ class CrossRegressedCorrelation:
             "neuroid_aggregation": "median",
             "split_aggregation": "mean; error = std(ddof=0) / sqrt(n_splits)",
             **self.get_params(),
+            "stratification_coord": cross_validation.stratification(target),  # effective ("auto" resolved)
+            "cross_validation": cross_validation.describe(target),
             "n_stimuli": int(len(target_ids)),
             "n_neuroids": int(values.shape[1]),
             "n_nan_correlations": n_nan,

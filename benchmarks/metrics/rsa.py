@@ -6,8 +6,9 @@ Brain-Score's definitions (brain-score/vision ``metrics/rdm/metric.py``, ``metri
 
 * RDM: ``1 - np.corrcoef(X)`` with ``X`` of shape (stimuli, features): 1 - Pearson r between stimuli across features.
 * ``rdm``: both assemblies sorted by ``stimulus_id``; Spearman rho between the upper triangles (``k=1``).
-* ``rdm_cv`` / ``cka_cv``: the same on the *test* part of 10 splits with ``test_size=0.9`` (``TestOnlyCrossValidation``),
-  mean over splits, error = ``std(ddof=0) / sqrt(n_splits)``.
+* ``rdm_cv`` / ``cka_cv``: the same on the *test* part of 10 splits with ``test_size=0.9`` (``TestOnlyCrossValidation``:
+  ``StratifiedShuffleSplit`` on the target's ``object_name`` by default, ``ShuffleSplit`` when it has none, over the
+  second assembly's stimulus ids, ``random_state=1``), mean over splits, error = ``std(ddof=0) / sqrt(n_splits)``.
 * ``cka``: the unbiased linear CKA (Song et al.'s HSIC U-statistic on ``K = X X^T`` with zeroed diagonal; ``n >= 4``;
   0 when ``HSIC(X, X) * HSIC(Y, Y) <= 0``; ``+1e-12`` in the denominator); ``cka_biased``: the classic centred linear
   CKA ``<HKH, HLH> / (|HKH| |HLH|)``.
@@ -32,7 +33,7 @@ import xarray as xr
 from ..assemblies import check_stimulus_ids_match, validate_assembly
 from ..dims import NEUROID, PRESENTATION, STIMULUS_ID
 from ..score import Score
-from .cross_validation import CrossValidation, InsufficientDataError, aggregate_splits
+from .cross_validation import AUTO, CrossValidation, InsufficientDataError, aggregate_splits
 from .regression import DEFAULT_BLOCK_SIZE
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class _SimilarityMetric:
         cross_validate: bool = False,
         n_splits: int = 10,
         test_size: float = 0.9,
-        stratification_coord: str | None = None,
+        stratification_coord: str | None = AUTO,
         random_state: int = 1,
     ) -> None:
         self.cross_validate = cross_validate
@@ -279,7 +280,10 @@ class _SimilarityMetric:
             stratification_coord=self.stratification_coord,
             random_state=self.random_state,
         )
-        splits = cross_validation.splits(_validated(target), min_size=1)
+        target = _validated(target)
+        splits = cross_validation.splits(target, min_size=1)
+        attrs["stratification_coord"] = cross_validation.stratification(target)  # effective ("auto" resolved)
+        attrs["cross_validation"] = cross_validation.describe(target)
         per_split = []
         for _, test in splits:
             test = test[np.argsort(ids[test], kind="stable")]
@@ -300,7 +304,8 @@ class RDMSimilarity(_SimilarityMetric):
     cross_validate : bool, default=False
         ``rdm_cv``: score the test part (``test_size=0.9``) of ``n_splits`` shuffle splits and average.
     n_splits, test_size, stratification_coord, random_state
-        Split parameters for ``rdm_cv``.
+        Split parameters for ``rdm_cv`` (Brain-Score's: 10, 0.9, ``"auto"`` = ``object_name`` when the target has
+        it, 1).
     precision : {"auto", "float64", "mixed"}, default="auto"
         How the stimulus-by-stimulus Gram matrix is multiplied (see :func:`gram_matrix`): ``"auto"`` uses float32
         products for float32 features (a model's activations) of at least 1,000 stimuli, float64 otherwise.
@@ -338,7 +343,7 @@ class CKA(_SimilarityMetric):
     unbiased : bool, default=True
     cross_validate : bool, default=False
     n_splits, test_size, stratification_coord, random_state
-        Split parameters for ``cka_cv``.
+        Split parameters for ``cka_cv`` (as ``rdm_cv``'s).
     """
 
     def __init__(self, *, unbiased: bool = True, **kwargs: object) -> None:

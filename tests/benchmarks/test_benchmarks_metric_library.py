@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import scipy.stats
 import xarray as xr
+from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
-from sklearn.model_selection import GroupKFold, KFold, ShuffleSplit, StratifiedShuffleSplit
+from sklearn.model_selection import GroupKFold, KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
 from cortexbox.benchmarks import Score, neuroid_assembly
 from cortexbox.benchmarks.metrics import (
@@ -67,7 +68,8 @@ def _reference(kind, features, responses, ids, splitter, labels=None):
                            for i in range(features.shape[1])] for j in range(responses.shape[1])])
             prediction = features[test][:, np.nanargmax(r, axis=1)]
         else:
-            model = {"ridge": Ridge(alpha=1), "linear": LinearRegression(), "ridgecv": RidgeCV(alphas=ALPHA_LIST)}[kind]
+            model = {"ridge": Ridge(alpha=1), "linear": LinearRegression(), "ridgecv": RidgeCV(alphas=ALPHA_LIST),
+                     "pls": PLSRegression(n_components=25, scale=False)}[kind]
             prediction = model.fit(features[train], responses[train]).predict(features[test])
         rs = [scipy.stats.pearsonr(responses[test][:, j], prediction[:, j])[0] for j in range(responses.shape[1])]
         per_split.append(np.median(rs))
@@ -107,6 +109,100 @@ def test_stratified_metric_uses_the_targets_coordinate():
     center, error = _reference("ridge", features, responses, ids, StratifiedShuffleSplit(10, train_size=0.9, random_state=1), labels)
     assert score.raw == pytest.approx(center, abs=1e-10) and score.error == pytest.approx(error, abs=1e-10)
     assert score.attrs["stratification_coord"] == "object_name"
+
+
+# --- Brain-Score's defaults (Split.Defaults: stratified on object_name, 10 splits, train 0.9, random_state 1) -------
+
+_KINDS = {"pls": "pls", "ridge": "ridge", "linear_predictivity": "linear", "ridgecv": "ridgecv",
+          "neuron_to_neuron": "neuron_to_neuron"}
+
+
+def _objects(n, k=4):
+    """Unbalanced object labels in no particular order, so stratified and plain splits differ."""
+    rng = np.random.default_rng(11)
+    return np.array([f"obj{i}" for i in rng.choice(k, size=n, p=[0.4, 0.3, 0.2, 0.1][:k])], dtype=object)
+
+
+@pytest.mark.parametrize("name", sorted(_KINDS))
+def test_default_splits_stratify_on_object_name_when_the_target_has_it(name):
+    features, responses, ids = _synthetic(seed=12)  # ids in shuffled order: the splits follow the target's order
+    labels = _objects(len(ids))
+    target = _target(responses, ids, object_name=("presentation", labels))
+    score = load_metric(name)(neuroid_assembly(features, ids, layer="l"), target)
+    center, error = _reference(_KINDS[name], features, responses, ids,
+                               StratifiedShuffleSplit(10, train_size=0.9, random_state=1), labels)
+    assert score.raw == pytest.approx(center, abs=1e-9) and score.error == pytest.approx(error, abs=1e-9)
+    plain, _ = _reference(_KINDS[name], features, responses, ids, ShuffleSplit(10, train_size=0.9, random_state=1))
+    assert abs(plain - center) > 1e-4  # the default decides the score: plain splits would give another one
+    assert score.attrs["stratification_coord"] == "object_name"
+    assert score.attrs["cross_validation"] == {
+        "splitter": "StratifiedShuffleSplit", "split_coord": "stimulus_id", "stratification_coord": "object_name",
+        "stratification_requested": "auto", "group_coord": None, "n_splits": 10, "train_size": 0.9, "test_size": None,
+        "random_state": 1,
+    }
+
+
+def test_a_target_without_object_name_gets_plain_shuffle_splits():
+    features, responses, ids = _synthetic(seed=12)
+    labels = _objects(len(ids))
+    source = neuroid_assembly(features, ids, layer="l")
+    without = load_metric("ridge")(source, _target(responses, ids))
+    center, _ = _reference("ridge", features, responses, ids, ShuffleSplit(10, train_size=0.9, random_state=1))
+    assert without.raw == pytest.approx(center, abs=1e-10)
+    assert without.attrs["stratification_coord"] is None and without.attrs["cross_validation"]["splitter"] == "ShuffleSplit"
+    # stratification_coord=None (as Brain-Score's benchmarks without object labels pass) turns the default off
+    off = load_metric("ridge", stratification_coord=None)(source, _target(responses, ids, object_name=("presentation", labels)))
+    assert off.values == without.values and off.attrs["cross_validation"]["stratification_requested"] is None
+    with pytest.raises(ValueError, match="no stratification coordinate 'object_name'"):  # asked for explicitly
+        load_metric("ridge", stratification_coord="object_name")(source, _target(responses, ids))
+
+
+def test_default_kfold_is_stratified_kfold():
+    features, responses, ids = _synthetic(seed=12)
+    labels = np.random.default_rng(3).permutation(np.repeat(np.array(["a", "b", "c"], dtype=object), 30))
+    score = load_metric("ridge", kfold=True)(neuroid_assembly(features, ids, layer="l"),
+                                             _target(responses, ids, object_name=("presentation", labels)))
+    center, _ = _reference("ridge", features, responses, ids, StratifiedKFold(10, shuffle=True, random_state=1), labels)
+    assert score.raw == pytest.approx(center, abs=1e-10)
+    assert score.attrs["cross_validation"]["splitter"] == "StratifiedKFold"
+
+
+@pytest.mark.parametrize("name", ["pls", "ridge", "rdm_cv", "cka_cv"])
+def test_the_order_of_the_models_presentations_does_not_change_the_score(name):
+    features, responses, ids = _synthetic(n_features=40, seed=13)
+    target = _target(responses, ids, object_name=("presentation", _objects(len(ids))))
+    metric = load_metric(name)
+    reference = metric(neuroid_assembly(features, ids, layer="l"), target)
+    for seed in (1, 2):
+        shuffle = np.random.default_rng(seed).permutation(len(ids))
+        shuffled = metric(neuroid_assembly(features[shuffle], ids[shuffle], layer="l"), target)
+        np.testing.assert_allclose(shuffled.values, reference.values, rtol=0, atol=1e-10)
+        assert shuffled.raw == pytest.approx(reference.raw, abs=1e-10)
+
+
+@pytest.mark.parametrize("name", ["rdm_cv", "cka_cv"])
+def test_rdm_cv_and_cka_cv_default_to_stratified_test_parts(name):
+    features, responses, ids = _synthetic(n_stimuli=60, seed=14)
+    labels = _objects(len(ids))
+    target = _target(responses, ids, object_name=("presentation", labels))
+    score = load_metric(name)(neuroid_assembly(features, ids, layer="l"), target)
+    per_split = []
+    for _, test in StratifiedShuffleSplit(10, test_size=0.9, random_state=1).split(np.zeros(len(ids)), labels):
+        test = test[np.argsort(ids[test])]
+        part = load_metric(name.removesuffix("_cv"))  # the whole-set metric on the test part
+        per_split.append(part(neuroid_assembly(features[test], ids[test], layer="l"), _target(responses[test], ids[test])).raw)
+    np.testing.assert_allclose(score.values, per_split, atol=1e-12)
+    assert score.attrs["cross_validation"]["splitter"] == "StratifiedShuffleSplit"
+    assert score.attrs["cross_validation"]["test_size"] == 0.9 and score.attrs["cross_validation"]["train_size"] is None
+    plain = load_metric(name, stratification_coord=None)(neuroid_assembly(features, ids, layer="l"), target)
+    assert plain.attrs["cross_validation"]["splitter"] == "ShuffleSplit" and plain.values != score.values
+
+
+def test_an_object_with_one_image_gets_a_hint_to_turn_stratification_off():
+    features, responses, ids = _synthetic(seed=15)
+    labels = np.array(["lonely"] + ["crowd"] * (len(ids) - 1), dtype=object)
+    with pytest.raises(InsufficientDataError, match="stratified on 'object_name'; stratification_coord=None"):
+        load_metric("pls")(neuroid_assembly(features, ids, layer="l"), _target(responses, ids, object_name=("presentation", labels)))
 
 
 # --- neural predictivity ------------------------------------------------------------------------------------------
