@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +13,19 @@ from PIL import Image
 
 from cortexbox.benchmarks import Score, get_benchmark, neuroid_assembly
 from cortexbox.benchmarks.data import files_hash
+from cortexbox.benchmarks import imagenet16
 from cortexbox.benchmarks.imagenet16 import (
     CATEGORIES,
     CATEGORY_INDICES,
+    ILSVRC2012_NAMES,
+    ILSVRC2012_WNIDS,
     MANUAL_EXCLUSIONS,
+    ROOT_SYNSETS,
     category_probabilities,
     derive_category_indices,
     logits_to_choices,
     main,
 )
-from cortexbox.benchmarks.imagenet16_table import ILSVRC2012_NAMES, ILSVRC2012_WNIDS
 
 EC = {e: f"Geirhos2019.{e}-error_consistency" for e in ("edges", "silhouettes")}
 TOP1 = {e: f"Geirhos2019.{e}-top1" for e in ("edges", "silhouettes")}
@@ -94,6 +98,25 @@ def test_mapping_is_rederived_from_wordnet():
     without = derive_category_indices(WORDNET, ILSVRC2012_NAMES, exclusions={})
     assert 726 in without["airplane"] and 656 in without["car"] and 656 in without["truck"]
     assert main(["--wordnet", str(WORDNET), "--check"]) == 0  # the CLI the table was written with
+
+
+@pytest.mark.skipif(not (WORDNET / "data.noun").is_file(), reason="WordNet 3.0 not installed (apt-get install wordnet-base)")
+def test_write_reproduces_the_committed_table_file(tmp_path):
+    written = tmp_path / "table.json"
+    assert main(["--wordnet", str(WORDNET), "--write", str(written)]) == 0
+    committed = resources.files("cortexbox.benchmarks").joinpath(imagenet16.TABLE_FILE).read_text(encoding="utf-8")
+    assert written.read_text(encoding="utf-8") == committed
+
+
+def test_table_file_is_the_rendering_of_what_it_holds():
+    """The committed data file is in --write's form (hand edits show), and the loaded table is what it says."""
+    committed = resources.files("cortexbox.benchmarks").joinpath(imagenet16.TABLE_FILE).read_text(encoding="utf-8")
+    roots = {c: wnid.removeprefix("n") for c, wnid in ROOT_SYNSETS.items()}
+    assert imagenet16._render_table(ILSVRC2012_WNIDS, ILSVRC2012_NAMES, roots, CATEGORY_INDICES) == committed
+    data = json.loads(committed)
+    assert [tuple(c) for c in data["classes"]] == list(zip(ILSVRC2012_WNIDS, ILSVRC2012_NAMES))
+    assert list(ROOT_SYNSETS) == list(CATEGORIES) and ROOT_SYNSETS["dog"] == "n02084071"  # dog.n.01
+    assert all(isinstance(v, tuple) and list(v) == sorted(v) for v in CATEGORY_INDICES.values())
 
 
 def test_choice_is_the_category_with_the_highest_mean_probability():
