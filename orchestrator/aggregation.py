@@ -244,12 +244,12 @@ def benchmark_tree(benchmarks: Iterable[Any], spec: Any = None, known: Iterable[
     if spec is None:
         default = default_tree_spec(benchmarks)
         return tree_from_spec(default, "vision") if default else TreeNode("vision")  # nothing registered yet
-    tree = tree_from_spec(spec, "vision")
-    check_tree(tree, known)
+    tree = _from_spec(spec, "vision", "vision", ()) if not isinstance(spec, TreeNode) else spec
     if len(tree.children) == 1 and not tree.children[0].is_leaf and tree.children[0].name in BRAIN_ROOTS:
         tree = tree.children[0]
     elif _is_roots_spec(spec):
         tree = TreeNode(ROOTS_NAME, tree.children, mode="roots")
+    check_tree(tree, known)  # after unwrapping, so that the problem is named by the path the board shows
     placed = set(tree.leaves())
     left_out = _not_aggregated()
     both = sorted(placed & set(left_out))

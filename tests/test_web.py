@@ -141,6 +141,47 @@ def test_benchmark_page(client):
     html = client.get("/benchmarks/Alpha2020.V4-pls").text
     assert "Alpha et al. 2020" in html and "Alpha&#39;s V4 recordings" in html and "<circle" in html
     assert client.get("/benchmarks/Nope.V1").status_code == 404
+    assert [r["rank"] for r in b["scores"]] == [1, 2, 3]
+
+
+def test_the_benchmarks_page_lists_every_benchmark_registered_or_built_in(client):
+    """The registry holds a benchmark only once something registered it; the page lists the built-in ones too
+    (it showed 1 of 51 after a demo that had scored one benchmark)."""
+    from cortexbox.benchmarks import NOT_AGGREGATED, list_benchmarks
+
+    listed = client.get("/api/benchmarks").json()
+    names = [b["identifier"] for b in listed]
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert set(names) == set(list_benchmarks()) | {"Alpha2020.V4-pls", "Beta2021.IT-pls", "Gamma2022.i2n"}
+    by_name = {b["identifier"]: b for b in listed}
+    alpha = by_name["Alpha2020.V4-pls"]
+    assert alpha["registered"] and alpha["version"] == 2 and alpha["n_scored_models"] == 3 and alpha["in_tree"]
+    cowley = by_name["Cowley2023.V4-pls"]
+    assert not cowley["registered"] and cowley["version"] == 1 and cowley["data_hash"] is None
+    assert cowley["not_aggregated"] == NOT_AGGREGATED["Cowley2023.V4-pls"] and not cowley["in_tree"]
+    html = client.get("/benchmarks").text
+    assert html.count('<tr data-registered="') == len(names) and html.count('<tr data-registered="1"') == 3
+    assert f"3 of {len(names)} registered" in html
+    # an unregistered built-in has a page that says how it gets registered, not a 404
+    page = client.get("/benchmarks/Kriegeskorte2008.hIT-rdm")
+    assert page.status_code == 200 and "not registered yet" in page.text and "benchmarks sync Kriegeskorte2008.hIT-rdm" in page.text
+    api = client.get("/api/benchmarks/Kriegeskorte2008.hIT-rdm").json()
+    assert api["registered"] is False and api["scores"] == [] and api["region"] == "IT"
+
+
+@pytest.mark.parametrize("tree, message", [
+    ({"neural": {"V4": ["Alpha2020.V4-pls", "Nope2020.V4-pls"]}}, "the leaf Nope2020.V4-pls under vision/neural/V4 names no known benchmark"),
+    ({"neural": {"V4": ["Alpha2020.V4-pls"], "IT": ["Alpha2020.V4-pls"]}}, "Alpha2020.V4-pls appears twice"),
+    ({"neural": {"V4": ["Alpha2020.V4-pls"], "IT": []}}, "vision/neural/IT has no benchmarks below it"),
+])
+def test_a_broken_tree_fails_loudly_on_every_board(seeded, tree, message):
+    from cortexbox.orchestrator.web import create_app
+
+    with TestClient(create_app(seeded[0], tree=tree)) as c:
+        api = c.get("/api/leaderboard")
+        assert api.status_code == 500 and message in api.json()["detail"]
+        page = c.get("/")
+        assert page.status_code == 500 and message in page.text
 
 
 def test_compare_two_models(client, seeded):

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
+from cortexbox.orchestrator.aggregation import BenchmarkTreeError
 from cortexbox.orchestrator.web import data, plots
 from cortexbox.orchestrator.web.live import STREAM_S, LiveRuns, follow_batch, follow_run
 from cortexbox.registry import Registry
@@ -297,6 +298,15 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_doc() -> HTMLResponse:
         return page("api.html", schema=app.openapi(), title="JSON API")
+
+    @app.exception_handler(BenchmarkTreeError)
+    async def _broken_tree(request: Request, exc: BenchmarkTreeError):
+        """No board over a broken tree: every page that aggregates says what is wrong with it."""
+        logger.error("%s", exc)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=500)
+        return HTMLResponse(templates.get_template("error.html").render(status=500, detail=str(exc), title="Broken benchmark tree"),
+                            status_code=500)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):

@@ -1,4 +1,5 @@
-"""What the pages and the JSON API show, computed from one snapshot of the registry's rows."""
+"""What the boards show, computed from one snapshot of the registry's rows: the web pages, the JSON API and
+``cortexbox leaderboard`` all read it here, so the CLI and the web rank the same models with the same numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from cortexbox.benchmarks import NOT_AGGREGATED, get_benchmark, list_benchmarks
 from cortexbox.orchestrator.aggregation import (
     Leaf,
     NodeResult,
@@ -75,9 +77,22 @@ class Snapshot:
 EXTRA = "not aggregated"
 
 
+def builtin_benchmarks() -> dict[str, Any]:
+    """The benchmarks this installation defines (identifier -> benchmark object; nothing is loaded or hashed)."""
+    out: dict[str, Any] = {}
+    for identifier in list_benchmarks():
+        try:
+            out[identifier] = get_benchmark(identifier)
+        except Exception as e:  # noqa: BLE001 - e.g. no data folder here: still listed, without facts
+            logger.info("cannot describe %s: %s", identifier, e)
+            out[identifier] = None
+    return out
+
+
 def load(registry: Registry, tree_spec: Any = None) -> Snapshot:
     """All rows, the tree (``tree_spec``, else the benchmarks package's tree, else the default by region) and every
-    model's aggregate."""
+    model's aggregate. A broken tree raises ``BenchmarkTreeError``; a leaf must name a benchmark that is built in
+    or registered."""
     with registry.session() as s:
         models = {m.id: m for m in s.exec(select(Model).order_by(Model.id))}
         benchmarks = list(s.exec(select(Benchmark).order_by(Benchmark.identifier, Benchmark.version)))
@@ -87,7 +102,7 @@ def load(registry: Registry, tree_spec: Any = None) -> Snapshot:
     for b in benchmarks:
         if b.identifier not in latest or b.version > latest[b.identifier].version:
             latest[b.identifier] = b
-    tree = benchmark_tree(latest.values(), tree_spec)
+    tree = benchmark_tree(latest.values(), tree_spec, known=set(latest) | set(list_benchmarks()))
     snap = Snapshot(models, benchmarks, scores, runs, tree)
     snap.leaves = latest_leaves(scores, benchmarks, runs)
     snap.results = {m: aggregate(tree, snap.leaves.get(m, {})) for m in models}
@@ -188,6 +203,19 @@ def node_dict(snap: Snapshot, model_id: int, node: NodeResult) -> dict[str, Any]
     return d
 
 
+def cell_text(node: dict[str, Any], view: str = "brainscore") -> str:
+    """A board cell as plain text, in the words of the web's cell (``_cell.html``): a number, or why there is none
+    ("missing", "failed (class)", "invalid (NaN)"), never a 0 that was not scored."""
+    leaf = node.get("leaf")
+    if leaf and leaf["status"] != "scored":
+        return {"failed": f"failed ({leaf.get('failure_class')})", "invalid": "invalid (NaN)"}.get(leaf["status"], "missing")
+    value = node["value"] if view == "brainscore" else node["scored_value"]
+    if value is None:
+        return "missing"
+    text = fmt(value) + (" clipped" if leaf and leaf.get("clipped") else "")
+    return text + (f" ({len(node['missing'])} missing)" if node.get("missing") else "")
+
+
 def domains(snap: Snapshot) -> list[str]:
     """The brain roots of a multi-domain tree (``vision``, ``language``): Brain-Score keeps one leaderboard each."""
     if snap.tree.mode != "roots":
@@ -196,8 +224,9 @@ def domains(snap: Snapshot) -> list[str]:
 
 
 def leaderboard(snap: Snapshot, view: str = "brainscore", domain: str | None = None) -> dict[str, Any]:
-    """Ranked rows. With ``domain`` (a brain root), only the models taking part in that domain, ranked by it, as on
-    Brain-Score's separate vision and language leaderboards; without it, ranked by the overall aggregate."""
+    """Ranked rows. With ``domain`` (a brain root), only the models taking part in that domain, ranked by it, with
+    the columns of that domain and its engineering root, as on Brain-Score's separate vision and language
+    leaderboards; without it, every model ranked by the overall aggregate, with every column."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
     if domain is not None and domain not in domains(snap):
@@ -232,14 +261,19 @@ def leaderboard(snap: Snapshot, view: str = "brainscore", domain: str | None = N
             "nodes": nodes,
         })
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
+    cols, extra = columns(snap.tree), extra_columns(snap)
+    if domain is not None:
+        own = (f"{snap.tree.name}/{domain}/", f"{snap.tree.name}/engineering_{domain}")
+        cols = [c for c in cols if c["path"].startswith(own)]
+        extra = [c for c in extra if any(r["nodes"][c["path"]]["leaf"]["status"] != "not scored" for r in rows)]
     return {
         "view": view,
         "domain": domain,
         "domains": domains(snap),
         "tree": snap.tree.to_dict(),
         "root": snap.tree.name,
-        "columns": columns(snap.tree),
-        "extra_columns": extra_columns(snap),
+        "columns": cols,
+        "extra_columns": extra,
         "rows": rows,
         "semantics": {
             "brainscore": "parent = unweighted mean of its children; ceiled scores clipped to [0, 1]; latest benchmark "
@@ -359,9 +393,28 @@ def _benchmark_facts(identifier: str, data_hash: str) -> dict[str, Any]:
         return {}
 
 
+def _unregistered_page(identifier: str) -> dict[str, Any]:
+    """A built-in benchmark no score or sync has registered yet: what its code says, no version in the registry."""
+    bench = builtin_benchmarks().get(identifier)
+    return {
+        "identifier": identifier, "registered": False, "version": getattr(bench, "version", None), "versions": [],
+        "region": getattr(bench, "region", ""), "kind": getattr(bench, "kind", None),
+        "description": getattr(bench, "description", ""), "citation": getattr(bench, "citation", ""),
+        "ceiling": None, "ceiling_error": None, "data_hash": None, "definition": None, "n_stimuli": None,
+        "n_neuroids": None, "facts": {}, "scores": [], "points": [],
+        "note": f"not registered yet: `cortexbox benchmarks sync {identifier}` registers it (data hash, ceiling), "
+        "and scoring a model on it does too",
+    }
+
+
 def benchmark_page(snap: Snapshot, identifier: str) -> dict[str, Any]:
+    """A benchmark's versions, facts and every model's standing on its latest version, ranked by the leaf value
+    (``rank``: SQL RANK(); failed and invalid rows unranked). KeyError for an identifier that is neither
+    registered nor built in."""
     versions = [b for b in snap.benchmarks if b.identifier == identifier]
     if not versions:
+        if identifier in list_benchmarks():
+            return _unregistered_page(identifier)
         raise KeyError(identifier)
     latest = snap.latest_benchmarks[identifier]
     facts = dict(_benchmark_facts(identifier, latest.data_hash))
@@ -380,9 +433,13 @@ def benchmark_page(snap: Snapshot, identifier: str) -> dict[str, Any]:
             "leaf": leaf.to_dict(),
             "score": score_dict(snap, score) if score else None,
         })
-    rows.sort(key=lambda r: -(r["leaf"]["value"] if r["leaf"]["value"] is not None else -1))
+    ranks = rank({i: r["leaf"]["value"] for i, r in enumerate(rows)})
+    for i, r in enumerate(rows):
+        r["rank"] = ranks[i]
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
     return {
         "identifier": identifier,
+        "registered": True,
         "version": latest.version,
         "versions": [{"version": b.version, "data_hash": b.data_hash, "created_at": b.created_at.isoformat(timespec="seconds")} for b in versions],
         "region": latest.region,
@@ -401,11 +458,23 @@ def benchmark_page(snap: Snapshot, identifier: str) -> dict[str, Any]:
 
 
 def benchmarks_list(snap: Snapshot) -> list[dict[str, Any]]:
+    """Every benchmark: the registered ones (latest version) and the built-in ones not registered yet. The registry
+    holds a benchmark only once something registered it (a score, ``benchmarks sync`` or ``ingest``), so listing
+    registry rows alone showed 1 of 51 after the old demo."""
     out = []
     for identifier, b in sorted(snap.latest_benchmarks.items()):
         n = sum(1 for leaves in snap.leaves.values() if leaves.get(identifier) and leaves[identifier].status == "scored")
-        out.append({"identifier": identifier, "version": b.version, "region": b.region, "ceiling": b.ceiling,
-                    "data_hash": b.data_hash, "n_scored_models": n, "description": b.description})
+        out.append({"identifier": identifier, "registered": True, "version": b.version, "region": b.region,
+                    "ceiling": b.ceiling, "data_hash": b.data_hash, "n_scored_models": n, "description": b.description,
+                    "in_tree": identifier in snap.tree.leaves(), "not_aggregated": snap.unaggregated.get(identifier)})
+    for identifier, bench in builtin_benchmarks().items():
+        if identifier in snap.latest_benchmarks:
+            continue
+        out.append({"identifier": identifier, "registered": False, "version": getattr(bench, "version", None),
+                    "region": getattr(bench, "region", ""), "ceiling": None, "data_hash": None, "n_scored_models": 0,
+                    "description": getattr(bench, "description", ""), "in_tree": identifier in snap.tree.leaves(),
+                    "not_aggregated": NOT_AGGREGATED.get(identifier)})
+    out.sort(key=lambda r: r["identifier"])
     return out
 
 
