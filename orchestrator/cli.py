@@ -477,10 +477,11 @@ def metric(
     name: str = typer.Argument(..., help="Metric, named as in Brain-Score's registry (pls, ridge, rdm, cka, i2n, ...)"),
     source: Path = typer.Option(..., "--source", help="Model assembly (Brain-Score netCDF)"),
     target: Path = typer.Option(..., "--target", help="Recording or behaviour assembly (Brain-Score netCDF)"),
-    param: list[str] = typer.Option([], "--param", help="Metric parameter key=value (repeatable)"),
+    param: list[str] = typer.Option([], "--param", help="Metric parameter key=value (repeatable), e.g. stratification_coord=null"),
     as_json: bool = typer.Option(False, "--json", help="Print the score as JSON"),
 ) -> None:
-    """Score two precomputed assemblies with one metric, without any model."""
+    """Score two precomputed assemblies with one metric, without any model, with Brain-Score's defaults (splits
+    stratified on object_name when the target has it)."""
     from cortexbox.benchmarks.metrics import MetricInputError, parse_params, score_files
 
     try:
@@ -490,7 +491,9 @@ def metric(
     if as_json:
         _emit_json(score.to_dict())
     else:
-        out.print(f"{name}: {score.raw:.6f} ± {score.error:.6f} ({len(score.values)} value(s))", highlight=False)
+        splits = score.attrs.get("cross_validation") or {}
+        how = f"; {splits['splitter']}" + (f" on {splits['stratification_coord']}" if splits["stratification_coord"] else "") if splits else ""
+        out.print(f"{name}: {score.raw:.6f} ± {score.error:.6f} ({len(score.values)} value(s){how})", highlight=False)
 
 
 @app.command()

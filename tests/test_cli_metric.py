@@ -52,7 +52,24 @@ def test_metric_plain_output_and_params(files):
     result = cortexbox("metric", "rdm_cv", "--source", str(folder / "source.nc"), "--target", str(folder / "target.nc"),
                        "--param", "n_splits=3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("rdm_cv: ") and "(3 value(s))" in result.stdout
+    assert result.stdout.startswith("rdm_cv: ") and "(3 value(s); ShuffleSplit)" in result.stdout
+
+
+def test_metric_defaults_are_brainscores(files):
+    """`cortexbox metric pls` stratifies on object_name as Brain-Score's load_metric('pls') does, and says so."""
+    folder, source, target = files
+    labels = np.array([f"obj{i % 3}" for i in range(target.sizes["presentation"])], dtype=object)
+    write_assembly(target.assign_coords(object_name=("presentation", labels)), folder / "objects.nc")
+    args = ["metric", "pls", "--source", str(folder / "source.nc"), "--target", str(folder / "objects.nc")]
+    plain = cortexbox(*args)
+    assert plain.returncode == 0, plain.stderr
+    assert "(10 value(s); StratifiedShuffleSplit on object_name)" in plain.stdout
+    score = json.loads(cortexbox(*args, "--json").stdout)
+    expected = load_metric("pls")(source, target.assign_coords(object_name=("presentation", labels)))
+    assert score["raw"] == pytest.approx(expected.raw, abs=1e-12)
+    assert score["attrs"]["cross_validation"]["stratification_coord"] == "object_name"
+    off = json.loads(cortexbox(*args, "--json", "--param", "stratification_coord=null").stdout)
+    assert off["attrs"]["cross_validation"]["splitter"] == "ShuffleSplit" and off["raw"] != score["raw"]
 
 
 @pytest.mark.parametrize(
