@@ -13,12 +13,12 @@ Benchmarks are ``kind == "neural"`` (layer activations) or ``"behaviour"`` (a mo
 see :mod:`cortexbox.benchmarks.interface`. :func:`tree` gives the aggregation tree (parents average their children).
 """
 
-from .aggregation import BENCHMARK_TREE, ENGINEERING, NOT_AGGREGATED, tree, tree_leaves
+from .aggregation import BENCHMARK_TREE, ENGINEERING, NOT_AGGREGATED, language_tree, tree, tree_leaves
 from .assemblies import AssemblyValidationError, average_repetition, neuroid_assembly, validate_assembly
 from .benchmark import NeuralBenchmark
 from .data import DATA_DIR_ENV, DataNotFoundError, resolve_data_dir
 from .interface import Benchmark
-from .language import LanguageBenchmark, TextStimulusSet, language_tree
+from .language import LanguageBenchmark, TextStimulusSet
 from .rdm_benchmark import RDMBenchmark
 from .registry import BENCHMARKS, UnknownBenchmark, get_benchmark, list_benchmarks
 from .score import Score

@@ -32,7 +32,10 @@ from typing import Union
 from .brennan2016 import ROIS
 from .syntaxgym import SUITES
 
-__all__ = ["BENCHMARK_TREE", "ENGINEERING", "ENGINEERING_ROOTS", "NOT_AGGREGATED", "ROOTS", "Tree", "tree", "tree_leaves"]
+__all__ = [
+    "BENCHMARK_TREE", "ENGINEERING", "ENGINEERING_ROOTS", "NOT_AGGREGATED", "ROOTS", "Tree", "language_tree", "tree",
+    "tree_leaves",
+]
 
 Tree = Union[dict[str, "Tree"], list[str]]
 
@@ -90,3 +93,12 @@ def tree_leaves(node: Tree | None = None) -> list[str]:
     if isinstance(node, list):
         return list(node)
     return [leaf for child in node.values() for leaf in tree_leaves(child)]
+
+
+def language_tree() -> dict[str, object]:
+    """The language roots of the one benchmark tree (:func:`tree`): ``language`` (Brain-Score's
+    ``average_language``) -> ``neural`` (story fMRI, one leaf per ROI), ``behaviour`` (reading times); and
+    ``engineering_language`` -> ``SyntaxGym`` (one leaf per suite), ``next_word`` (Natural Stories next-word accuracy):
+    raw accuracies, never part of ``language``."""
+    full = tree()
+    return {root: full[root] for root in ("language", "engineering_language")}

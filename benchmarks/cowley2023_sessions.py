@@ -52,7 +52,9 @@ from .metrics.bootstrap import bootstrap_record
 from .metrics.ceiling import InternalConsistency
 from .metrics.neural_predictivity import CrossRegressedCorrelation
 from .metrics.normalization import explained_variance
+from .recordings import Cowley2023V4PLSRecording
 from .score import Score
+from .shared import shared_instance
 from .stimuli import StimulusSet
 
 __all__ = ["TEST_SESSIONS", "Cowley2023V4SessionsPLS", "Cowley2023V4SessionsRidge"]
@@ -132,10 +134,9 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
 
     @property
     def selection_source(self) -> NeuralBenchmark:
-        """The benchmark whose selection data and metric commit the V4 layer (``Cowley2023.V4-pls``)."""
-        from .registry import get_benchmark
-
-        return get_benchmark("Cowley2023.V4-pls", data_dir=self.data_dir)
+        """The benchmark whose selection data and metric commit the V4 layer (``Cowley2023.V4-pls``, the registry's
+        shared instance for this data folder)."""
+        return shared_instance(Cowley2023V4PLSRecording, data_dir=self.data_dir)
 
     def score_for_selection(self, assembly: xr.DataArray) -> float:
         return self.selection_source.score_for_selection(assembly)

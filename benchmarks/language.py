@@ -1,4 +1,4 @@
-"""What language benchmarks share: text stimulus sets, the benchmark base class, the language branch of the tree.
+"""What language benchmarks share: text stimulus sets and the benchmark base class.
 
 A language benchmark streams text parts (words or regions) grouped into contexts (a story, a sentence): parts with
 the same ``context_id`` form one cumulative context, sent contiguously and in order (Brain-Score's ``digest_text``
@@ -11,14 +11,18 @@ Every language benchmark exposes, besides ``identifier``, ``version``, ``region`
 * ``kind``: ``"behaviour"`` with ``behaviour`` naming the model output it scores (``"surprisal"``), or
   ``"neural"``, where the orchestrator commits a layer by :func:`committed_layer` (never by selecting on the
   scored data).
+
+The language benchmarks import this module, never the other way round: the registry lists them
+(:func:`cortexbox.benchmarks.registry.language_benchmarks`) and the aggregation tree places them
+(:func:`cortexbox.benchmarks.aggregation.language_tree`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from functools import cached_property, partial
+from collections.abc import Iterator, Sequence
+from functools import cached_property
 
 import numpy as np
 import xarray as xr
@@ -32,8 +36,6 @@ __all__ = [
     "LanguageBenchmark",
     "TextStimulusSet",
     "committed_layer",
-    "language_benchmarks",
-    "language_tree",
 ]
 
 #: Relative depth of the layer committed to a language region when the model commits none itself: the layer at
@@ -210,30 +212,3 @@ class LanguageBenchmark:
             "data_hash": self.data_hash,
             "stimulus_set_hash": self.stimulus_set.hash,
         }
-
-
-def language_tree() -> dict[str, object]:
-    """The language roots of the one benchmark tree (:func:`cortexbox.benchmarks.tree`): ``language`` (Brain-Score's
-    ``average_language``) -> ``neural`` (story fMRI, one leaf per ROI), ``behaviour`` (reading times); and
-    ``engineering_language`` -> ``SyntaxGym`` (one leaf per suite), ``next_word`` (Natural Stories next-word accuracy):
-    raw accuracies, never part of ``language``."""
-    from .aggregation import tree
-
-    full = tree()
-    return {root: full[root] for root in ("language", "engineering_language")}
-
-
-def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:
-    """identifier -> factory (called with ``data_dir`` and ``cache_dir``) of every registered language benchmark."""
-    from .brennan2016 import ROIS, Brennan2016Ridge
-    from .futrell2018 import Futrell2018Pearsonr
-    from .naturalstories_accuracy import NaturalStoriesAccuracy
-    from .syntaxgym import SUITES, SyntaxGym2020, SyntaxGymSuite
-
-    return {
-        Futrell2018Pearsonr.identifier: Futrell2018Pearsonr,
-        NaturalStoriesAccuracy.identifier: NaturalStoriesAccuracy,
-        **{f"Brennan2016.{roi}-ridge": partial(Brennan2016Ridge, roi) for roi in ROIS},
-        SyntaxGym2020.identifier: SyntaxGym2020,
-        **{f"syntaxgym-{suite}": partial(SyntaxGymSuite, suite) for suite in SUITES},
-    }

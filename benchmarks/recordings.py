@@ -38,6 +38,8 @@ from .cowley2023 import TEST_SESSION, Cowley2023V4PLS, load_raw_assembly
 from .cowley2023 import _folder as _cowley_folder
 from .dims import NEUROID, NEUROID_ID, PRESENTATION, REPETITION, STIMULUS_ID, TIME_BIN
 from .netcdf import read_assembly, write_assembly
+from .score import Score
+from .shared import shared_instance
 from .stimuli import StimulusSet
 
 __all__ = [
@@ -53,9 +55,6 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
-#: The built-in benchmark whose selection data commits a layer for each region, when the
-#: recording brings none of its own.
-SELECTION_PROVIDERS = {"V4": "Cowley2023.V4-pls"}
 MIN_STIMULI = 20
 
 
@@ -309,8 +308,6 @@ class RecordedBenchmark(NeuralBenchmark):
     def score(self, assembly: xr.DataArray):
         if self.ceiling is not None:
             return super().score(assembly)
-        from .score import Score
-
         raw = self.metric(self._squeeze_time(assembly), self.target_assembly)
         return Score(raw=raw.raw, error=raw.error, values=raw.values,
                      attrs={**raw.attrs, "benchmark": self.identifier, "benchmark_version": self.version,
@@ -323,11 +320,10 @@ class RecordedBenchmark(NeuralBenchmark):
 
     @property
     def selection_source(self) -> NeuralBenchmark | None:
-        """The built-in benchmark whose selection data commits this region's layer."""
-        from .registry import get_benchmark
-
+        """The built-in benchmark whose selection data commits this region's layer (the registry's shared
+        instance, with the default data folder)."""
         provider = SELECTION_PROVIDERS.get(self.region)
-        return None if provider is None else get_benchmark(provider)
+        return None if provider is None else shared_instance(provider)
 
     @property
     def selection_stimulus_set(self) -> StimulusSet | None:
@@ -377,3 +373,8 @@ class Cowley2023V4PLSRecording(Cowley2023V4PLS):
 
     def _load_repetitions(self) -> xr.DataArray:
         return self.recording.repetitions
+
+
+#: The built-in benchmark whose selection data commits a layer for each region, when the recording brings none of
+#: its own (registered under its ``identifier``; :func:`~.shared.shared_instance` gives the registry's instance).
+SELECTION_PROVIDERS: dict[str, type[NeuralBenchmark]] = {"V4": Cowley2023V4PLSRecording}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 
+from .brennan2016 import ROIS, Brennan2016Ridge
 from .cowley2023_sessions import Cowley2023V4SessionsPLS, Cowley2023V4SessionsRidge
-from .data import resolve_data_dir
+from .futrell2018 import Futrell2018Pearsonr
 from .geirhos2019 import (
     Geirhos2019CueConflictShapeBias,
     Geirhos2019EdgesErrorConsistency,
@@ -18,10 +18,25 @@ from .geirhos2019 import (
 )
 from .interface import Benchmark
 from .kriegeskorte2008 import Kriegeskorte2008HumanIT, Kriegeskorte2008Judgements, Kriegeskorte2008MonkeyIT
-from .language import language_benchmarks
+from .language import LanguageBenchmark
+from .naturalstories_accuracy import NaturalStoriesAccuracy
 from .recordings import Cowley2023V4PLSRecording
+from .shared import shared_instance
+from .syntaxgym import SUITES, SyntaxGym2020, SyntaxGymSuite
 
-__all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "list_benchmarks"]
+__all__ = ["BENCHMARKS", "UnknownBenchmark", "get_benchmark", "language_benchmarks", "list_benchmarks"]
+
+
+def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:
+    """identifier -> factory (called with ``data_dir`` and ``cache_dir``) of every registered language benchmark."""
+    return {
+        Futrell2018Pearsonr.identifier: Futrell2018Pearsonr,
+        NaturalStoriesAccuracy.identifier: NaturalStoriesAccuracy,
+        **{f"Brennan2016.{roi}-ridge": partial(Brennan2016Ridge, roi) for roi in ROIS},
+        SyntaxGym2020.identifier: SyntaxGym2020,
+        **{f"syntaxgym-{suite}": partial(SyntaxGymSuite, suite) for suite in SUITES},
+    }
+
 
 #: identifier -> benchmark class (constructed with ``data_dir`` and ``cache_dir``); see :mod:`.interface`.
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
@@ -43,9 +58,6 @@ BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
 
 # Language benchmarks (text models): Futrell2018, Brennan2016 ROIs, SyntaxGym 2020; see .language.
 BENCHMARKS.update(language_benchmarks())
-
-_instances: dict[tuple[str, Path, Path | None], Benchmark] = {}
-_lock = threading.Lock()
 
 
 class UnknownBenchmark(KeyError):
@@ -82,8 +94,4 @@ def get_benchmark(
     """
     if identifier not in BENCHMARKS:
         raise UnknownBenchmark(identifier)
-    key = (identifier, resolve_data_dir(data_dir), None if cache_dir is None else Path(cache_dir).resolve())
-    with _lock:
-        if key not in _instances:
-            _instances[key] = BENCHMARKS[identifier](data_dir=key[1], cache_dir=key[2])
-        return _instances[key]
+    return shared_instance(BENCHMARKS[identifier], identifier, data_dir=data_dir, cache_dir=cache_dir)

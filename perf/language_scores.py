@@ -24,7 +24,7 @@ TEMPLATES = ("hf-causal-lm", "unigram", "sentence-encoder")
 
 
 def benchmarks() -> list[str]:
-    from cortexbox.benchmarks.language import language_benchmarks
+    from cortexbox.benchmarks.registry import language_benchmarks
 
     ids = list(language_benchmarks())
     return [b for b in ids if not b.startswith("syntaxgym-")]  # the 31 suites are inside syntaxgym2020's values
