@@ -257,8 +257,11 @@ class ContainerSession(ModelSession):
                     FailureClass.TIMEOUT, f"no model socket appeared within {self.limits.startup_timeout_s:.0f} s"
                 )
             time.sleep(0.1)
-        self.client = ModelClient(f"unix://{self.socket_path}", nonce=self.nonce)
         try:
+            # Pinned by inode: no reconnection can reach another server than the one that passed the handshake.
+            self.client = ModelClient.for_socket(
+                self.socket_path, nonce=self.nonce, owner_uid=SANDBOX_UID if os.geteuid() == 0 else None
+            )
             self.client.wait_until_serving(self.limits.load_timeout_s, lambda: self._raise_if_exited("while loading"))
             self.client.handshake()
             self.description = self.client.info()

@@ -77,3 +77,9 @@ def sandbox_facts() -> np.ndarray:
         float(len(os.listdir("/run/cortexbox"))),
     ]
     return np.array(facts + [0.0] * (16 - len(facts)), dtype=np.float32)
+
+
+# -- attacks on the wire (tests/test_hostile_wire.py) live in wire_attacks.py: a server of their own, or another Model
+import wire_attacks  # noqa: E402
+
+Hostile = wire_attacks.replace(MODE, Hostile)
