@@ -82,8 +82,8 @@ def score(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Docker image (tag or id) of the model"),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Score a running server: unix:///path or host:port"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choice"),
-    memory: str = typer.Option("8g", help="Memory limit of the model container"),
-    cpus: float = typer.Option(2.0, help="CPU limit of the model container"),
+    memory: Optional[str] = typer.Option(None, help="Memory limit of the model container (default 8g)"),
+    cpus: Optional[float] = typer.Option(None, help="CPU limit of the model container (default: every core but one)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Score a model image (or a running model server) on a benchmark and store the score."""
@@ -95,7 +95,7 @@ def score(
         image=model,
         endpoint=endpoint,
         use_cache=not no_cache,
-        limits=SandboxLimits(memory_bytes=_parse_bytes(memory), cpus=cpus),
+        limits=SandboxLimits.configured(memory_bytes=_parse_bytes(memory) if memory else None, cpus=cpus),
     )
     if (model is None) == (endpoint is None):
         raise UserError("give exactly one of --model IMAGE and --endpoint ADDRESS")
@@ -457,14 +457,15 @@ def _job_result(r: dict) -> str:
 
 @app.command()
 def gc() -> None:
-    """Remove containers left behind by cortexbox processes that no longer exist, and mark their runs failed
-    (failure class ``lost``) so they stop looking alive."""
+    """Remove containers and run folders left behind by cortexbox processes that no longer exist, and mark their
+    runs failed (failure class ``lost``) so they stop looking alive."""
     from cortexbox.orchestrator.cache import ActivationCache
     from cortexbox.orchestrator.run_events import close_lost_runs
-    from cortexbox.orchestrator.runtime import docker_client, reap_orphans
+    from cortexbox.orchestrator.runtime import docker_client, reap_orphans, remove_orphaned_run_dirs
     from cortexbox.registry import Registry
 
     out.print(f"removed {reap_orphans(docker_client())} orphaned container(s)")
+    out.print(f"removed {len(remove_orphaned_run_dirs())} run folder(s) of dead processes")
     lost = close_lost_runs(Registry())
     out.print(f"marked {len(lost)} run(s) of dead processes as lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
     files, size = ActivationCache().remove_legacy()

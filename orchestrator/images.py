@@ -26,6 +26,15 @@ relative sources are relative to the project folder. Every Dockerfile begins wit
 ``ARG BASE_IMAGE=cortexbox/base:bookworm`` and ``FROM ${BASE_IMAGE} AS build`` so that elsewhere an
 ordinary ``python:3.11-slim`` base works too.
 
+A build must not read the host. An asset source, symlinks and ``..`` resolved, lies in the project folder or
+in an allowed read-only root of WEIGHTS (:data:`WEIGHT_FOLDERS` of the data folder, ``$CORTEXBOX_ASSET_ROOTS``),
+never elsewhere in the data folder (recordings); a project folder may not hold or lie in the data folder; links
+in it are copied as links. Every RUN step of a model build has no network and a memory and CPU budget
+(``SandboxLimits.build_*``). The legacy builder that the API drives still runs RUN steps as root with Docker's
+default capabilities and no pids limit, so **the platform never builds a submitted Dockerfile on a host that
+holds recordings**: submissions arrive as image tarballs (``docker save``) and are run by digest; building from
+a Dockerfile is for our templates and for authors on their own machines.
+
 An image is identified by its ID (``sha256:...``), which is content-addressed: with no registry,
 that is the digest the leaderboard records.
 """
@@ -72,10 +81,16 @@ PROJECT_FILE = "cortexbox.toml"
 NODEPS_FILE = "requirements-nodeps.txt"
 NODEPS_CONTEXT_DIR = "wheels-nodeps"
 ENV_DATA_DIR = "CORTEXBOX_DATA_DIR"
+#: The folders of the data folder that hold model WEIGHTS, the only part of it an [assets] source may name;
+#: everything else there is benchmark data (recordings, held-out stimuli) and never enters an image.
+WEIGHT_FOLDERS = ("coral_mobilenet_tflite",)
+#: More read-only roots of weights that [assets] may name, os.pathsep-separated (never a data folder).
+ENV_ASSET_ROOTS = "CORTEXBOX_ASSET_ROOTS"
 ENV_WHEELHOUSE = "CORTEXBOX_WHEELHOUSE"
 #: Wheel mtimes are fixed so that an unchanged SDK gives a byte-identical wheel (and a cache hit).
 _SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip file can hold
 _LOG_TAIL = 40
+_LOG_LINE_CHARS = 1000  # a build's log lines are kept this long at most
 
 
 class ImageBuildError(RuntimeError):
@@ -121,6 +136,33 @@ def default_wheelhouse() -> Path:
         return Path(os.environ[ENV_WHEELHOUSE])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "cortexbox" / "wheelhouse"
+
+
+def asset_roots(data_dir: str | Path | None = None) -> list[Path]:
+    """The read-only roots besides the project folder that [assets] may copy from: the weight folders of
+    the data folder (:data:`WEIGHT_FOLDERS`) and those of ``$CORTEXBOX_ASSET_ROOTS``, symlinks resolved."""
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    roots = [data / name for name in WEIGHT_FOLDERS]
+    roots += [Path(p) for p in os.environ.get(ENV_ASSET_ROOTS, "").split(os.pathsep) if p]
+    return [root.resolve() for root in roots]
+
+
+def _asset_source(project_dir: Path, dest: str, source: str, data: Path) -> Path:
+    """Where an asset comes from, symlinks and ``..`` resolved, checked to lie in the project folder or an
+    asset root: a model folder once copied a benchmark's held-out recording into its image by naming it."""
+    src = Path(source.replace("{data}", str(data)))
+    if not src.is_absolute():
+        src = project_dir / src
+    real = src.resolve()
+    allowed = [project_dir.resolve(), *asset_roots(data)]
+    if not any(real.is_relative_to(root) for root in allowed):
+        raise ImageBuildError(
+            f"{PROJECT_FILE}: asset {dest!r} comes from {real}, outside the model's folder and the weight folders "
+            f"({', '.join(map(str, allowed[1:]))}); add weights with ${ENV_ASSET_ROOTS}, never benchmark data"
+        )
+    if not real.exists():
+        raise ImageBuildError(f"{PROJECT_FILE}: asset {dest!r} comes from {src}, which does not exist")
+    return real
 
 
 # -- base image --------------------------------------------------------------------------------
@@ -603,11 +645,17 @@ def assemble_context(
     of ``cortexbox.toml`` (copied, so the data stay read-only and out of git).
     """
     project_dir, context = Path(project_dir), Path(context_dir)
-    config = load_project(project_dir)
     data = Path(data_dir) if data_dir is not None else default_data_dir()
+    real_project, real_data = project_dir.resolve(), data.resolve()
+    if real_project.is_relative_to(real_data) or real_data.is_relative_to(real_project):
+        raise ImageBuildError(f"the model's folder {real_project} holds or lies in the data folder {real_data}: "
+                              "move the project out of it (weights come in through [assets])")
+    config = load_project(project_dir)
+    # Links are copied as links (a link to a host file carries no content into the image).
     shutil.copytree(
         project_dir,
         context,
+        symlinks=True,
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "wheels", NODEPS_CONTEXT_DIR, ".git"),
     )
@@ -627,17 +675,13 @@ def assemble_context(
         nodeps = fetch_nodeps_wheels(read_nodeps_requirements(nodeps_file), context / NODEPS_CONTEXT_DIR, house, log=log)
         log(f"{len(nodeps)} --no-deps wheel(s) in {NODEPS_CONTEXT_DIR}/: {', '.join(p.name for p in nodeps)}")
     for dest, source in config.assets.items():
-        src = Path(source.replace("{data}", str(data)))
-        if not src.is_absolute():
-            src = project_dir / src
         target = (context / dest).resolve()
         if not target.is_relative_to(context.resolve()):
             raise ImageBuildError(f"{PROJECT_FILE}: asset destination {dest!r} leaves the build context")
-        if not src.exists():
-            raise ImageBuildError(f"{PROJECT_FILE}: asset {dest!r} comes from {src}, which does not exist")
+        src = _asset_source(project_dir, dest, source, data)
         target.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True)
+            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
         else:
             shutil.copyfile(src, target)
         log(f"asset {dest} <- {src}")
@@ -651,10 +695,13 @@ def build_image(
     *,
     base_image: str = DEFAULT_BASE_IMAGE,
     nocache: bool = False,
+    network_mode: str | None = None,
+    container_limits: Mapping[str, object] | None = None,
     log: Log = logger.info,
 ) -> BuiltImage:
     """``docker build`` of a ready `context` as `tag` with build argument ``BASE_IMAGE`` (never pulls),
-    streaming the output to `log`; ImageBuildError with the last lines of the log on failure."""
+    streaming the output to `log`; ImageBuildError with the last lines of the log on failure. `network_mode`
+    and `container_limits` apply to every RUN step (model builds: no network, see build_model_image)."""
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
     image_id = None
     log(f"building {tag} on {base_image}")
@@ -663,12 +710,14 @@ def build_image(
         stream = client.api.build(
             path=str(context), tag=tag, buildargs={"BASE_IMAGE": base_image},
             rm=True, forcerm=True, pull=False, nocache=nocache, decode=True,
+            network_mode=network_mode, container_limits=dict(container_limits or {}),
         )
         for chunk in stream:
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
             for line in (chunk.get("stream") or "").rstrip("\n").splitlines():
+                line = line[:_LOG_LINE_CHARS]
                 tail.append(line)
                 log(line)
             if "aux" in chunk and "ID" in chunk["aux"]:
@@ -690,9 +739,11 @@ def build_model_image(
     data_dir: str | Path | None = None,
     wheelhouse: str | Path | None = None,
     nocache: bool = False,
+    limits: "SandboxLimits | None" = None,
     log: Log = logger.info,
 ) -> BuiltImage:
-    """Builds a model project into an image; the build context is temporary.
+    """Builds a model project into an image; the build context is temporary. Every RUN step has no
+    network and the build budgets of `limits` (default ``SandboxLimits.configured()``).
 
     Parameters
     ----------
@@ -709,6 +760,8 @@ def build_model_image(
         The wheel cache (default :func:`default_wheelhouse`).
     nocache : bool
         Build every step afresh.
+    limits : SandboxLimits, optional
+        Its ``build_memory_bytes``, ``cpus`` and ``cpu_shares`` bound every RUN step.
     log : callable
         Receives each line of the build output.
 
@@ -736,4 +789,8 @@ def build_model_image(
         config = assemble_context(project_dir, context, data_dir=data_dir, wheelhouse=wheelhouse, log=log)
         tag = tag or f"{config.name}:latest"
         log(f"building {tag} from {project_dir}")
-        return build_image(client, context, tag, base_image=base_image, nocache=nocache, log=log)
+        from cortexbox.orchestrator.runtime import SandboxLimits
+
+        limits = limits or SandboxLimits.configured()
+        return build_image(client, context, tag, base_image=base_image, nocache=nocache, network_mode="none",
+                           container_limits=limits.build_container_limits(), log=log)

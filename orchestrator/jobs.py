@@ -36,7 +36,7 @@ class ScoreRequest:
     use_cache: bool = True
     database_url: str | None = None
     cache_dir: str | None = None
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    limits: SandboxLimits = field(default_factory=SandboxLimits.configured)
     #: Deadline of an extraction run: a fixed allowance plus this much per stimulus.
     seconds_per_stimulus: float = 2.0
 
@@ -355,6 +355,9 @@ def score_model(
             "layer_commitment": commitment,
             "activations_from_cache": job.from_cache,
             "activation_cache": dict(job.cache_stats),
+            # The container's budgets (runtime.SandboxLimits) when one ran for this score; else those asked for.
+            "sandbox": (job.session.sandbox if job.session is not None and job.session.sandbox
+                        else request.limits.to_dict() if request.image else None),
         }
         registry.add_score(
             run_id=run.id,

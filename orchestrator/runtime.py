@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from cortexbox.orchestrator.client import ModelClient, ModelDescription
@@ -46,20 +46,93 @@ def scope_filter() -> dict:
     """docker-py filters for the containers of this scope."""
     return {"label": [LABEL_RUN, f"{LABEL_SCOPE}={scope()}"]}
 SOCKET_IN_CONTAINER = "/run/cortexbox/model.sock"
-LOG_TAIL_LINES = 60
+#: Budgets as "key=value,..." over SandboxLimits' defaults, e.g. "pids=96,cpus=1,run_dir_bytes=32m".
+ENV_SANDBOX = "CORTEXBOX_SANDBOX"
+
+
+def host_cpus() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_cpus() -> float:
+    """Every core but one: a model (or its fork bomb) always leaves one to the orchestrator and the host."""
+    return float(max(1, host_cpus() - 1))
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Resource limits of one model container. Defaults fit a 2-core, 24 GiB machine."""
+    """Everything a model container may take from the host, in one place: configurable
+    ($CORTEXBOX_SANDBOX, `configured`) and recorded with every run (`to_dict`). Defaults fit a
+    2-core, 24 GiB machine; the wire's own budgets (message sizes, rates) live with the client."""
 
-    memory_bytes: int = 8 * 1024**3
-    cpus: float = 2.0
-    pids: int = 512
-    tmpfs_bytes: int = 1024**3
+    memory_bytes: int = 8 * 1024**3  # RAM + swap; the tmpfs below and the run folder count toward it
+    cpus: float = field(default_factory=default_cpus)  # CPU quota (nano_cpus)
+    cpu_shares: int = 512  # weight under contention: half an ordinary container's 1024
+    pids: int = 128  # processes + threads: a fork bomb stops here (512 drove the load to 101 on 2 cores)
+    tmpfs_bytes: int = 1024**3  # /tmp in the container
+    file_bytes: int = 1 << 30  # the fsize ulimit: one file, anywhere
+    #: The run folder on the host (the socket's folder, the only mount) is a tmpfs of this many bytes and
+    #: inodes (files, folders, so depth too) when the orchestrator is root: a model cannot fill the host's disk.
+    run_dir_bytes: int = 16 * 1024**2
+    run_dir_inodes: int = 256
+    log_file_bytes: int = 5 * 1024**2  # Docker's json-file log, two files of this size
+    log_tail_lines: int = 60  # the log tail kept with a failure (stored, shown) ...
+    log_tail_bytes: int = 8 * 1024  # ... and its size, bounded when it is read from Docker
+    #: `docker build` of a model project (the legacy builder: memory and a cpuset per RUN step, no network;
+    #: it has no pids limit or capability settings, see images.py).
+    build_memory_bytes: int = 4 * 1024**3
     startup_timeout_s: float = 30.0  # container start until the socket exists
     load_timeout_s: float = 300.0  # socket until health says SERVING
     idle_timeout_s: float = 600.0  # the server exits when nobody talks to it this long
+
+    @classmethod
+    def configured(cls, **overrides) -> "SandboxLimits":
+        """The defaults, then $CORTEXBOX_SANDBOX, then `overrides` (None means: not given)."""
+        values = _parse_budgets(os.environ.get(ENV_SANDBOX, ""), cls)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def build_container_limits(self) -> dict:
+        """docker-py's `container_limits` of a build: memory = memory + swap, and as many cores as `cpus`."""
+        cores = sorted(os.sched_getaffinity(0))[: max(1, int(self.cpus))]
+        return {"memory": self.build_memory_bytes, "memswap": self.build_memory_bytes,
+                "cpusetcpus": ",".join(map(str, cores)), "cpushares": self.cpu_shares}
+
+
+def _parse_budgets(text: str, cls=SandboxLimits) -> dict:
+    names = {f.name: f for f in fields(cls)}
+    values: dict = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise UserError(f"${ENV_SANDBOX}: unknown budget {item!r}", f"use key=value with keys {', '.join(names)}")
+        try:
+            if key.endswith("_bytes"):
+                values[key] = _bytes(raw.strip())
+            else:
+                kind = float if names[key].type in ("float", float) else int
+                values[key] = kind(raw.strip())
+        except ValueError:
+            raise UserError(f"${ENV_SANDBOX}: {key}={raw.strip()!r} is not a number", "e.g. pids=96,cpus=1,run_dir_bytes=32m") from None
+        if values[key] <= 0:
+            raise UserError(f"${ENV_SANDBOX}: {key} must be positive")
+    return values
+
+
+def _bytes(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.lower().removesuffix("b").removesuffix("i")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
 
 
 def docker_client():
@@ -105,6 +178,86 @@ def reap_orphans(client) -> int:
     return removed
 
 
+def runs_root() -> Path:
+    """Where the per-run folders live: $CORTEXBOX_RUN_DIR, else <tmp>/cortexbox-runs."""
+    return Path(os.environ.get("CORTEXBOX_RUN_DIR") or Path(tempfile.gettempdir()) / "cortexbox-runs")
+
+
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def mount_run_tmpfs(path: Path, limits: SandboxLimits) -> bool:
+    """Mounts a tmpfs of `run_dir_bytes` and `run_dir_inodes` over `path`, owned by the sandbox user:
+    the model's only writable host folder then has a total size, a file count and so a depth, and its
+    pages count toward the container's memory. Needs root (else False: a plain folder, per-file limit
+    only). Docker must share our mount namespace (dockerd started from a shell or plain systemd)."""
+    if os.geteuid() != 0:
+        return False
+    import ctypes
+
+    options = (f"size={limits.run_dir_bytes},nr_inodes={limits.run_dir_inodes},mode=0700,"
+               f"uid={SANDBOX_UID},gid={SANDBOX_UID}")
+    if _libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options.encode()) != 0:
+        log.warning("no tmpfs for the run folder %s (%s): it has no total size", path, os.strerror(ctypes.get_errno()))
+        return False
+    return True
+
+
+def remove_run_dir(path: Path) -> bool:
+    """Removes a run folder whatever the model left in it, never raising: its tmpfs is detached (which
+    frees it all at once, no walk); what is left is removed by rm's fts, which goes to any depth without
+    recursion, never follows a symlink and never crosses into another file system. True when it is gone."""
+    import ctypes
+
+    try:
+        if os.path.ismount(path) and _libc().umount2(os.fsencode(path), _MNT_DETACH) != 0:
+            log.warning("could not unmount the run folder %s: %s", path, os.strerror(ctypes.get_errno()))
+        done = subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            log.warning("could not remove the run folder %s: %s", path, done.stderr.strip()[-500:])
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("could not remove the run folder %s: %s", path, e)
+    return not os.path.lexists(path)
+
+
+def _run_dir_owner(name: str) -> int | None:
+    """The orchestrator pid that a run folder's name starts with ("<pid>-<token>..."), if any."""
+    pid, sep, _ = name.partition("-")
+    return int(pid) if sep and pid.isdigit() else None
+
+
+def remove_orphaned_run_dirs(root: Path | None = None) -> list[Path]:
+    """Removes the run folders (and their tmpfs) of orchestrator processes on this host that no longer
+    exist, e.g. after a SIGKILL; the folders of live processes stay. Returns what was removed."""
+    root = root or runs_root()
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        pid = _run_dir_owner(entry.name)
+        if pid is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if remove_run_dir(Path(entry.path)):
+            removed.append(Path(entry.path))
+    return removed
+
+
 def check_socket(path: Path) -> bool:
     """Whether the model's socket exists, checked with lstat, never stat: it must be a real
     socket owned by the sandbox user, not a symlink the container planted to send us to
@@ -120,12 +273,30 @@ def check_socket(path: Path) -> bool:
     return True
 
 
+def bound_log(raw: bytes, lines: int, size: int) -> str:
+    """The end of a log, at most `lines` lines and `size` bytes (UTF-8, a marker included), starting at a
+    line where one starts near the cut: what a model prints is stored and shown only this big."""
+    parts = raw.splitlines(keepends=True)
+    kept = b"".join(parts[max(0, len(parts) - lines) :])
+    if len(kept) == len(raw) and len(kept) <= size:
+        return kept.decode("utf-8", "replace")
+    marker = "[... {} bytes of earlier log cut ...]\n"
+    room = max(0, size - len(marker) - 20)
+    if len(kept) > room:
+        kept = kept[len(kept) - room :]
+        newline = kept.find(b"\n", 0, 1024)
+        if 0 <= newline < len(kept) - 1:
+            kept = kept[newline + 1 :]
+    return marker.format(len(raw) - len(kept)) + kept.decode("utf-8", "replace")
+
+
 class ModelSession:
     """A verified connection to one model server."""
 
     client: ModelClient
     description: ModelDescription
     image_id: str | None = None  # the content-addressed image id, when we started it
+    sandbox: dict | None = None  # the budgets it runs under (SandboxLimits.to_dict()), for provenance
 
     def diagnose(self, error: ModelFailure) -> ModelFailure:
         return error
@@ -193,16 +364,19 @@ class ContainerSession(ModelSession):
     def _start(self, docker_sdk, run_root: Path | None) -> None:
         from docker.types import LogConfig, Ulimit
 
-        root = Path(run_root or os.environ.get("CORTEXBOX_RUN_DIR") or Path(tempfile.gettempdir()) / "cortexbox-runs")
+        root = Path(run_root) if run_root else runs_root()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(root, 0o711)  # others may traverse to their own folder but not list
-        # Unguessable per-run folder; the container sees it at /run/cortexbox and nothing else.
-        self.run_dir = Path(tempfile.mkdtemp(prefix=secrets.token_hex(16), dir=root))
-        if os.geteuid() == 0:
+        # Unguessable per-run folder; the container sees it at /run/cortexbox and nothing else. The name
+        # starts with our pid, so that `cortexbox gc` can tell the folders of dead processes.
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{secrets.token_hex(16)}-", dir=root))
+        tmpfs = mount_run_tmpfs(self.run_dir, self.limits)  # if so, owned by the sandbox user, 0700
+        if not tmpfs and os.geteuid() == 0:
             os.chown(self.run_dir, SANDBOX_UID, SANDBOX_UID)
             os.chmod(self.run_dir, 0o700)
-        else:
+        elif not tmpfs:
             os.chmod(self.run_dir, 0o777)
+        self.sandbox = {**self.limits.to_dict(), "run_dir": "tmpfs" if tmpfs else "directory"}
         self.socket_path = self.run_dir / "model.sock"
         self.nonce = secrets.token_hex(32)
         self.run_id = secrets.token_hex(8)
@@ -221,15 +395,16 @@ class ContainerSession(ModelSession):
             mem_limit=lim.memory_bytes,
             memswap_limit=lim.memory_bytes,
             nano_cpus=int(lim.cpus * 1e9),
+            cpu_shares=lim.cpu_shares,
             ipc_mode="private",
             shm_size="256m",
             ulimits=[
                 Ulimit(name="nofile", soft=4096, hard=4096),
                 Ulimit(name="core", soft=0, hard=0),
-                Ulimit(name="fsize", soft=1 << 30, hard=1 << 30),
+                Ulimit(name="fsize", soft=lim.file_bytes, hard=lim.file_bytes),
             ],
             init=True,
-            log_config=LogConfig(type="json-file", config={"max-size": "5m", "max-file": "2"}),
+            log_config=LogConfig(type="json-file", config={"max-size": str(lim.log_file_bytes), "max-file": "2"}),
             environment={
                 wire.ENV_SOCKET: SOCKET_IN_CONTAINER,
                 wire.ENV_NONCE: self.nonce,
@@ -292,9 +467,11 @@ class ContainerSession(ModelSession):
         if self.container is None:
             return ""
         try:
-            return self.container.logs(tail=LOG_TAIL_LINES).decode("utf-8", "replace")
+            # Docker splits lines at 16 KiB, so this reads at most lines x 16 KiB; bound_log cuts it to size.
+            raw = self.container.logs(tail=self.limits.log_tail_lines)
         except Exception:  # noqa: BLE001
             return ""
+        return bound_log(raw, self.limits.log_tail_lines, self.limits.log_tail_bytes)
 
     def _failure(self, failure: FailureClass, message: str) -> ModelFailure:
         return ModelFailure(failure, message, log_tail=self.log_tail())
@@ -332,7 +509,7 @@ class ContainerSession(ModelSession):
                     log.warning("could not remove container %s: %s", self.container.id[:12], e)
             self.container = None
         if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            remove_run_dir(self.run_dir)
             self.run_dir = None
 
 

@@ -147,7 +147,8 @@ def test_interrupting_a_run_removes_its_container(docker_client, hostile_image, 
 
 def test_a_killed_orchestrator_leaves_nothing_after_gc(docker_client, hostile_image, tmp_path):
     image = hostile_image("slow")
-    proc = cortexbox_score(image, {"CORTEXBOX_HOME": str(tmp_path)})
+    runs_dir = tmp_path / "run-folders"
+    proc = cortexbox_score(image, {"CORTEXBOX_HOME": str(tmp_path), "CORTEXBOX_RUN_DIR": str(runs_dir)})
     try:
         container = wait_for_container(docker_client)
         proc.send_signal(signal.SIGKILL)  # no chance to clean up
@@ -155,12 +156,15 @@ def test_a_killed_orchestrator_leaves_nothing_after_gc(docker_client, hostile_im
     finally:
         proc.kill()
     assert docker_client.containers.list(all=True, filters=scope_filter()), "the orphan should still exist"
-    env = {**os.environ, "CORTEXBOX_HOME": str(tmp_path)}
+    assert len(list(runs_dir.iterdir())) == 1, "its run folder should still exist"
+    env = {**os.environ, "CORTEXBOX_HOME": str(tmp_path), "CORTEXBOX_RUN_DIR": str(runs_dir)}
     runs = json.loads(subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "runs", "--json"],
                                      capture_output=True, text=True, env=env).stdout)
     assert runs[0]["status"] == "running", "the killed process could not finish its run"
     gc = subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", "gc"], capture_output=True, text=True, timeout=60, env=env)
-    assert gc.returncode == 0 and "removed" in gc.stdout and "removed 0" not in gc.stdout, gc.stdout + gc.stderr
+    assert gc.returncode == 0 and "removed 1 orphaned container(s)" in gc.stdout, gc.stdout + gc.stderr
+    assert "removed 1 run folder(s) of dead processes" in gc.stdout, gc.stdout
+    assert not list(runs_dir.iterdir()) and str(runs_dir) not in Path("/proc/mounts").read_text()
     assert f"marked 1 run(s) of dead processes as lost: {runs[0]['id']}" in gc.stdout, gc.stdout
     assert not docker_client.containers.list(all=True, filters=scope_filter())
     with pytest.raises(Exception):

@@ -27,6 +27,8 @@ class Hostile(Model):
         return [Output("features", (16,))]
 
     def activations(self, stimuli, layers):
+        if MODE in HOST_MODES:  # attacks on the host (tests/test_hostile_host.py)
+            return {"features": np.tile(HOST_MODES[MODE](), (len(stimuli), 1))}
         if MODE == "crash_mid_run" and any(s.id.endswith("5") for s in stimuli):
             os._exit(7)
         if MODE == "oom":
@@ -77,6 +79,106 @@ def sandbox_facts() -> np.ndarray:
         float(len(os.listdir("/run/cortexbox"))),
     ]
     return np.array(facts + [0.0] * (16 - len(facts)), dtype=np.float32)
+
+
+# -- attacks on the host: each returns 16 numbers of what it achieved (tests/test_hostile_host.py) --------
+RUN_FOLDER = pathlib.Path("/run/cortexbox")  # the socket's folder: the only host folder the model can write
+#: A host folder that the test fills with a canary; a link to it is planted in the run folder, so cleanup
+#: that followed links would delete the canary.
+HOST_CANARY = "/tmp/cortexbox-hostile-canary"
+
+
+def _facts(*values) -> np.ndarray:
+    return np.array(list(values) + [0.0] * (16 - len(values)), dtype=np.float32)
+
+
+def fill_run_folder() -> np.ndarray:
+    """Writes up to 256 MiB into the run folder, 8 MiB per file: (KiB written, errno, files)."""
+    chunk, written, files, error = b"x" * (1 << 20), 0, 0, 0
+    try:
+        while written < 256 << 20:
+            with open(RUN_FOLDER / f"fill{files:04d}", "wb") as f:
+                files += 1
+                for _ in range(8):
+                    f.write(chunk)
+                    f.flush()
+                    written += len(chunk)
+    except OSError as e:
+        error = e.errno
+    return _facts(written / 1024, error, files)
+
+
+def deep_run_folder() -> np.ndarray:
+    """A 3,000-deep chain of folders in the run folder, and links out of it: (depth, errno)."""
+    depth, error = 0, 0
+    (RUN_FOLDER / "escape").symlink_to(HOST_CANARY)
+    here = os.open(RUN_FOLDER, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while depth < 3000:
+            os.mkdir("d", dir_fd=here)
+            below = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=here)
+            os.close(here)
+            here, depth = below, depth + 1
+        os.symlink(HOST_CANARY, "escape", dir_fd=here)
+    except OSError as e:
+        error = e.errno
+    finally:
+        os.close(here)
+    return _facts(depth, error)
+
+
+def fork_bomb() -> np.ndarray:
+    """Starts shells until the kernel says no; each sleeps 2 s, then spins, so all spin at once; then reaps
+    them, so that the server has threads again to answer: (processes, errno, seconds to the refusal)."""
+    loop = "sleep 2; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+    started, error, t0 = [], 0, time.monotonic()
+    try:
+        while len(started) < 2000:
+            started.append(os.posix_spawn("/bin/sh", ["sh", "-c", loop], {}))
+    except OSError as e:
+        error = e.errno
+    refused_after = time.monotonic() - t0
+    for pid in started:
+        os.waitpid(pid, 0)
+    return _facts(len(started), error, refused_after)
+
+
+def spin() -> np.ndarray:
+    """Four processes spin for 3 s: (CPU seconds they got, wall seconds)."""
+    t0, children = time.monotonic(), []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                pass
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    times = os.times()
+    return _facts(times.children_user + times.children_system, time.monotonic() - t0)
+
+
+def flood_log() -> np.ndarray:
+    """20,000 short lines, 700 KB on one line, then a crash: the tail must come back bounded."""
+    import sys
+
+    for i in range(20_000):
+        sys.stdout.write(f"line {i}\n")
+    sys.stdout.write("A" * 700_000 + "\n")
+    sys.stdout.write("the last words\n")
+    sys.stdout.flush()
+    os._exit(3)
+
+
+HOST_MODES = {
+    "fill_run_folder": fill_run_folder,
+    "deep_run_folder": deep_run_folder,
+    "fork_bomb": fork_bomb,
+    "spin": spin,
+    "flood_log": flood_log,
+}
 
 
 # -- attacks on the wire (tests/test_hostile_wire.py) live in wire_attacks.py: a server of their own, or another Model
