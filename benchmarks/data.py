@@ -12,13 +12,17 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = ["DATA_DIR_ENV", "DataNotFoundError", "files_hash", "resolve_data_dir", "sha256_file"]
 
 DATA_DIR_ENV = "CORTEXBOX_DATA_DIR"
 
 
-class DataNotFoundError(FileNotFoundError):
-    """A benchmark's data files are not where the data directory says."""
+class DataNotFoundError(UserError, FileNotFoundError):
+    """A benchmark's data files are not where the data directory says: the user's set-up, not a model's failure."""
+
+    hint = f"point {DATA_DIR_ENV} at the folder holding the benchmark data (e.g. ../shared/data)"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

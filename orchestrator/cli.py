@@ -17,8 +17,29 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from cortexbox.orchestrator.errors import CortexboxError, ModelFailure, UserError
+# The errors are imported where they are raised or reported: cortexbox.orchestrator.errors imports the benchmarks
+# package (seconds), which `cortexbox --help` and a mistyped command should not wait for.
+from cortexbox.orchestrator.terminal import safe_text, untrusted
+
+def _no_type_labels_on_flags() -> None:
+    """typer (0.2x) labels every option in the help with its Python type, flags too (`--json <bool>`, `--help
+    <bool>`), though a flag takes no value: show no label for a flag."""
+    from typer.core import TyperOption
+
+    labelled = getattr(TyperOption, "display_type_rich", None)
+    if labelled is None or getattr(labelled, "_cortexbox", False):  # another typer, or done already
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and self.metavar is None else labelled(self, ctx)
+
+    display_type_rich._cortexbox = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_labels_on_flags()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Score containerised models against brain data.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the offline base image and model images.")
@@ -27,6 +48,9 @@ app.add_typer(image_app, name="image")
 app.add_typer(benchmarks_app, name="benchmarks")
 models_app = typer.Typer(no_args_is_help=True, help="Models known to the registry.")
 app.add_typer(models_app, name="models")
+
+#: Characters of a model's log tail shown (the end of it).
+LOG_TAIL_CHARS = 8000
 
 # Tables wider than a pipe's default 80 columns stay readable in logs.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -37,12 +61,18 @@ def _emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _parse_bytes(text: str) -> int:
+def _parse_bytes(text: str, option: str = "--memory") -> int:
+    from cortexbox.orchestrator.errors import UserError
+
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = text.strip().lower().rstrip("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    value = text.strip().lower().rstrip("b")
+    try:
+        n = int(float(value[:-1]) * units[value[-1]]) if value and value[-1] in units else int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise UserError(f"{option} {text!r} is not a size", "write a positive number of bytes with an optional unit, e.g. 8g, 512m")
+    return n
 
 
 class _ProgressEvents:
@@ -54,10 +84,11 @@ class _ProgressEvents:
         self.stage = progress.add_task("starting", total=None)
 
     def __call__(self, event: str, data: dict) -> None:
+        # stage texts and labels carry a model's layer and output names: escape-free, and never read as markup
         if event == "stage":
-            self.progress.update(self.stage, description=data["text"])
+            self.progress.update(self.stage, description=safe_text(data["text"], oneline=True, limit=200))
         elif event == "progress":
-            label = data["label"]
+            label = safe_text(data["label"], oneline=True, limit=80)
             if label not in self.tasks:
                 self.tasks[label] = self.progress.add_task(label, total=data["total"])
             self.progress.update(self.tasks[label], completed=data["done"], total=data["total"])
@@ -66,7 +97,7 @@ class _ProgressEvents:
 def _progress(enabled: bool) -> Progress:
     return Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -78,15 +109,16 @@ def _progress(enabled: bool) -> Progress:
 
 @app.command()
 def score(
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark identifier, e.g. Cowley2023.V4-pls"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Docker image (tag or id) of the model"),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Score a running server: unix:///path or host:port"),
+    benchmark: str = typer.Option(..., "--benchmark", "-b", metavar="NAME", help="Benchmark identifier, e.g. Cowley2023.V4-pls"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="IMAGE", help="Docker image (tag or id) of the model"),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", metavar="ADDRESS", help="Score a running server: unix:///path or host:port"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choice"),
-    memory: Optional[str] = typer.Option(None, help="Memory limit of the model container (default 8g)"),
-    cpus: Optional[float] = typer.Option(None, help="CPU limit of the model container (default: every core but one)"),
+    memory: Optional[str] = typer.Option(None, metavar="SIZE", help="Memory limit of the model container (default 8g)"),
+    cpus: Optional[float] = typer.Option(None, metavar="N", min=0.01, help="CPU limit of the model container (default: every core but one)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Score a model image (or a running model server) on a benchmark and store the score."""
+    from cortexbox.orchestrator.errors import UserError
     from cortexbox.orchestrator.jobs import ScoreRequest, score_model
     from cortexbox.orchestrator.runtime import SandboxLimits
 
@@ -100,14 +132,20 @@ def score(
     if (model is None) == (endpoint is None):
         raise UserError("give exactly one of --model IMAGE and --endpoint ADDRESS")
     with _progress(enabled=err.is_terminal or not as_json) as progress:
-        outcome = score_model(request, events=_ProgressEvents(progress))
+        try:
+            outcome = score_model(request, events=_ProgressEvents(progress))
+        except UserError:
+            progress.live.transient = True  # a mistake: its one line alone, no half-drawn progress above it
+            raise
     if as_json:
         _emit_json(outcome.to_dict())
         return
-    out.print(_describe(outcome))
+    out.print(_describe(outcome), soft_wrap=True)
 
 
-def _describe(outcome) -> str:
+def _describe(outcome) -> Text:
+    """One score as a line; the model's name and layer are its own claims, shown as untrusted text."""
+
     def num(x):
         return "n/a" if x is None else f"{x:.4f}"
 
@@ -115,10 +153,10 @@ def _describe(outcome) -> str:
     iv = (bootstrap.get("ceiled") if outcome.ceiled is not None else None) or bootstrap.get("raw") or {}
     interval = (f" 95% [{num(iv['low'])}, {num(iv['high'])}] (bootstrap over {' and '.join(bootstrap.get('resampled', []))},"
                 f" seed {bootstrap.get('seed')})" if iv.get("low") is not None and iv.get("high") is not None else "")
-    return (
-        f"[bold]{outcome.model}[/bold] on {outcome.benchmark} (v{outcome.benchmark_version}): "
-        f"ceiled [bold]{num(outcome.ceiled)}[/bold]{interval}, raw {num(outcome.raw)} ± {num(outcome.error)}, "
-        f"ceiling {num(outcome.ceiling)}, layer {outcome.layer}" + (" (activations from cache)" if outcome.from_cache else "")
+    return Text.assemble(
+        untrusted(outcome.model, "bold", oneline=True, limit=200), f" on {outcome.benchmark} (v{outcome.benchmark_version}): ceiled ",
+        (num(outcome.ceiled), "bold"), f"{interval}, raw {num(outcome.raw)} ± {num(outcome.error)}, ceiling {num(outcome.ceiling)}, layer ",
+        untrusted(outcome.layer, oneline=True, limit=200), " (activations from cache)" if outcome.from_cache else "",
     )
 
 
@@ -151,8 +189,11 @@ def leaderboard(as_json: bool = typer.Option(False, "--json", help="Print rows a
 
 
 @app.command()
-def runs(as_json: bool = typer.Option(False, "--json"), limit: int = 20) -> None:
-    """Recent runs, with the failure class and log tail of failed ones."""
+def runs(
+    as_json: bool = typer.Option(False, "--json", help="Print rows as JSON"),
+    limit: int = typer.Option(20, "--limit", metavar="N", min=1, help="How many runs, newest first"),
+) -> None:
+    """Recent runs, with the failure class and error of failed ones (`cortexbox watch RUN` shows a run's log tail)."""
     from cortexbox.registry import Registry
 
     rows = Registry().runs(limit)
@@ -162,23 +203,25 @@ def runs(as_json: bool = typer.Option(False, "--json"), limit: int = 20) -> None
     table = Table(title="recent runs")
     for column in ("id", "model", "benchmark", "status", "failure", "started", "error"):
         table.add_column(column)
-    for r in rows:
+    for r in rows:  # every text cell may come from a model (its error) or a registry row: untrusted
         table.add_row(
-            str(r.id), r.model_ref, r.benchmark_identifier, r.status, r.failure_class or "",
-            r.started_at.isoformat(timespec="seconds"), (r.error or "")[:80],
+            str(r.id), untrusted(r.model_ref, oneline=True, limit=80), untrusted(r.benchmark_identifier, oneline=True, limit=80),
+            untrusted(r.status, oneline=True, limit=20), untrusted(r.failure_class, oneline=True, limit=40),
+            r.started_at.isoformat(timespec="seconds"), untrusted(r.error, oneline=True, limit=80),
         )
     out.print(table)
 
 
 @app.command()
 def watch(
-    run_id: Optional[int] = typer.Argument(None, help="Run id (default: the newest run still running)"),
+    run_id: Optional[int] = typer.Argument(None, metavar="[RUN]", help="Run id (default: the newest run still running)"),
     as_json: bool = typer.Option(False, "--json", help="Print each event as one JSON line"),
 ) -> None:
     """Follow a run as it is scored, by any process (`cortexbox score`, a worker, the web app): the same progress
     display as `cortexbox score`, read from the registry's run events. Exit code 1 if the run failed."""
     import asyncio
 
+    from cortexbox.orchestrator.errors import UserError
     from cortexbox.orchestrator.web.live import follow_run
     from cortexbox.registry import Registry
 
@@ -197,19 +240,24 @@ def watch(
             display(kind, data)
             if as_json:
                 _emit_json_line({"seq": seq, "event": kind, "data": data})
-            elif kind == "score":
-                err.print(f"{data.get('model')} on {data.get('benchmark')}: ceiled {data.get('ceiled')}, raw {data.get('raw')}, "
-                          f"layer {data.get('layer')}", highlight=False)
+            elif kind == "score":  # the events' texts come from the model: untrusted
+                err.print(Text.assemble(
+                    untrusted(data.get("model"), oneline=True, limit=200), " on ", untrusted(data.get("benchmark"), oneline=True, limit=200),
+                    f": ceiled {safe_text(data.get('ceiled'), limit=40)}, raw {safe_text(data.get('raw'), limit=40)}, layer ",
+                    untrusted(data.get("layer"), oneline=True, limit=200)), soft_wrap=True)
             elif kind == "failed":
-                err.print(f"failed ({data.get('failure_class') or 'error'}): {data.get('error')}\n{data.get('log_tail') or ''}".rstrip(),
-                          highlight=False)
+                err.print(Text.assemble(f"failed ({safe_text(data.get('failure_class') or 'error', oneline=True, limit=40)}): ",
+                                        untrusted(data.get("error"), limit=2000)), soft_wrap=True)
+                if data.get("log_tail"):
+                    err.print(untrusted(data["log_tail"].rstrip(), "dim", limit=LOG_TAIL_CHARS, keep="end"), soft_wrap=True)
             last = {"event": kind, **data}
         return last
 
     with _progress(enabled=err.is_terminal and not as_json) as progress:
         end = asyncio.run(follow(_ProgressEvents(progress)))
     if not as_json:
-        out.print(f"run {run_id}: {end.get('status')}" + (f" ({end['error']})" if end.get("error") else ""))
+        out.print(untrusted(f"run {run_id}: {end.get('status')}" + (f" ({end['error']})" if end.get("error") else ""), oneline=True),
+                  soft_wrap=True)
     if end.get("status") != "succeeded":
         raise typer.Exit(1)
 
@@ -284,7 +332,7 @@ def benchmarks_sync(
         models = "" if p.status == "unchanged" else f", models to score: {', '.join(p.models_to_score) or 'none'}"
         out.print(f"{verb[p.status]} {p.identifier} v{p.version}: ceiling {ceiling}, data hash {p.data_hash[:12]}{models}")
     for r in results:
-        out.print(f"  {r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}")
+        out.print(untrusted(f"  {r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}", oneline=True, limit=1000))
 
 
 @benchmarks_app.command("ingest")
@@ -322,7 +370,7 @@ def benchmarks_ingest(
     if plan.status != "unchanged":
         out.print(f"models to score: {', '.join(plan.models_to_score) or 'none registered'}")
     for r in results:
-        out.print(f"  {r['model']}: {_job_result(r)}")
+        out.print(untrusted(f"  {r['model']}: {_job_result(r)}", oneline=True, limit=1000))
 
 
 @app.command()
@@ -335,7 +383,7 @@ def worker(as_json: bool = typer.Option(False, "--json")) -> None:
         _emit_json(results)
     else:
         for r in results:
-            out.print(f"{r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}")
+            out.print(untrusted(f"{r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}", oneline=True, limit=1000))
 
 
 @models_app.command("add")
@@ -350,7 +398,7 @@ def models_add(image: str = typer.Argument(..., help="Docker image tag or id"), 
     if as_json:
         _emit_json({"model": row.name, "digest": row.digest})
     else:
-        out.print(f"{row.name} {row.digest}")
+        out.print(untrusted(f"{row.name} {row.digest}", oneline=True, limit=400), soft_wrap=True)
 
 
 @models_app.command("list")
@@ -362,8 +410,13 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _emit_json(rows)
         return
-    for r in rows:
-        out.print(f"{r['model']} {r['version']} {r['digest']} {r['image']}")
+    for r in rows:  # name and version are the model's own claims
+        out.print(untrusted(f"{r['model']} {r['version']} {r['digest']} {r['image']}", oneline=True, limit=600), soft_wrap=True)
+
+
+def _status_line(status):
+    """A build log sink for a rich status: a build's output is the Dockerfile's to write, so it is untrusted."""
+    return lambda line: status.update(untrusted(line, oneline=True, limit=100))
 
 
 @image_app.command("base")
@@ -376,7 +429,7 @@ def image_base(
     from cortexbox.orchestrator.runtime import docker_client
 
     with err.status("building the base image") as status:
-        image_id = images.build_base_image(docker_client(), tag=tag, force=force, log=lambda line: status.update(line[:100]))
+        image_id = images.build_base_image(docker_client(), tag=tag, force=force, log=_status_line(status))
     out.print(f"{tag} {image_id}")
 
 
@@ -390,8 +443,9 @@ def image_build(
     from cortexbox.orchestrator import images
     from cortexbox.orchestrator.runtime import docker_client
 
+    images.load_project(project)  # the project's own mistakes first, whether or not Docker runs
     with err.status(f"building {project}") as status:
-        built = images.build_model_image(docker_client(), project, tag=tag, log=lambda line: status.update(line[:100]))
+        built = images.build_model_image(docker_client(), project, tag=tag, log=_status_line(status))
     if as_json:
         _emit_json({"tag": built.tag, "digest": built.image_id})
     else:
@@ -408,7 +462,7 @@ def image_stack(
     from cortexbox.orchestrator.runtime import docker_client
 
     with err.status("building the compose stack's images") as status:
-        stack = deploy.build_stack(docker_client(), nocache=no_cache, log=lambda line: status.update(line[:100]))
+        stack = deploy.build_stack(docker_client(), nocache=no_cache, log=_status_line(status))
     if as_json:
         _emit_json({"db": {"tag": stack.db.tag, "digest": stack.db.image_id}, "web": {"tag": stack.web.tag, "digest": stack.web.image_id}})
     else:
@@ -458,7 +512,7 @@ def _job_result(r: dict) -> str:
 @app.command()
 def gc() -> None:
     """Remove containers and run folders left behind by cortexbox processes that no longer exist, and mark their
-    runs failed (failure class ``lost``) so they stop looking alive."""
+    runs failed (failure class "lost") so they stop looking alive."""
     from cortexbox.orchestrator.cache import ActivationCache
     from cortexbox.orchestrator.run_events import close_lost_runs
     from cortexbox.orchestrator.runtime import docker_client, reap_orphans, remove_orphaned_run_dirs
@@ -484,6 +538,7 @@ def metric(
     """Score two precomputed assemblies with one metric, without any model, with Brain-Score's defaults (splits
     stratified on object_name when the target has it)."""
     from cortexbox.benchmarks.metrics import MetricInputError, parse_params, score_files
+    from cortexbox.orchestrator.errors import UserError
 
     try:
         score = score_files(name, source, target, params=parse_params(param))
@@ -517,40 +572,81 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _click_exceptions() -> tuple[type, ...]:
+    """The usage-error classes of the installed typer: typer 0.2x raises its own copy of click's (typer._click),
+    older versions click's own."""
+    import importlib
+
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _report(e: Exception) -> int | None:
+    """Prints a user's mistake (one line and a hint) or a model's failure (its class, message and log tail) and
+    returns the exit code: 2 and 1. None for anything else: a bug, whose traceback is wanted."""
+    if isinstance(e, _click_exceptions()):  # a mistyped command, a missing option, a bad option value
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `cortexbox image`: the group's help
+            e.show()
+            return 2
+        command = ctx.command_path if ctx is not None else "cortexbox"
+        _print_error(e.format_message(), f"`{command} --help` shows the usage", oneline=True)
+        return 2
+    # The errors module is loaded already if `e` is one of ours, so this import is free; for anything else the
+    # traceback follows anyway.
+    from cortexbox.orchestrator.errors import CortexboxError, ModelFailure, UserError
+
+    if isinstance(e, UserError):
+        tail = getattr(e, "log_tail", None)  # ImageBuildError: the build's last lines
+        _print_error(e.message if tail and isinstance(getattr(e, "message", None), str) else str(e), e.hint,
+                     tail="\n".join(tail) if isinstance(tail, list) else tail)
+        return 2
+    if isinstance(e, ModelFailure):
+        err.print(Text.assemble((f"model failed ({e.failure.value}):", "red"), " ", untrusted(e.message)), soft_wrap=True)
+        if e.log_tail:
+            err.print("--- last lines of the model's log ---", style="dim", markup=False, highlight=False)
+            err.print(untrusted(e.log_tail.rstrip(), limit=LOG_TAIL_CHARS, keep="end"), soft_wrap=True)
+        return 1
+    if isinstance(e, CortexboxError):
+        _print_error(str(e), "")
+        return 1
+    return None
+
+
+def _print_error(message: str, hint: str, *, oneline: bool = False, tail: str | None = None) -> None:
+    """`error: message`, the log's last lines if any, `hint: ...`; unwrapped, escape-free, never read as markup
+    (a message may quote the user's input or a model's words)."""
+    err.print(Text.assemble(("error:", "red"), " ", untrusted(message, oneline=oneline, limit=4000)), soft_wrap=True)
+    if tail:
+        err.print("--- last lines of the log ---", style="dim", markup=False, highlight=False)
+        err.print(untrusted(tail.rstrip(), limit=LOG_TAIL_CHARS, keep="end"), soft_wrap=True)
+    if hint:
+        err.print(untrusted(f"hint: {hint}", "dim", oneline=True, limit=1000), soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     # SIGTERM and SIGHUP unwind like Ctrl-C, so every container is removed on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="cortexbox", standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into this return value
             raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
-    except UserError as e:
-        err.print(f"[red]error:[/red] {e}" + (f"\n[dim]hint: {e.hint}[/dim]" if e.hint else ""), highlight=False)
-        sys.exit(2)
-    except ModelFailure as e:
-        err.print(f"[red]model failed ({e.failure.value}):[/red] {e.message}", highlight=False)
-        if e.log_tail:
-            err.print("[dim]--- last lines of the model's log ---[/dim]")
-            err.print(e.log_tail.rstrip(), markup=False, highlight=False)
-        sys.exit(1)
-    except CortexboxError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("[yellow]interrupted; containers removed[/yellow]")
         sys.exit(130)
-    except Exception as e:  # typer/click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except Exception as e:
+        code = _report(e)
+        if code is None:
+            raise
+        sys.exit(code)
 
 
 if __name__ == "__main__":

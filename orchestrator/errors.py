@@ -1,25 +1,27 @@
 """What can go wrong, in two families: the user's mistakes and the model's failures.
 
-User errors are printed as one line with a hint, never a traceback. Model failures carry a
-class (crash, out of memory, timeout, ...) decided from the container's state and the
-protocol, and the tail of the container's log, and are stored with the run.
+User errors are printed as one line with a hint, never a traceback, exit code 2, and are never stored as runs.
+Model failures carry a class (crash, out of memory, timeout, ...) decided from the container's state and the
+protocol, and the tail of the container's log, and are stored with the run. The root (:class:`CortexboxError`,
+:class:`UserError`) lives in ``cortexbox.benchmarks.errors`` so that benchmarks raise into the same hierarchy
+without importing the orchestrator; the hierarchy:
+
+    CortexboxError
+    ├── UserError                        one line + hint, exit 2
+    │   ├── DataNotFoundError            (also FileNotFoundError; cortexbox.benchmarks.data)
+    │   └── ImageBuildError              (also RuntimeError; cortexbox.orchestrator.images)
+    └── ModelFailure                     a FailureClass + log tail, stored with the run, exit 1
+        ├── ProtocolViolation
+        └── BadOutput
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+from cortexbox.benchmarks.errors import CortexboxError, UserError
 
-class CortexboxError(Exception):
-    """Base of every error the CLI reports as one line."""
-
-
-class UserError(CortexboxError):
-    """The request cannot be carried out as asked (unknown benchmark, missing image, ...)."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
+__all__ = ["BadOutput", "CortexboxError", "FailureClass", "ModelFailure", "ProtocolViolation", "UserError"]
 
 
 class FailureClass(str, Enum):
@@ -34,6 +36,7 @@ class FailureClass(str, Enum):
     HANDSHAKE_FAILED = "handshake_failed"  # the socket is not served by the container we started
     REJECTED = "rejected"  # the model refused the request (unknown output, bad stimulus, ...)
     CANCELLED = "cancelled"  # the user stopped the run
+    LOST = "lost"  # the process scoring the run died without finishing it (`cortexbox gc`, the live stream)
 
 
 class ModelFailure(CortexboxError):

@@ -58,6 +58,8 @@ import docker
 import docker.errors
 import tomllib
 
+from cortexbox.orchestrator.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
@@ -93,13 +95,16 @@ _LOG_TAIL = 40
 _LOG_LINE_CHARS = 1000  # a build's log lines are kept this long at most
 
 
-class ImageBuildError(RuntimeError):
-    """A base or model image could not be built; `log_tail` holds the last lines of output."""
+class ImageBuildError(UserError, RuntimeError):
+    """A base or model image could not be built; `log_tail` holds the last lines of output. A user error: the
+    project folder or the host's set-up is what needs fixing (the CLI prints it as one line, the tail, a hint)."""
 
-    def __init__(self, message: str, log_tail: Iterable[str] = ()):
+    hint = "model_templates/ holds working projects (Dockerfile + cortexbox.toml) to compare with or copy"
+
+    def __init__(self, message: str, log_tail: Iterable[str] = (), hint: str | None = None):
         self.message = message
         self.log_tail = list(log_tail)
-        super().__init__(message)
+        super().__init__(message, hint)
 
     def __str__(self) -> str:
         if not self.log_tail:

@@ -77,6 +77,7 @@ class _Job:
         self.cache = cache
         self.events = events
         self.session: ModelSession | None = None
+        self.recorded = False  # the session's model description is stored in the registry
         self.timings: dict[str, float] = {}
         self.from_cache = True
         #: Stimuli asked for and sent to the model, over every extraction of this job.
@@ -85,13 +86,19 @@ class _Job:
     # -- the model, started only when something must actually run -------------------------
     def _session(self) -> ModelSession:
         if self.session is None:
-            self.events("stage", {"text": "starting the model"})
-            t0 = time.perf_counter()
-            self.session = open_session(image=self.request.image, endpoint=self.request.endpoint, limits=self.request.limits)
-            self.timings["start_s"] = time.perf_counter() - t0
+            self._open()
+        if not self.recorded:  # the model's description, stored once per session (a ModelFailure if it lies)
             self.description = self.session.description
             self._record_model()
+            self.recorded = True
         return self.session
+
+    def _open(self) -> None:
+        self.events("stage", {"text": "starting the model"})
+        t0 = time.perf_counter()
+        self.session = open_session(image=self.request.image, endpoint=self.request.endpoint, limits=self.request.limits)
+        self.timings["start_s"] = time.perf_counter() - t0
+        self.recorded = False
 
     def _record_model(self) -> None:
         info = self.description.to_dict()
@@ -103,23 +110,35 @@ class _Job:
             digest, info["model_id"], info["model_version"], self.request.image or self.request.endpoint, info
         )
 
-    def _resolve_model(self) -> None:
-        """Finds the model's stored description by image digest, so a fully cached score
-        needs no container at all."""
-        self.model_row = None
-        self.description = None
-        if self.request.image and self.request.use_cache:
+    def validate(self, bench) -> None:
+        """Raises the user's mistakes before the run's row exists, so that they never show up in `cortexbox runs`
+        as failed runs: not exactly one of image and endpoint, the benchmark's data missing (DataNotFoundError),
+        Docker not running, no such image, no model server at the endpoint (an endpoint is connected to here: that
+        fails only with a UserError; what the model says about itself is checked once the run is recorded)."""
+        if (self.request.image is None) == (self.request.endpoint is None):
+            raise UserError("give exactly one of an image and an endpoint", "`cortexbox score --help`")
+        bench.data_hash  # noqa: B018 - hashes the data files (cached): DataNotFoundError when they are missing
+        if self.request.image:
             from cortexbox.orchestrator.runtime import docker_client
 
             docker = docker_client()
             try:
-                digest = docker.images.get(self.request.image).id
+                self.image_digest = docker.images.get(self.request.image).id
             except Exception:  # noqa: BLE001 - ImageNotFound and friends
                 raise UserError(
                     f"no Docker image {self.request.image!r} on this machine",
                     "build one with `cortexbox image build <project dir>` or list them with `docker images`",
                 ) from None
-            self.model_row = self.registry.model_by_digest(digest)
+        else:
+            self._open()
+
+    def _resolve_model(self) -> None:
+        """Finds the model's stored description by image digest (looked up by `validate`), so a fully cached
+        score needs no container at all."""
+        self.model_row = None
+        self.description = None
+        if self.request.image and self.request.use_cache:
+            self.model_row = self.registry.model_by_digest(self.image_digest)
         if self.model_row is None:
             self._session()
 
@@ -291,6 +310,12 @@ def score_model(
     bench = resolve_benchmark(request.benchmark, registry)
     cache = cache or ActivationCache(request.cache_dir)
     job = _Job(request, registry, cache, events)
+    try:
+        job.validate(bench)
+    except BaseException:
+        if job.session is not None:
+            job.session.close()
+        raise
     run = registry.start_run(request.image or request.endpoint or "", bench.identifier)
     events = job.events = RunEventLog(registry, run.id, events, benchmark=bench.identifier)
     t_start = time.perf_counter()

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cortexbox.orchestrator.errors import FailureClass
+
 logger = logging.getLogger(__name__)
 
 #: Seconds between two writes of progress events of one run.
@@ -165,10 +167,11 @@ def close_lost_runs(registry) -> list[int]:
         error = f"the process that scored this run (pid {owner_data.get('pid')} on {owner_data.get('host')}) died without finishing it"
         last = registry.last_run_events([run.id]).get(run.id)
         seq = last.seq + 1 if last is not None else 0
+        lost = FailureClass.LOST.value
         registry.add_run_events(run.id, [
-            (seq, "failed", {"failure_class": "lost", "error": error, "log_tail": None, "benchmark": run.benchmark_identifier}),
-            (seq + 1, "done", {"status": "failed", "failure_class": "lost", "benchmark": run.benchmark_identifier}),
+            (seq, "failed", {"failure_class": lost, "error": error, "log_tail": None, "benchmark": run.benchmark_identifier}),
+            (seq + 1, "done", {"status": "failed", "failure_class": lost, "benchmark": run.benchmark_identifier}),
         ])
-        registry.update_run(run, status="failed", failure_class="lost", error=error)
+        registry.update_run(run, status="failed", failure_class=lost, error=error)
         closed.append(run.id)
     return closed

@@ -110,9 +110,14 @@ def test_a_failure_while_planning_names_the_benchmark_and_changes_nothing(data_d
     assert state(registry) == ([], [])
 
 
-def test_score_time_registers_through_the_same_function(data_dir, monkeypatch):
+def test_score_time_registers_through_the_same_function(data_dir, monkeypatch, tmp_path):
     from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.sdk import serve
+    from tests.test_score_endpoint import TwoLayers
 
+    # a real server: score_model checks that the model exists before it records a run
+    endpoint = f"unix://{tmp_path}/model.sock"
+    server, _ = serve(TwoLayers(), endpoint, block=False)
     calls = []
 
     def spy(source, **kwargs):
@@ -121,8 +126,11 @@ def test_score_time_registers_through_the_same_function(data_dir, monkeypatch):
 
     monkeypatch.setattr(ingest, "register_benchmark_version", spy)
     registry = Registry()
-    with pytest.raises(RuntimeError, match="stop after registration"):
-        score_model(ScoreRequest(benchmark="Cowley2023.V4-pls", endpoint="unix:///nonexistent.sock"), registry=registry)
+    try:
+        with pytest.raises(RuntimeError, match="stop after registration"):
+            score_model(ScoreRequest(benchmark="Cowley2023.V4-pls", endpoint=endpoint), registry=registry)
+    finally:
+        server.stop(0)
     assert calls == [("Cowley2023.V4-pls", "builtin", False)]
     assert registry.benchmarks() == [] and registry.runs()[0].status == "failed"
 

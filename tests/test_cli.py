@@ -85,3 +85,133 @@ def test_watch_follows_a_run_from_the_registry(tmp_path):
     failed = cortexbox("watch", str(bad.id), env=env)
     assert failed.returncode == 1 and "crash" in failed.stderr and "boom" in failed.stderr
     assert_one_line_error(cortexbox("watch", env=env), "no run is running")
+
+
+# -- every user mistake: one line and a hint, exit 2, no traceback, no run stored ---------------------------------
+
+
+def assert_mistake(result: subprocess.CompletedProcess, words: str) -> None:
+    """Exit 2, exactly `error: ...` and `hint: ...` on stderr, nothing on stdout."""
+    assert_one_line_error(result, words)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), result.stderr
+
+
+def stored_runs(env: dict | None = None) -> list:
+    result = cortexbox("runs", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["scor"], "No such command 'scor'"),
+    (["score"], "Missing option '--benchmark'"),
+    (["score", "--benchmark"], "'--benchmark' requires an argument"),
+    (["score", "-b", "Cowley2023.V4-pls", "--model", "m", "--cpus", "many"], "Invalid value for '--cpus'"),
+    (["score", "-b", "Cowley2023.V4-pls", "--model", "m", "--memory", "lots"], "--memory 'lots' is not a size"),
+    (["runs", "--limit", "0"], "Invalid value for '--limit'"),
+    (["watch", "not-a-number"], "Invalid value"),
+    (["image", "build", "/nonexistent/project"], "does not exist"),
+    (["--no-such-option"], "No such option"),
+])
+def test_usage_mistakes_are_one_line_with_a_hint(args, words):
+    assert_mistake(cortexbox(*args), words)
+
+
+def test_a_project_without_cortexbox_toml_is_a_mistake_even_without_docker(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    result = cortexbox("image", "build", str(tmp_path), env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert_mistake(result, "cortexbox.toml is missing")
+
+
+def test_missing_data_folder_is_a_mistake_and_no_run(tmp_path):
+    env = {"CORTEXBOX_DATA_DIR": str(tmp_path / "no-data-here")}
+    result = cortexbox("score", "--benchmark", "Cowley2023.V4-pls", "--model", "whatever", env=env)
+    assert_mistake(result, "not found")
+    assert "CORTEXBOX_DATA_DIR" in result.stderr
+    assert stored_runs(env) == []
+
+
+def test_docker_not_running_and_no_endpoint_server_store_no_run():
+    for args, env in ((["--model", "whatever"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}),
+                      (["--endpoint", "unix:///nonexistent/model.sock"], None)):
+        result = cortexbox("score", "--benchmark", "Cowley2023.V4-pls", *args, env=env)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert stored_runs() == []
+
+
+def test_help_texts_are_plain():
+    """No RST double backticks and no type labels on flags (`--json <bool>`) in any command's help."""
+    commands = [[], ["score"], ["leaderboard"], ["runs"], ["watch"], ["worker"], ["demo"], ["gc"], ["metric"], ["web"],
+                ["image"], ["image", "base"], ["image", "build"], ["image", "stack"], ["benchmarks"], ["benchmarks", "list"],
+                ["benchmarks", "sync"], ["benchmarks", "ingest"], ["models"], ["models", "add"], ["models", "list"]]
+    for command in commands:
+        result = cortexbox(*command, "--help", env={"COLUMNS": "200"})
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage: cortexbox" in result.stdout
+        for noise in ("``", "<bool>"):
+            assert noise not in result.stdout, (command, noise, result.stdout)
+
+
+# -- text a model controls reaches the terminal inert (issue 11, finding 5) ----------------------------------------
+
+def _hostile_registry(tmp_path) -> tuple[dict, int]:
+    """A registry whose model, run, error, log tail and events say what a red-team model said."""
+    from cortexbox.orchestrator.run_events import RunEventLog
+    from cortexbox.registry import Registry
+    from tests.test_terminal import HOSTILE as RAW
+
+    HOSTILE = RAW.replace("\ud800", "")  # protobuf strings are valid UTF-8, and so is what the registry stores
+    url = f"sqlite:///{tmp_path / 'hostile.db'}"
+    registry = Registry(url)
+    model = registry.upsert_model("sha256:" + "e" * 64, "evil[/]\x1b]0;t\x07", "1\x1b[2J", "cortexbox/evil", {"model_id": HOSTILE})
+    run = registry.start_run("cortexbox/evil[/]\x1b[2J", "B.V4-x")
+    log = RunEventLog(registry, run.id, benchmark="B.V4-x", min_interval=0)
+    log("stage", {"text": f"selection: {HOSTILE} scored 0.5"})
+    log("progress", {"done": 1, "total": 2, "label": HOSTILE})
+    log.finish("failed", ("failed", {"failure_class": "model_error", "error": HOSTILE, "log_tail": f"line 1\n{HOSTILE}\n"}))
+    registry.update_run(run, model_id=model.id, status="failed", failure_class="model_error", error=HOSTILE,
+                        log_tail=f"line 1\n{HOSTILE}\n")
+    return {"CORTEXBOX_DATABASE_URL": url}, run.id
+
+
+def test_runs_watch_and_models_show_model_text_inert(tmp_path):
+    from tests.test_terminal import assert_inert
+
+    env, run_id = _hostile_registry(tmp_path)
+    for args, code in ((["runs"], 0), (["models", "list"], 0), (["watch", str(run_id)], 1)):
+        result = cortexbox(*args, env=env)
+        assert result.returncode == code and "Traceback" not in result.stderr, (args, result.stderr)
+        assert_inert(result.stdout + result.stderr)
+        assert "[/]" in result.stdout + result.stderr, args  # markup shown as text, not parsed
+    watched = cortexbox("watch", str(run_id), env=env).stderr
+    assert "failed (model_error)" in watched and "line 1" in watched and "score 0.9999 [/]" in watched
+
+
+def test_a_model_failure_report_is_inert(capsys):
+    """The score command's failure report (class, the model's message, its log tail) through main()."""
+    from cortexbox.orchestrator import cli
+    from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
+    from tests.test_terminal import HOSTILE, assert_inert
+
+    def fail(error):
+        @cli.app.command("raise-for-test", hidden=True)
+        def _raise() -> None:
+            raise error
+
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                cli.main(["raise-for-test"])
+        finally:
+            cli.app.registered_commands.pop()
+        return exit_.value.code, capsys.readouterr()
+
+    code, printed = fail(ModelFailure(FailureClass.MODEL_ERROR, HOSTILE, log_tail=f"loading\n{HOSTILE}\n"))
+    assert code == 1 and printed.out == ""
+    assert_inert(printed.err)
+    assert printed.err.startswith("model failed (model_error): evil") and "[/] [bold red]x[/]" in printed.err
+    assert "loading" in printed.err
+    code, printed = fail(UserError(f"no image {HOSTILE}", hint="[/]"))
+    assert code == 2
+    assert_inert(printed.err)
+    assert printed.err.splitlines()[1] == "hint: [/]"
