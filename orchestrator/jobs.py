@@ -22,6 +22,7 @@ from cortexbox.orchestrator.provenance import code_version, library_versions
 from cortexbox.orchestrator.run_events import RunEventLog, owner
 from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
 from cortexbox.registry import Registry
+from cortexbox.registry.store import NameTaken
 
 #: Budget for the results of one extraction run held in memory during layer selection;
 #: candidate layers are grouped into runs that fit.
@@ -106,9 +107,12 @@ class _Job:
             digest = self.session.image_id
         else:
             digest = f"endpoint:{info['model_id']}@{info['model_version']}"
-        self.model_row = self.registry.upsert_model(
-            digest, info["model_id"], info["model_version"], self.request.image or self.request.endpoint, info
-        )
+        try:
+            self.model_row = self.registry.upsert_model(
+                digest, info["model_id"], info["model_version"], self.request.image or self.request.endpoint, info
+            )
+        except NameTaken as e:  # the model's model_id is only its claim
+            raise ModelFailure(FailureClass.REJECTED, str(e)) from None
 
     def validate(self, bench) -> None:
         """Raises the user's mistakes before the run's row exists, so that they never show up in `cortexbox runs`
@@ -374,6 +378,7 @@ def score_model(
             "placement": stimuli.placement_key(float(info["visual_degrees"])),
             "code_version": code_version(),
             "libraries": library_versions(),
+            "wire_budgets": job.session.client.budgets.to_dict() if job.session is not None else None,
             "metric": score.attrs,
             "ceiling": None if ceiling is None else ceiling.to_dict(),
             "layer": layer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKeyConstraint, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -18,14 +18,38 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: The owner of everything registered on this host: the local operator. Competitions give each
+#: submitting account its own owner.
+LOCAL_OWNER = "local"
+
+
+class ModelName(SQLModel, table=True):
+    """A name on the board and the owner it belongs to: the first owner to register a build under
+    a name owns it, and no other owner's build can take it (`Registry.upsert_model`). A model's
+    model_id is only its claim; the owner is not the model's to say, and the digest stays the
+    identity of each build."""
+
+    __tablename__ = "model_name"
+    __table_args__ = (UniqueConstraint("name", "owner"),)  # the target of model's (name, owner) key
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    owner: str
+    digest: str  # the build that registered the name first
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Model(SQLModel, table=True):
     """One model build. Identified by its content-addressed image digest; an endpoint that
-    has no image is identified by `endpoint:<model_id>@<version>`."""
+    has no image is identified by `endpoint:<model_id>@<version>`. Builds of one owner under one
+    name are that model's versions; (name, owner) must be a row of model_name, so a name has
+    one owner."""
 
     __tablename__ = "model"
+    __table_args__ = (ForeignKeyConstraint(["name", "owner"], ["model_name.name", "model_name.owner"], name="fk_model_name_owner"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     digest: str = Field(index=True, unique=True)
-    name: str = Field(index=True)  # the model's own model_id
+    name: str = Field(index=True)  # the model's own model_id, accepted when its owner holds the name
+    owner: str = LOCAL_OWNER
     version: str = ""
     image_ref: str = ""  # the tag or reference the user gave
     info: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
-from cortexbox.registry.models import Benchmark, LayerCommitment, Model, Run, RunEvent, Score, ScoreJob, utcnow
+from cortexbox.registry.models import (
+    LOCAL_OWNER,
+    Benchmark,
+    LayerCommitment,
+    Model,
+    ModelName,
+    Run,
+    RunEvent,
+    Score,
+    ScoreJob,
+    utcnow,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The revision whose schema `create_all` made before migrations existed.
@@ -97,6 +109,10 @@ def default_url() -> str:
     return f"sqlite:///{home / 'registry.db'}"
 
 
+class NameTaken(ValueError):
+    """A build claims a model name (or an image) that belongs to another owner."""
+
+
 @dataclass(frozen=True)
 class LeaderboardRow:
     model: str
@@ -132,18 +148,42 @@ class Registry:
         return Session(self.engine, expire_on_commit=False)
 
     # -- models and benchmarks ----------------------------------------------------------------
-    def upsert_model(self, digest: str, name: str, version: str, image_ref: str, info: dict) -> Model:
-        with self.session() as s:
-            row = s.exec(select(Model).where(Model.digest == digest)).first()
-            if row is None:
-                row = Model(digest=digest, name=name, version=version, image_ref=image_ref, info=info)
-            else:
-                row.name, row.version, row.info = name, version, info
-                row.image_ref = image_ref or row.image_ref
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-            return row
+    def upsert_model(
+        self, digest: str, name: str, version: str, image_ref: str, info: dict, owner: str = LOCAL_OWNER
+    ) -> Model:
+        """Registers a build (by digest) under `name` for `owner`. The first owner to register a
+        name owns it; a build of another owner that claims it, or an image already registered by
+        another owner, raises NameTaken. Builds of the owner under its name are its versions."""
+        for attempt in range(2):
+            with self.session() as s:
+                row = s.exec(select(Model).where(Model.digest == digest)).first()
+                if row is not None and row.owner != owner:
+                    raise NameTaken(f"image {digest[:19]} is registered by another owner ({row.owner!r})")
+                claim = s.exec(select(ModelName).where(ModelName.name == name)).first()
+                if claim is not None and claim.owner != owner:
+                    raise NameTaken(
+                        f"the name {name!r} belongs to another owner ({claim.owner!r}, first build {claim.digest[:19]}); "
+                        "give this model another model_id"
+                    )
+                try:
+                    if claim is None:
+                        s.add(ModelName(name=name, owner=owner, digest=digest))
+                        s.flush()  # the name's row first: model's (name, owner) refers to it
+                    if row is None:
+                        row = Model(digest=digest, name=name, version=version, image_ref=image_ref, info=info, owner=owner)
+                    else:
+                        row.name, row.version, row.info = name, version, info
+                        row.image_ref = image_ref or row.image_ref
+                    s.add(row)
+                    s.commit()
+                except IntegrityError:  # another process registered the name (or the build) meanwhile: decide again
+                    s.rollback()
+                    if attempt:
+                        raise
+                    continue
+                s.refresh(row)
+                return row
+        raise AssertionError("unreachable")
 
     def model_by_digest(self, digest: str) -> Model | None:
         with self.session() as s:

@@ -180,3 +180,57 @@ def test_free_text_from_a_model_is_cut_and_cleaned(containers, hostile_image, tm
     assert len(stored["metadata"]["note"]) <= 1000 + len(" [cut]")
     assert e.value.failure == FailureClass.MODEL_ERROR
     assert "\x1b" not in e.value.message and "\x07" not in e.value.message and len(e.value.message) < 2200
+
+
+# -- identity: a name on the board belongs to its first owner --------------------------------------
+
+
+def test_a_name_belongs_to_the_owner_who_registered_it_first(tmp_path):
+    from sqlalchemy.exc import IntegrityError
+
+    from cortexbox.registry import Registry
+    from cortexbox.registry.models import Model as ModelRow
+    from cortexbox.registry.store import NameTaken
+
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    first = registry.upsert_model("sha256:" + "1" * 64, "alexnet", "1", "cortexbox/pytorch-vision", {})
+    rebuilt = registry.upsert_model("sha256:" + "2" * 64, "alexnet", "2", "cortexbox/pytorch-vision", {})
+    assert first.owner == rebuilt.owner == "local"  # the operator's own builds are versions of the model
+    with pytest.raises(NameTaken, match="belongs to another owner"):
+        registry.upsert_model("sha256:" + "3" * 64, "alexnet", "9", "mallory/alexnet", {}, owner="mallory")
+    with pytest.raises(NameTaken, match="registered by another owner"):
+        registry.upsert_model("sha256:" + "1" * 64, "alexnet-by-mallory", "1", "x", {}, owner="mallory")
+    assert sorted(m.digest[7:8] for m in registry.models() if m.name == "alexnet") == ["1", "2"]
+    assert registry.upsert_model("sha256:" + "3" * 64, "mallory-net", "1", "x", {}, owner="mallory").owner == "mallory"
+    # the database holds the rule itself, whatever code writes to it
+    with registry.session() as s, pytest.raises(IntegrityError):
+        s.add(ModelRow(digest="sha256:" + "4" * 64, name="alexnet", owner="mallory"))
+        s.commit()
+    registry.engine.dispose()
+
+
+def test_names_registered_before_owners_go_to_the_local_operator(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from cortexbox.registry import Registry
+    from cortexbox.registry.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        for i, name in enumerate(["pixels", "pixels", "alexnet"]):
+            conn.execute(text("INSERT INTO model (digest, name, version, image_ref, created_at) "
+                              f"VALUES ('sha256:{i}', '{name}', '1', '', CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    registry = Registry(url)
+    assert {(m.digest, m.owner) for m in registry.models()} == {("sha256:0", "local"), ("sha256:1", "local"), ("sha256:2", "local")}
+    with registry.engine.connect() as conn:
+        names = conn.execute(text("SELECT name, owner, digest FROM model_name ORDER BY name")).all()
+    assert [tuple(r) for r in names] == [("alexnet", "local", "sha256:2"), ("pixels", "local", "sha256:0")]
+    registry.engine.dispose()

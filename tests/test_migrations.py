@@ -54,9 +54,21 @@ BASELINE_TABLES = {"model", "benchmark", "layer_commitment", "run", "score", "sc
 
 
 def test_a_database_made_by_create_all_is_stamped_and_keeps_its_rows(empty_url):
+    from alembic import command
+    from alembic.config import Config
+
+    from cortexbox.registry.store import BASELINE_REVISION, MIGRATIONS
+
     legacy = create_engine(empty_url)
-    # how the registry made its tables before migrations
-    SQLModel.metadata.create_all(legacy, tables=[t for t in SQLModel.metadata.sorted_tables if t.name in BASELINE_TABLES])
+    # how the registry made its tables before migrations: the baseline's schema (frozen in revision 0001, while
+    # registry/models.py moves on), and no alembic_version
+    with legacy.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, BASELINE_REVISION)
+        conn.execute(text("DROP TABLE alembic_version"))
+        assert set(inspect(conn).get_table_names()) == BASELINE_TABLES
     with legacy.begin() as conn:
         conn.execute(text("INSERT INTO model (digest, name, version, image_ref, created_at) "
                           "VALUES ('sha256:old', 'old', '1', '', CURRENT_TIMESTAMP)"))
