@@ -392,3 +392,125 @@ def test_socket_checks_refuse_symlinks_and_plain_files(tmp_path):
                 check_socket(path)
             os.chown(path, 65534, 65534)
         assert check_socket(path) is True
+
+
+# -- streaming conversion and budgets, on the receiver itself ------------------------------------
+
+
+def _receiver(dtype: int, ids: list[str], features: int = 6, max_chunk: int = 1024, budgets=None):
+    from cortexbox.orchestrator.client import RunReceiver, validate_model_info
+
+    info = pb.ModelInfo()
+    info.CopyFrom(INFO)
+    info.layers[0].data_type = dtype
+    info.layers[0].shape[:] = [features]
+    info.limits.max_chunk_bytes = max_chunk
+    results = {"f": np.full((len(ids), features), -1.0, np.float32)}
+    return RunReceiver(validate_model_info(info), ["f"], {sid: i for i, sid in enumerate(ids)}, results, budgets=budgets), results
+
+
+def _tensor_header(ids, data_type, nbytes, features=6):
+    return pb.RunResponse(header=pb.TensorHeader(tensor_id=0, name="f", kind=pb.OUTPUT_KIND_LAYER, stimulus_ids=ids,
+                                                 data_type=data_type, shape=[len(ids), features], byte_size=nbytes))
+
+
+@pytest.mark.parametrize("data_type, dtype", [(pb.DATA_TYPE_FLOAT64, "<f8"), (pb.DATA_TYPE_FLOAT16, "<f2"),
+                                              (pb.DATA_TYPE_INT64, "<i8"), (pb.DATA_TYPE_FLOAT32, "<f4")])
+@pytest.mark.parametrize("order", ["consecutive", "shuffled"])
+def test_outputs_are_converted_chunk_by_chunk_whatever_the_chunk_boundaries(data_type, dtype, order):
+    """Chunks that split elements (odd sizes) and rows, into consecutive or scattered rows."""
+    ids = [f"s{i}" for i in range(5)]
+    sent = ids if order == "consecutive" else ["s3", "s0", "s4", "s1"]
+    values = (np.arange(len(sent) * 6).reshape(len(sent), 6) + 0.5 * (dtype[1] == "f")).astype(dtype)
+    data = values.tobytes()
+    receiver, results = _receiver(data_type, ids)
+    receiver.accept(_tensor_header(sent, data_type, len(data)), sent_count=5)
+    pos = 0
+    for size in [3, 7, 1, 13, 5, 11] * 100:
+        if pos >= len(data):
+            break
+        receiver.accept(wire.ChunkView(0, pos, memoryview(data[pos : pos + size])), sent_count=5)
+        pos += size
+    assert receiver.header is None, "the tensor should be complete"
+    rows = [ids.index(sid) for sid in sent]
+    np.testing.assert_array_equal(results["f"][rows], values.astype(np.float32))
+    untouched = [i for i in range(5) if i not in rows]
+    assert (results["f"][untouched] == -1).all()
+
+
+def test_a_nan_in_a_later_chunk_stops_the_tensor_there():
+    from cortexbox.orchestrator.errors import BadOutput
+
+    ids = ["a", "b"]
+    values = np.ones((2, 6), "<f8")
+    values[1, 4] = np.nan
+    data = values.tobytes()
+    receiver, _ = _receiver(pb.DATA_TYPE_FLOAT64, ids)
+    receiver.accept(_tensor_header(ids, pb.DATA_TYPE_FLOAT64, len(data)), sent_count=2)
+    receiver.accept(wire.ChunkView(0, 0, memoryview(data[:48])), sent_count=2)  # the first row is fine
+    with pytest.raises(BadOutput, match="NaN"):
+        receiver.accept(wire.ChunkView(0, 48, memoryview(data[48:])), sent_count=2)
+
+
+def test_float64_beyond_float32s_range_is_bad_output():
+    from cortexbox.orchestrator.errors import BadOutput
+
+    data = np.full((1, 6), 1e300, "<f8").tobytes()
+    receiver, _ = _receiver(pb.DATA_TYPE_FLOAT64, ["a"])
+    receiver.accept(_tensor_header(["a"], pb.DATA_TYPE_FLOAT64, len(data)), sent_count=1)
+    with pytest.raises(BadOutput, match="beyond float32"):
+        receiver.accept(wire.ChunkView(0, 0, memoryview(data)), sent_count=1)
+
+
+def test_messages_without_new_bytes_have_a_budget():
+    from cortexbox.orchestrator.budgets import WireBudgets
+    from cortexbox.orchestrator.errors import ProtocolViolation
+
+    budgets = WireBudgets(idle_messages=10, idle_messages_per_output=2)
+    receiver, _ = _receiver(pb.DATA_TYPE_FLOAT32, ["a", "b"], budgets=budgets)  # 10 + 2 x 2 stimuli x 1 output
+    empty = pb.RunResponse(progress=pb.Progress())
+    for _ in range(14):
+        receiver.accept(empty, sent_count=2)
+    with pytest.raises(ProtocolViolation, match="flood"):
+        receiver.accept(empty, sent_count=2)
+    # tiny chunks that do not end their tensor count too: 1-byte chunks cannot stand in for progress
+    receiver, _ = _receiver(pb.DATA_TYPE_FLOAT32, ["a", "b"], budgets=budgets)
+    receiver.accept(_tensor_header(["a", "b"], pb.DATA_TYPE_FLOAT32, 48), sent_count=2)
+    with pytest.raises(ProtocolViolation, match="flood"):
+        for offset in range(47):
+            receiver.accept(wire.ChunkView(0, offset, memoryview(b"\0")), sent_count=2)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("model_id", "alexnet\x1b[2J", "not allowed"),
+        ("model_id", "two words", "not allowed"),
+        ("model_id", "m" * 129, "at most 128"),
+        ("model_version", "1\u202e", "not allowed"),  # a right-to-left override
+        ("limits.max_chunk_bytes", 16, "out of range"),
+    ],
+)
+def test_model_strings_and_chunk_sizes_are_bounded(field, value, words):
+    from cortexbox.orchestrator.client import validate_model_info
+    from cortexbox.orchestrator.errors import ProtocolViolation
+
+    info = pb.ModelInfo()
+    info.CopyFrom(INFO)
+    target, _, name = field.rpartition(".")
+    setattr(info.limits if target else info, name, value)
+    with pytest.raises(ProtocolViolation, match=words):
+        validate_model_info(info)
+
+
+def test_free_text_is_cut_and_cleaned_not_refused():
+    from cortexbox.orchestrator.client import validate_model_info
+
+    info = pb.ModelInfo()
+    info.CopyFrom(INFO)
+    info.description = "line one\n\x1b]0;title\x07" + "x" * 10_000
+    info.metadata["note"] = "\x9b31m red"
+    d = validate_model_info(info).to_dict()
+    assert d["description"].startswith("line one\n\ufffd]0;title\ufffd") and d["description"].endswith(" [cut]")
+    assert len(d["description"]) == 4000 + len(" [cut]")
+    assert d["metadata"]["note"] == "\ufffd31m red"
