@@ -555,7 +555,7 @@ def metric(
 @app.command()
 def web(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 inside a container)"),
-    port: int = typer.Option(8000, "--port", help="Port to listen on"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on"),
     database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry URL (default: $CORTEXBOX_DATABASE_URL or SQLite in $CORTEXBOX_HOME)"),
 ) -> None:
     """Serve the leaderboard web app and its JSON API (live runs execute in this process)."""

@@ -61,6 +61,7 @@ def test_missing_image_is_a_user_error(docker_client):
     result = cortexbox("score", "--benchmark", "Cowley2023.V4-pls", "--model", "cortexbox/does-not-exist:never")
     assert_one_line_error(result, "no Docker image")
     assert "cortexbox image build" in result.stderr
+    assert stored_runs() == []  # a mistake, not a failed run
 
 
 def test_watch_follows_a_run_from_the_registry(tmp_path):
