@@ -68,3 +68,19 @@ def test_untrusted_is_never_read_as_markup():
     printed = buffer.getvalue()
     assert_inert(printed)
     assert "[/] [bold red]x[/]" in printed
+
+
+def test_progress_display_shows_stage_texts_and_labels_inert(monkeypatch):
+    """Stage texts and progress labels carry a model's layer and output names (`selection: <layer> scored ...`)."""
+    from cortexbox.orchestrator import cli
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buffer, force_terminal=False, width=300))
+    hostile = HOSTILE.replace("\ud800", "")
+    with cli._progress(enabled=True) as progress:
+        events = cli._ProgressEvents(progress)
+        events("stage", {"text": f"selection: {hostile} scored 0.5"})
+        events("progress", {"label": hostile, "done": 1, "total": 2})
+    printed = buffer.getvalue()
+    assert_inert(printed)
+    assert "selection: evil" in printed and "[/] [bold red]x[/]" in printed
