@@ -32,6 +32,12 @@ CANARY = Path("/tmp/cortexbox-hostile-canary")  # tests/models/hostile/model.py 
 TEST_LIMITS = dict(memory_bytes=512 * 1024**2)
 
 
+@pytest.fixture(autouse=True)
+def own_run_folders(tmp_path, monkeypatch):
+    """This test's run folders, apart from those of other runs on the host (checked for mounts left)."""
+    monkeypatch.setenv("CORTEXBOX_RUN_DIR", str(tmp_path / "runs"))
+
+
 @pytest.fixture
 def no_container_survives(docker_client):
     yield
