@@ -12,7 +12,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from .data import files_hash, resolve_data_dir
+from .base import BenchmarkBase, Kind
 from .dims import TIME_BIN
 from .metrics.ceiling import InternalConsistency
 from .metrics.neural_predictivity import CrossRegressedCorrelation
@@ -28,7 +28,7 @@ __all__ = ["NeuralBenchmark"]
 CEILING_CACHE_VERSION = 1
 
 
-class NeuralBenchmark:
+class NeuralBenchmark(BenchmarkBase):
     """A neural predictivity benchmark: a recording, the images shown, a metric, a ceiling, a normalisation.
 
     Subclasses set the class attributes and implement the ``_load_*`` methods. Everything is loaded lazily and
@@ -42,16 +42,11 @@ class NeuralBenchmark:
         Directory for the on-disk ceiling cache (``<cache_dir>/ceilings/*.json``); no disk cache when ``None``.
     """
 
-    #: Orchestrator contract: ``"neural"`` benchmarks take layer activations (``region``, layer selection);
-    #: ``"behaviour"`` benchmarks take a model behaviour such as logits.
-    kind = "neural"
-    identifier: str
-    version: int
-    region: str
-    description: str
-    citation: str
+    kind: Kind = "neural"
     source_visual_degrees: float
     normalization: Normalization = "r2_over_ceiling"
+    #: Benchmarks that borrow another's selection data (and its stored layer choice) name it here.
+    selection_source: NeuralBenchmark | None = None
 
     def __init__(
         self,
@@ -59,13 +54,9 @@ class NeuralBenchmark:
         data_dir: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        super().__init__(data_dir=data_dir, cache_dir=cache_dir)
         self.metric = self._make_metric()
         self.ceiling_func = self._make_ceiling()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(identifier={self.identifier!r}, version={self.version})"
 
     # to implement -------------------------------------------------------------------------------------------
     def _make_metric(self) -> CrossRegressedCorrelation:
@@ -73,10 +64,6 @@ class NeuralBenchmark:
 
     def _make_ceiling(self) -> InternalConsistency:
         return InternalConsistency()
-
-    def _data_files(self) -> list[str]:
-        """Paths, relative to ``data_dir``, of every file the benchmark reads."""
-        raise NotImplementedError
 
     def _load_target(self) -> xr.DataArray:
         """The scoring target: repeat-averaged ``(presentation, neuroid)`` responses."""
@@ -94,10 +81,10 @@ class NeuralBenchmark:
         return None
 
     # data ---------------------------------------------------------------------------------------------------
-    @cached_property
-    def data_hash(self) -> str:
-        """SHA-256 (hex) over the exact files the benchmark reads (:func:`~cortexbox.benchmarks.data.files_hash`)."""
-        return files_hash(self.data_dir, self._data_files())
+    @property
+    def metric_name(self) -> str:  # type: ignore[override]
+        """The metric library's name of :attr:`metric` (``"pls"``, ``"ridge"``)."""
+        return self.metric.name
 
     @cached_property
     def target_assembly(self) -> xr.DataArray:
@@ -135,18 +122,14 @@ class NeuralBenchmark:
         name = f"{self.identifier}--v{self.version}--{self.data_hash[:16]}--c{CEILING_CACHE_VERSION}.json"
         return self.cache_dir / "ceilings" / name
 
-    @cached_property
-    def ceiling(self) -> Score:
-        """The ceiling (computed once per instance; read from / written to ``cache_dir`` when given)."""
+    def _compute_ceiling(self) -> Score:
+        """The ceiling (read from / written to ``cache_dir`` when given)."""
         path = self._ceiling_cache_path()
         if path is not None and path.is_file():
             logger.info("reading cached ceiling of %s from %s", self.identifier, path)
             return Score.from_dict(json.loads(path.read_text()))
         logger.info("computing ceiling of %s", self.identifier)
-        ceiling = self.ceiling_func(self.repetition_assembly)
-        ceiling = dataclasses.replace(
-            ceiling, attrs={**ceiling.attrs, "benchmark": self.identifier, "data_hash": self.data_hash}
-        )
+        ceiling = self._labelled(self.ceiling_func(self.repetition_assembly))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
@@ -183,14 +166,7 @@ class NeuralBenchmark:
         """
         raw = self.metric(self._squeeze_time(assembly), self.target_assembly)
         score = explained_variance(raw, self.ceiling, regime=self.normalization)
-        attrs = {
-            "benchmark": self.identifier,
-            "benchmark_version": self.version,
-            "data_hash": self.data_hash,
-            "stimulus_set_hash": self.stimulus_set.hash,
-            **score.attrs,
-        }
-        return dataclasses.replace(score, attrs=attrs)
+        return dataclasses.replace(score, attrs={**self._provenance(), **score.attrs})
 
     def score_for_selection(self, assembly: xr.DataArray) -> float:
         """The metric's raw score on the selection data (no ceiling), for choosing a layer.

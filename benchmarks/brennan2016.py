@@ -277,10 +277,7 @@ class Brennan2016Ridge(LanguageBenchmark):
                 "gap_volumes": GAP_VOLUMES,
                 "alphas": alphas,
                 "n_features": int(features.shape[1]),
-                "benchmark": self.identifier,
-                "benchmark_version": self.version,
-                "data_hash": self.data_hash,
-                "stimulus_set_hash": self.stimulus_set.hash,
+                **self._provenance(),
             },
         )
         if self.n_boot:

@@ -81,7 +81,6 @@ class _BorrowedCeiling:
 
 
 class _Cowley2023V4Sessions(NeuralBenchmark):
-    kind = "neural"
     version = 1
     region = "V4"
     source_visual_degrees = SOURCE_VISUAL_DEGREES

@@ -186,10 +186,7 @@ class Futrell2018Pearsonr(LanguageBenchmark):
             attrs={
                 "metric": "pearsonr",
                 "n_words": n,
-                "benchmark": self.identifier,
-                "benchmark_version": self.version,
-                "data_hash": self.data_hash,
-                "stimulus_set_hash": self.stimulus_set.hash,
+                **self._provenance(),
                 "alignment": "statistics listed at zone z-1 assigned to the word at zone z",
             },
         )

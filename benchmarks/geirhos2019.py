@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,7 +40,8 @@ import pandas as pd
 import xarray as xr
 
 from .assemblies import check_stimulus_ids_match, validate_assembly
-from .data import DataNotFoundError, files_hash, resolve_data_dir
+from .base import BenchmarkBase, Kind
+from .data import DataNotFoundError
 from .dims import PRESENTATION, STIMULUS_ID, TIME_BIN
 from .imagenet16 import CATEGORIES, imagenet_logits, logits_to_choices
 from .metrics.behavior import Accuracy, ErrorConsistency
@@ -222,7 +222,7 @@ def load_trials(data_dir: Path, experiment: str) -> xr.DataArray:
     )
 
 
-class _Geirhos2019:
+class _Geirhos2019(BenchmarkBase):
     """Shared machinery of the behavioural Geirhos benchmarks (``kind = "behaviour"``).
 
     Parameters
@@ -232,44 +232,25 @@ class _Geirhos2019:
         Accepted for the registry's uniform constructor; unused (ceilings take milliseconds).
     """
 
-    kind = "behaviour"
+    kind: Kind = "behaviour"
     #: The model output these benchmarks need.
     behaviour = "logits"
     #: No brain region: behavioural benchmarks commit no layer.
     region = ""
     version = 1
-    source_visual_degrees = SOURCE_VISUAL_DEGREES
+    source_visual_degrees: float | None = SOURCE_VISUAL_DEGREES
     citation = CITATION
     #: Behavioural benchmarks select no layer.
     selection_stimulus_set = None
     #: Bootstrap over images (:mod:`.metrics.bootstrap`): replicates and the generator's seed.
     n_boot = DEFAULT_N_BOOT
     seed = DEFAULT_SEED
-    identifier: str
-    description: str
     experiment: str
-
-    def __init__(
-        self,
-        *,
-        data_dir: str | os.PathLike[str] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(identifier={self.identifier!r}, version={self.version})"
 
     def _data_files(self) -> list[str]:
         return list(stimulus_files(self.data_dir, self.experiment).values()) + subject_files(
             self.data_dir, self.experiment
         )
-
-    @cached_property
-    def data_hash(self) -> str:
-        """SHA-256 (hex) over the images and the human CSVs read (:func:`~cortexbox.benchmarks.data.files_hash`)."""
-        return files_hash(self.data_dir, self._data_files())
 
     @cached_property
     def stimulus_set(self) -> StimulusSet:
@@ -332,10 +313,7 @@ class _Geirhos2019:
     def _attrs(self, choices: xr.DataArray) -> dict[str, object]:
         correct = np.asarray(choices.values) == np.asarray(choices["truth"].values)
         return {
-            "benchmark": self.identifier,
-            "benchmark_version": self.version,
-            "data_hash": self.data_hash,
-            "stimulus_set_hash": self.stimulus_set.hash,
+            **self._provenance(),
             "behaviour": self.behaviour,
             "choice_mapping": "mean softmax probability over each category's ImageNet classes, argmax (imagenet16)",
             "model_accuracy": float(correct.mean()),
@@ -360,13 +338,6 @@ class _Geirhos2019:
             "stimulus_set_hash": self.stimulus_set.hash,
         }
 
-    @property
-    def ceiling(self) -> Score | None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def score(self, assembly: xr.DataArray) -> Score:  # pragma: no cover - overridden
-        raise NotImplementedError
-
 
 _LOGITS = (
     "Model: ImageNet logits (1000, or 1001 with a leading background column that is dropped) -> softmax -> mean "
@@ -386,13 +357,9 @@ _EXPERIMENT_TEXT = {
 class _ErrorConsistency(_Geirhos2019):
     """Cohen's kappa between the model's and each human's trial-by-trial correctness, ceiled by human pairs."""
 
-    @cached_property
-    def ceiling(self) -> Score:  # type: ignore[override]
+    def _compute_ceiling(self) -> Score:
         """Mean over the 45 human pairs of their error consistency (Brain-Score's ceiling)."""
-        ceiling = ErrorConsistency().ceiling(self.trials)
-        return dataclasses.replace(
-            ceiling, attrs={**ceiling.attrs, "benchmark": self.identifier, "data_hash": self.data_hash}
-        )
+        return self._labelled(ErrorConsistency().ceiling(self.trials))
 
     def score(self, assembly: xr.DataArray) -> Score:
         """Score a model's logits (see :meth:`choices`).
@@ -421,8 +388,7 @@ class _Top1(_Geirhos2019):
     #: Not placed: the images fill the model's input whatever its visual degrees.
     source_visual_degrees = None
 
-    @cached_property
-    def ceiling(self) -> Score:  # type: ignore[override]
+    def _compute_ceiling(self) -> Score:
         """Perfect accuracy, ``Score(1)`` (Brain-Score's engineering ceiling)."""
         return Score(raw=1.0, error=0.0, values=[1.0], attrs={"ceiling": "perfect accuracy", "benchmark": self.identifier})
 
@@ -502,7 +468,9 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
         "place_on_screen (version 2; version 1 placed them at 3 degrees)."
     )
 
-    ceiling = None  # type: ignore[assignment]
+    def _compute_ceiling(self) -> None:
+        """No ceiling: shape bias is a property of the model, not a similarity to data."""
+        return None
 
     @cached_property
     def _texture_of(self) -> pd.Series:

@@ -20,16 +20,14 @@ The language benchmarks import this module, never the other way round: the regis
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
 import xarray as xr
 
-from .data import files_hash, resolve_data_dir
+from .base import BenchmarkBase, Kind, Modality
 from .dims import STIMULUS_ID
-from .score import Score
 
 __all__ = [
     "LANGUAGE_LAYER_DEPTH",
@@ -150,52 +148,22 @@ def values_by_stimulus(assembly: xr.DataArray, stimulus_ids: Sequence[str]) -> n
     return values
 
 
-class LanguageBenchmark:
+class LanguageBenchmark(BenchmarkBase):
     """Base of the text benchmarks (see the module docstring). Subclasses set the class attributes and implement
     :meth:`_data_files`, :meth:`_load_stimulus_set`, :meth:`_compute_ceiling` and :meth:`score`."""
 
-    identifier: str
-    version: int
-    region: str
-    description: str
-    citation: str
-    kind: str = "behaviour"
+    kind: Kind = "behaviour"
     behaviour: str | None = "surprisal"
-    modality = "text"
+    modality: Modality = "text"
     selection_stimulus_set = None
-
-    def __init__(
-        self, *, data_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
-    ) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
-        self.cache_dir = cache_dir
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(identifier={self.identifier!r}, version={self.version})"
-
-    def _data_files(self) -> list[str]:
-        raise NotImplementedError
 
     def _load_stimulus_set(self) -> TextStimulusSet:
         raise NotImplementedError
 
-    def _compute_ceiling(self) -> Score | None:
-        return None
-
-    @cached_property
-    def data_hash(self) -> str:
-        return files_hash(self.data_dir, self._data_files())
-
     @cached_property
     def stimulus_set(self) -> TextStimulusSet:
+        """The text parts, in the order they are sent (:meth:`_load_stimulus_set`)."""
         return self._load_stimulus_set()
-
-    @cached_property
-    def ceiling(self) -> Score | None:
-        return self._compute_ceiling()
-
-    def score(self, assembly: xr.DataArray) -> Score:
-        raise NotImplementedError
 
     def info(self) -> dict[str, object]:
         return {

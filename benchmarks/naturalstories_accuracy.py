@@ -110,9 +110,6 @@ class NaturalStoriesAccuracy(LanguageBenchmark):
                 "metric": "next_word_accuracy",
                 "n_scored": total,
                 "per_story": per_story,
-                "benchmark": self.identifier,
-                "benchmark_version": self.version,
-                "data_hash": self.data_hash,
-                "stimulus_set_hash": self.stimulus_set.hash,
+                **self._provenance(),
             },
         )

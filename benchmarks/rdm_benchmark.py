@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from .assemblies import check_stimulus_ids_match, validate_assembly
-from .data import files_hash, resolve_data_dir
+from .base import BenchmarkBase, Kind
 from .dims import STIMULUS_ID, TIME_BIN
 from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, rdm_bootstrap
 from .metrics.cross_validation import InsufficientDataError, aggregate_splits
@@ -122,7 +120,7 @@ def rdm_noise_ceiling(rdms: np.ndarray, subjects: tuple[str, ...] | list[str]) -
     )
 
 
-class RDMBenchmark:
+class RDMBenchmark(BenchmarkBase):
     """A ``kind="neural"`` benchmark comparing a model layer's RDM with target RDMs.
 
     Subclasses set the class attributes and implement :meth:`_data_files`, :meth:`_load_stimulus_set`,
@@ -138,35 +136,16 @@ class RDMBenchmark:
         Accepted for the registry's uniform constructor; unused (the RDM ceilings take milliseconds).
     """
 
-    kind = "neural"
-    identifier: str
-    version: int
-    region: str
-    description: str
-    citation: str
+    kind: Kind = "neural"
     source_visual_degrees: float
     normalization: Normalization = "r_over_ceiling"
+    #: Benchmarks that borrow another's selection data (and its stored layer choice) name it here.
+    selection_source: RDMBenchmark | None = None
     #: Bootstrap of the score over stimuli (Nili et al. 2014; see :func:`~.metrics.bootstrap.rdm_bootstrap`).
     n_boot: int = DEFAULT_N_BOOT
     seed: int = DEFAULT_SEED
 
-    def __init__(
-        self,
-        *,
-        data_dir: str | os.PathLike[str] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(identifier={self.identifier!r}, version={self.version})"
-
     # to implement -------------------------------------------------------------------------------------------
-    def _data_files(self) -> list[str]:
-        """Paths, relative to ``data_dir``, of every file the benchmark reads."""
-        raise NotImplementedError
-
     def _load_stimulus_set(self) -> StimulusSet:
         raise NotImplementedError
 
@@ -178,11 +157,6 @@ class RDMBenchmark:
         return None
 
     # data ---------------------------------------------------------------------------------------------------
-    @cached_property
-    def data_hash(self) -> str:
-        """SHA-256 (hex) over the exact files the benchmark reads (:func:`~cortexbox.benchmarks.data.files_hash`)."""
-        return files_hash(self.data_dir, self._data_files())
-
     @cached_property
     def stimulus_set(self) -> StimulusSet:
         return self._load_stimulus_set()
@@ -209,16 +183,12 @@ class RDMBenchmark:
         return None if self._selection is None else self._selection[1]
 
     # ceiling ------------------------------------------------------------------------------------------------
-    @cached_property
-    def ceiling(self) -> Score | None:
+    def _compute_ceiling(self) -> Score | None:
         """:func:`rdm_noise_ceiling` of the target's subjects; ``None`` for a single (group) RDM."""
         target = self.target
         if len(target.subjects) < 2:
             return None
-        ceiling = rdm_noise_ceiling(target.rdms, target.subjects)
-        return dataclasses.replace(
-            ceiling, attrs={**ceiling.attrs, "benchmark": self.identifier, "data_hash": self.data_hash}
-        )
+        return self._labelled(rdm_noise_ceiling(target.rdms, target.subjects))
 
     # scoring ------------------------------------------------------------------------------------------------
     def _model_rdm(self, assembly: xr.DataArray, stimulus_ids: tuple[str, ...]) -> np.ndarray:
@@ -276,10 +246,7 @@ class RDMBenchmark:
         else:
             raw, error = per_subject[0], math.nan
         attrs: dict[str, object] = {
-            "benchmark": self.identifier,
-            "benchmark_version": self.version,
-            "data_hash": self.data_hash,
-            "stimulus_set_hash": self.stimulus_set.hash,
+            **self._provenance(),
             "metric": "rdm",
             "comparison": "spearman over the upper triangle of 1 - pearson RDMs",
             "subjects": list(target.subjects),

@@ -269,10 +269,8 @@ class RecordedBenchmark(NeuralBenchmark):
     """A benchmark defined by a stored recording (see `store_recording`): pls, with the
     internal-consistency ceiling when the recording has repetitions, r²/ceiling."""
 
-    kind = "neural"
-
     def __init__(self, folder: str | os.PathLike[str], **kwargs: Any):
-        self.folder = Path(folder)
+        self.folder = self.recording_folder = Path(folder)
         d = json.loads((self.folder / "definition.json").read_text())
         self.definition = d
         self.identifier = d["identifier"]
@@ -300,7 +298,8 @@ class RecordedBenchmark(NeuralBenchmark):
         return read_assembly(path)
 
     @property
-    def ceiling(self):
+    def ceiling(self) -> Score | None:  # type: ignore[override]
+        """The internal-consistency ceiling of the repetitions; ``None`` without repetitions."""
         if not (self.folder / "repetitions.nc").is_file():
             return None
         return super().ceiling

@@ -172,10 +172,7 @@ class _SyntaxGym(LanguageBenchmark):
         attrs: dict[str, object] = {
             "metric": "syntaxgym_accuracy",
             "suites": accuracies,
-            "benchmark": self.identifier,
-            "benchmark_version": self.version,
-            "data_hash": self.data_hash,
-            "stimulus_set_hash": self.stimulus_set.hash,
+            **self._provenance(),
         }
         samples = None
         if self.n_boot:

@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from .assemblies import average_repetition
+from .base import Kind, Modality
 from .dims import NEUROID, PRESENTATION
 from .language import LanguageBenchmark, TextStimulusSet
 from .metrics import InternalConsistency, load_metric
@@ -170,12 +171,12 @@ def store_text_recording(recording: TextRecording, folder: str | os.PathLike[str
 class RecordedTextBenchmark(LanguageBenchmark):
     """A language neural benchmark defined by a stored text recording; see the module docstring."""
 
-    kind = "neural"
+    kind: Kind = "neural"
     behaviour = None
-    modality = "text"
+    modality: Modality = "text"
 
     def __init__(self, folder: str | os.PathLike[str], **kwargs: Any):
-        self.folder = Path(folder)
+        self.folder = self.recording_folder = Path(folder)
         d = json.loads((self.folder / "definition.json").read_text())
         self.definition = d
         self.identifier = d["identifier"]
@@ -191,6 +192,11 @@ class RecordedTextBenchmark(LanguageBenchmark):
     def data_hash(self) -> str:  # the recording's own hash, computed at ingestion
         return self.definition["data_hash"]
 
+    @property
+    def metric_name(self) -> str:  # type: ignore[override]
+        """The metric library's name of :attr:`metric` (``"linear_predictivity"``)."""
+        return self.metric.name
+
     @cached_property
     def target_assembly(self) -> xr.DataArray:
         return read_assembly(self.folder / "target.nc")
@@ -204,16 +210,14 @@ class RecordedTextBenchmark(LanguageBenchmark):
         path = self.folder / "repetitions.nc"
         if not path.is_file():
             return None
-        ceiling = InternalConsistency()(read_assembly(path))
-        return dataclasses.replace(ceiling, attrs={**ceiling.attrs, "benchmark": self.identifier, "data_hash": self.data_hash})
+        return self._labelled(InternalConsistency()(read_assembly(path)))
 
     def score(self, assembly: xr.DataArray) -> Score:
         """Scores per-part activations (one row per stimulus, matched by ``stimulus_id``)."""
         if "time_bin" in assembly.dims and assembly.sizes["time_bin"] == 1:
             assembly = assembly.squeeze("time_bin", drop=True)
         raw = self.metric(assembly, self.target_assembly)
-        attrs = {"benchmark": self.identifier, "benchmark_version": self.version, "data_hash": self.data_hash,
-                 "stimulus_set_hash": self.stimulus_set.hash, "metric_name": METRIC}
+        attrs = {**self._provenance(), "metric_name": METRIC}
         if self.ceiling is None:
             return dataclasses.replace(raw, attrs={**raw.attrs, **attrs, "normalization": "none (no repetitions, no ceiling)"})
         score = explained_variance(raw, self.ceiling, regime=NORMALIZATION)

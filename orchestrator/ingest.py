@@ -213,11 +213,9 @@ def builtin_source(bench) -> BenchmarkSource:
     """A built-in benchmark (cortexbox.benchmarks) as a registration source: its own data hash,
     ceiling, description and citation. Its registered version starts at the code's `version`;
     changed data under the same code version makes the next registered version."""
-    modality = getattr(bench, "modality", "image")
-    kind = getattr(bench, "kind", "neural")
-    metric = getattr(getattr(bench, "metric", None), "name", "") or ""
-    if getattr(bench, "definition", None) is not None and hasattr(bench, "folder"):  # an ingested recording
-        folder = str(bench.folder)
+    modality, kind, metric = bench.modality, bench.kind, bench.metric_name
+    if bench.recording_folder is not None:  # an ingested recording
+        folder = str(bench.recording_folder)
         return BenchmarkSource(
             bench.identifier, bench.data_hash, bench.region, modality, metric, bench.description, bench.citation,
             facts={}, ceiling=lambda version: bench.ceiling,
@@ -229,7 +227,7 @@ def builtin_source(bench) -> BenchmarkSource:
     if metric:
         definition["metric"] = metric
     return BenchmarkSource(
-        bench.identifier, bench.data_hash, getattr(bench, "region", ""), modality, metric, bench.description,
+        bench.identifier, bench.data_hash, bench.region, modality, metric, bench.description,
         bench.citation, facts={"kind": kind, "modality": modality, "code_version": bench.version},
         ceiling=lambda version: bench.ceiling,
         definition=lambda version: dict(definition),

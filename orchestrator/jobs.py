@@ -248,7 +248,7 @@ class _Job:
         if declared:
             return declared, {"method": "declared by the model"}
         candidates = list(self.info.get("commitment_layers") or self.info["layers"])
-        if getattr(bench, "modality", "image") == "text":
+        if bench.modality == "text":
             # Language: a fixed relative depth, decided before any scoring (never selected on scored data).
             from cortexbox.benchmarks.language import LANGUAGE_LAYER_DEPTH, committed_layer
 
@@ -257,7 +257,7 @@ class _Job:
         if bench.selection_stimulus_set is None:
             raise UserError(f"{bench.identifier} has no selection data and the model commits no layer to {region}")
         # Benchmarks that borrow another's selection data share its key, and so its stored choice.
-        source = getattr(bench, "selection_source", None) or bench
+        source = bench.selection_source or bench
         key = f"{source.identifier}@{source.version}:selection"
         if self.cacheable:
             stored = self.registry.commitment(self.model_row.id, region, key)
@@ -336,13 +336,13 @@ def score_model(
         registry.update_run(run, benchmark_id=bench_row.id)
         job._resolve_model()
         registry.update_run(run, model_id=job.model_row.id)
-        wanted = getattr(bench, "modality", "image")
+        wanted = bench.modality
         offered = job.info.get("modality", "image")
         if wanted != offered:
             raise ModelFailure(
                 FailureClass.REJECTED, f"{bench.identifier} needs a {wanted} model; this model takes {offered} stimuli"
             )
-        if getattr(bench, "kind", "neural") == "behaviour":
+        if bench.kind == "behaviour":
             layer = bench.behaviour
             if layer not in job.info["behaviours"]:
                 raise ModelFailure(

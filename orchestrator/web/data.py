@@ -384,9 +384,9 @@ def _benchmark_facts(identifier: str, data_hash: str) -> dict[str, Any]:
         from cortexbox.orchestrator.ingest import resolve_benchmark
 
         bench = resolve_benchmark(identifier)
-        if getattr(bench, "data_hash", data_hash) != data_hash:
+        if bench.data_hash != data_hash:
             return {}
-        info = bench.info() if hasattr(bench, "info") else {}
+        info = bench.info()
         return {k: info.get(k) for k in ("n_stimuli", "n_neuroids", "metric", "normalization", "source_visual_degrees", "kind") if k in info}
     except Exception as e:  # noqa: BLE001 - facts are optional on the page
         logger.info("no facts for %s: %s", identifier, e)
