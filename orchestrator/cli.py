@@ -8,6 +8,7 @@ hint, exit code 2; a model's failure with its class and log tail, exit code 1.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -161,31 +162,38 @@ def _describe(outcome) -> Text:
 
 
 @app.command()
-def leaderboard(as_json: bool = typer.Option(False, "--json", help="Print rows as JSON")) -> None:
-    """The latest score of every model on the latest version of every benchmark."""
+def leaderboard(
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", metavar="NAME", help="One benchmark's ranked scores instead of the aggregate"),
+    domain: Optional[str] = typer.Option(None, "--domain", metavar="DOMAIN", help="vision or language: that domain's board (the web's ?domain=)"),
+    view: str = typer.Option("brainscore", "--view", metavar="VIEW", help="brainscore (missing counts as 0) or scored (averages what was scored)"),
+    leaves: bool = typer.Option(False, "--leaves", help="A column per benchmark too"),
+    as_json: bool = typer.Option(False, "--json", help="Print the board as JSON (what /api/leaderboard returns)"),
+) -> None:
+    """The ranked board the web shows: rank, model, aggregate over the benchmark tree, coverage, per-branch scores."""
+    from cortexbox.orchestrator.board_text import benchmark_table, board_table
+    from cortexbox.orchestrator.errors import UserError
+    from cortexbox.orchestrator.web import data
     from cortexbox.registry import Registry
 
-    rows = Registry().leaderboard()
-    if as_json:
-        _emit_json([r.to_dict() for r in rows])
+    snap = data.load(Registry())
+    if benchmark is not None:
+        try:
+            page = data.benchmark_page(snap, benchmark)
+        except KeyError:
+            raise UserError(f"no benchmark {benchmark!r}", "`cortexbox benchmarks list` lists the known ones") from None
+        _emit_json(page) if as_json else out.print(benchmark_table(page))
         return
-    table = Table(title="cortexbox leaderboard")
-    for column in ("benchmark", "rank", "model", "ceiled", "raw ± error", "ceiling", "layer", "digest"):
-        table.add_column(column)
-    rank: dict[str, int] = {}
-    for r in rows:
-        rank[r.benchmark] = rank.get(r.benchmark, 0) + 1
-        table.add_row(
-            f"{r.benchmark} v{r.version}",
-            str(rank[r.benchmark]),
-            r.model,
-            "n/a" if r.ceiled is None else f"{r.ceiled:.4f}",
-            f"{r.raw:.4f} ± {r.error or 0:.4f}",
-            "n/a" if r.ceiling is None else f"{r.ceiling:.4f}",
-            r.layer,
-            r.digest[:19],
-        )
-    out.print(table)
+    if view not in data.VIEWS:
+        raise UserError(f"--view {view!r} is not a view", f"use one of {', '.join(data.VIEWS)}")
+    if domain is not None and domain not in data.domains(snap):
+        raise UserError(f"--domain {domain!r} is not a domain of the benchmark tree", f"use one of {', '.join(data.domains(snap))}")
+    board = data.leaderboard(snap, view, domain)
+    if as_json:
+        _emit_json(board)
+        return
+    out.print(board_table(board, leaves))
+    if not board["rows"]:
+        err.print("no models scored yet: `cortexbox demo`, or `cortexbox score --model IMAGE --benchmark NAME`", highlight=False, markup=False)
 
 
 @app.command()
@@ -469,35 +477,38 @@ def image_stack(
         out.print(f"{stack.db.tag} {stack.db.image_id}\n{stack.web.tag} {stack.web.image_id}")
 
 
-DEMO_TEMPLATES = ("pixels", "pytorch-vision", "tflite-mobilenet")
-
-
 @app.command()
 def demo(
-    benchmark: str = typer.Option("Cowley2023.V4-pls", "--benchmark", "-b"),
+    benchmark: Optional[list[str]] = typer.Option(None, "--benchmark", "-b", metavar="NAME", help="Score these benchmarks (repeatable; default: the tree's vision brain benchmarks)"),
+    template: Optional[list[str]] = typer.Option(None, "--template", "-t", metavar="NAME", help="Only these templates (repeatable; default: pixels, pytorch-vision, tflite-mobilenet)"),
     templates: Path = typer.Option(
-        Path(__file__).resolve().parents[1] / "model_templates", help="Folder holding the model templates"
+        Path(__file__).resolve().parents[1] / "model_templates", metavar="DIR", help="Folder holding the model templates"
     ),
-    no_cache: bool = typer.Option(False, "--no-cache"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choices"),
 ) -> None:
-    """The main job: build the base and the three template images, score each, show the leaderboard."""
-    from cortexbox.orchestrator import images
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
-    from cortexbox.orchestrator.runtime import docker_client
+    """The main job: build the base and the three vision template images, score each on the vision brain benchmarks
+    of the benchmark tree, and print the ranked board the web shows. A second run re-uses images and activations."""
+    from cortexbox.orchestrator import demo as demo_job
+    from cortexbox.orchestrator.board_text import board_table
+    from cortexbox.orchestrator.web import data
+    from cortexbox.registry import Registry
 
-    docker = docker_client()
-    with err.status("building the base image (first time: about a minute)") as status:
-        images.build_base_image(docker, log=lambda line: status.update(line[:100]))
-    for name in DEMO_TEMPLATES:
-        with err.status(f"building {name}") as status:
-            built = images.build_model_image(docker, templates / name, log=lambda line: status.update(line[:100]))
-        err.print(f"built {built.tag} {built.image_id}")
-        with _progress(enabled=True) as progress:
-            outcome = score_model(
-                ScoreRequest(benchmark=benchmark, image=built.tag, use_cache=not no_cache), events=_ProgressEvents(progress)
-            )
-        err.print(_describe(outcome))
-    leaderboard(as_json=False)
+    def say(line: str) -> None:
+        err.print(safe_text(line), markup=False, highlight=False, soft_wrap=True)  # a log line stays one line
+
+    names = list(template or demo_job.TEMPLATES)
+    benchmarks = list(benchmark or demo_job.vision_brain_benchmarks())
+    say(demo_job.intro(names, benchmarks))
+    result = demo_job.run(templates, names, benchmarks, use_cache=not no_cache, say=say,
+                          events=lambda model, bench: demo_job.ScoreLines(say))
+    out.print(board_table(data.leaderboard(data.load(Registry()), "brainscore", "vision")))
+    load = ", ".join(f"{x:.1f}" for x in result.loadavg)
+    out.print(f"{len(result.scored)} score(s), {len(result.skipped)} left out, {len(result.failed)} failed, in "
+              f"{result.wall_s:.0f} s (load average {load} on {os.cpu_count()} cores). The same board in a browser: "
+              "`cortexbox web`, then http://127.0.0.1:8000/?domain=vision ; here again: `cortexbox leaderboard --domain vision`",
+              markup=False, highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def _job_result(r: dict) -> str:

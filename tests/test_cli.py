@@ -53,7 +53,144 @@ def test_unreachable_endpoint_is_a_user_error():
 def test_empty_leaderboard_as_json():
     result = cortexbox("leaderboard", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    board = json.loads(result.stdout)
+    assert board["rows"] == [] and board["root"] == "average" and board["domains"] == ["vision", "language"]
+
+
+def _seed_real_tree(url: str) -> dict[str, int]:
+    """Three image models and a text model on leaves of the real benchmark tree (and one benchmark outside it):
+    a complete model, one with a failed leaf, one with a clipped score, a language model, a tie."""
+    from cortexbox.registry import Registry
+
+    reg = Registry(url)
+    bench = {name: reg.upsert_benchmark(name, 1, f"{i:064x}", region=region, ceiling=ceiling) for i, (name, region, ceiling) in enumerate([
+        ("Cowley2023.V4-sessions-pls", "V4", 0.5), ("Kriegeskorte2008.hIT-rdm", "IT", 0.6),
+        ("Geirhos2019.edges-error_consistency", "", 0.8), ("Geirhos2019.silhouettes-error_consistency", "", 0.8),
+        ("Kriegeskorte2008.judgements-rdm", "IT", 0.7), ("Cowley2023.V4-pls", "V4", 0.76),
+        ("Futrell2018-pearsonr", "reading_times", 0.79)])}
+    ids = {name: reg.upsert_model(f"sha256:{i:064x}", name, "1", f"cortexbox/{name}", {}).id
+           for i, name in enumerate(["alexnet", "mobilenet", "pixels", "tie", "unigram"], start=1)}
+    ceiled = {
+        "alexnet": {"Cowley2023.V4-sessions-pls": 0.3, "Kriegeskorte2008.hIT-rdm": 0.4, "Geirhos2019.edges-error_consistency": 0.2,
+                    "Geirhos2019.silhouettes-error_consistency": 0.1, "Kriegeskorte2008.judgements-rdm": 0.5, "Cowley2023.V4-pls": 0.9},
+        "mobilenet": {"Cowley2023.V4-sessions-pls": 0.35, "Kriegeskorte2008.hIT-rdm": 1.4, "Kriegeskorte2008.judgements-rdm": 0.6},
+        "pixels": {"Cowley2023.V4-sessions-pls": 0.05, "Kriegeskorte2008.hIT-rdm": 0.1, "Kriegeskorte2008.judgements-rdm": 0.2},
+        "tie": {"Cowley2023.V4-sessions-pls": 0.05, "Kriegeskorte2008.hIT-rdm": 0.1, "Kriegeskorte2008.judgements-rdm": 0.2},
+        "unigram": {"Futrell2018-pearsonr": 0.4},
+    }
+    for model, values in ceiled.items():
+        for name, value in values.items():
+            b = bench[name]
+            run = reg.start_run(f"cortexbox/{model}", name)
+            reg.update_run(run, model_id=ids[model], benchmark_id=b.id)
+            reg.add_score(run_id=run.id, model_id=ids[model], benchmark_id=b.id, raw=value / 2, error=0.01, ceiling=b.ceiling,
+                          ceiled=value, layer="l1", values=[value / 2] * 10, provenance={})
+            reg.update_run(run, status="succeeded")
+    failed = reg.start_run("cortexbox/mobilenet", "Geirhos2019.edges-error_consistency")
+    reg.update_run(failed, model_id=ids["mobilenet"], benchmark_id=bench["Geirhos2019.edges-error_consistency"].id,
+                   status="failed", failure_class="timeout", error="too slow")
+    return ids
+
+
+def _invoke(*args: str) -> str:
+    """The CLI in this process (fast: no second interpreter), on a console wide enough that no cell wraps."""
+    from typer.testing import CliRunner
+
+    from cortexbox.orchestrator import cli
+
+    width = cli.out.width
+    cli.out.width = 400
+    try:
+        result = CliRunner().invoke(cli.app, list(args))
+    finally:
+        cli.out.width = width
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+@pytest.mark.parametrize("query", ["", "?domain=vision", "?domain=language", "?view=scored&domain=vision"])
+def test_cli_and_web_show_the_same_board(tmp_path, monkeypatch, query):
+    """One door: `cortexbox leaderboard` and the web board read the same query module, so for the same registry
+    rows they rank the same models with the same aggregates, columns and cells."""
+    from urllib.parse import parse_qs
+
+    from fastapi.testclient import TestClient
+
+    from cortexbox.orchestrator.web import create_app
+
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    ids = _seed_real_tree(url)
+    monkeypatch.setenv("CORTEXBOX_DATABASE_URL", url)
+    params = {k: v[0] for k, v in parse_qs(query.lstrip("?")).items()}
+    args = [arg for k, v in params.items() for arg in (f"--{k}", v)]
+    cli_board = json.loads(_invoke("leaderboard", "--json", *args))
+    with TestClient(create_app(url)) as client:
+        web_board = client.get("/api/leaderboard" + query).json()
+        html = client.get("/" + query).text
+    assert cli_board == web_board
+    rows = [(r["rank"], r["model"], r["ranked_by"]["value" if params.get("view") != "scored" else "scored_value"]) for r in web_board["rows"]]
+    if not params:
+        # by hand: alexnet vision = mean(neural (0.3 + 0.4) / 2, behaviour (0.2 + 0.1 + 0.5) / 3) = 0.30833;
+        # mobilenet: IT clipped to 1 -> neural 0.675, behaviour (0 + 0 + 0.6) / 3 = 0.2 -> 0.4375;
+        # pixels and tie: neural 0.075, behaviour 0.2 / 3 -> 0.07083 each, a shared rank; unigram: language 0.2
+        assert [(rank, model) for rank, model, _ in rows] == [(1, "mobilenet"), (2, "alexnet"), (3, "unigram"), (4, "pixels"), (4, "tie")]
+        assert [round(v, 5) for *_, v in rows] == [0.4375, 0.30833, 0.2, 0.07083, 0.07083]
+    # the text table shows the same rows, in the same order, with the same cells as the page
+    from cortexbox.orchestrator.board_text import board_columns
+    from cortexbox.orchestrator.web.data import cell_text
+
+    text = _invoke("leaderboard", *args)
+    lines = [line for line in text.splitlines() if line.startswith("│")]
+    assert len(lines) == len(rows)
+    view = params.get("view", "brainscore")
+    for line, r in zip(lines, web_board["rows"]):
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        assert cells[0] == str(r["rank"]) and cells[1] == r["model"]
+        assert cells[2].split(" ")[0] == cell_text(r["ranked_by"], view).split(" ")[0]
+        assert cells[4:-1] == [cell_text(r["nodes"][c["path"]], view) for c in board_columns(web_board)]
+        assert f'href="/models/{r["model_id"]}"' in html
+    if params.get("domain") == "vision":
+        assert "unigram" not in text and {r["model"] for r in web_board["rows"]} == set(ids) - {"unigram"}
+        mobilenet = next(line for line in lines if "mobilenet" in line)
+        assert "failed (timeout)" not in mobilenet  # a leaf: shown with --leaves
+        assert "failed (timeout)" in next(line for line in _invoke("leaderboard", "--leaves", *args).splitlines() if "mobilenet" in line)
+
+
+def test_cli_per_benchmark_rows_are_the_web_benchmark_page(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from cortexbox.orchestrator.web import create_app
+
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    _seed_real_tree(url)
+    monkeypatch.setenv("CORTEXBOX_DATABASE_URL", url)
+    name = "Kriegeskorte2008.hIT-rdm"
+    cli_page = json.loads(_invoke("leaderboard", "--benchmark", name, "--json"))
+    with TestClient(create_app(url)) as client:
+        assert cli_page == client.get(f"/api/benchmarks/{name}").json()
+    assert [(r["rank"], r["model"]) for r in cli_page["scores"]] == [(1, "mobilenet"), (2, "alexnet"), (3, "pixels"), (3, "tie")]
+    lines = [line for line in _invoke("leaderboard", "--benchmark", name).splitlines() if line.startswith("│")]
+    assert [line.split("│")[2].strip() for line in lines] == ["mobilenet", "alexnet", "pixels", "tie"]
+    assert "1.0000 clipped" in lines[0]
+    # a benchmark outside the tree keeps its per-benchmark rows; an unknown one is a one-line error
+    assert [r["model"] for r in json.loads(_invoke("leaderboard", "-b", "Cowley2023.V4-pls", "--json"))["scores"]] == ["alexnet"]
+    assert_one_line_error(cortexbox("leaderboard", "--benchmark", "Nope.V9", env={"CORTEXBOX_DATABASE_URL": url}), "no benchmark 'Nope.V9'")
+    assert_one_line_error(cortexbox("leaderboard", "--domain", "audio", env={"CORTEXBOX_DATABASE_URL": url}), "not a domain")
+
+
+def test_a_broken_tree_stops_the_cli_board_with_one_line(tmp_path, monkeypatch, capsys):
+    import cortexbox.benchmarks as package
+    from cortexbox.orchestrator import cli
+
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    _seed_real_tree(url)
+    monkeypatch.setenv("CORTEXBOX_DATABASE_URL", url)
+    monkeypatch.setattr(package, "tree", lambda: {"vision": {"neural": {"V4": ["Cowley2023.V4-sessions-pls"], "IT": ["Cowley2023.V4-sessions-pls"]}}})
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["leaderboard"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 1 and captured.out == "" and "Traceback" not in captured.err
+    assert "Cowley2023.V4-sessions-pls appears twice, under vision/neural/V4 and vision/neural/IT" in captured.err
 
 
 @pytest.mark.docker
