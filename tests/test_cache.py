@@ -174,6 +174,7 @@ def _job(tmp_path, use_cache=True):
     job.model_row = type("Row", (), {"digest": DIGEST, "info": {"visual_degrees": 8, "layers": {"a": [3], "b": [3]}}})()
     client = _FakeClient()
     job.session = type("Session", (), {"client": client, "description": None})()
+    job.recorded = True  # the model's description is stored already
     return job, client
 
 
@@ -271,3 +272,205 @@ def test_remove_legacy_deletes_only_the_earlier_per_set_entries(tmp_path):
     index = cache.index("sha256:" + "a" * 64, "layer")
     assert len(index) == 3 and np.array_equal(cache.gather(index, keys), np.ones((3, 2), np.float32))
     assert cache.remove_legacy() == (0, 0)
+
+
+# -- the budget: cap, LRU order, pins ----------------------------------------------------------------
+def test_sizes_parse_with_binary_units():
+    from cortexbox.orchestrator.cache import parse_size
+    from cortexbox.orchestrator.errors import UserError
+
+    assert parse_size("20g") == 20 * 2**30 and parse_size("1.5GiB") == 3 * 2**29
+    assert parse_size("500M") == 500 * 2**20 and parse_size(" 64kb ") == 64 * 1024 and parse_size("123") == 123
+    assert parse_size("0") == 0 and parse_size("2t") == 2 * 2**40
+    for bad in ("", "g", "-1g", "20x", "1e9", "twenty"):
+        try:
+            parse_size(bad)
+        except UserError as e:
+            assert e.hint
+        else:
+            raise AssertionError(f"{bad!r} parsed")
+
+
+def test_cap_from_the_environment_or_a_share_of_the_disk(tmp_path, monkeypatch):
+    from cortexbox.orchestrator.errors import UserError
+
+    monkeypatch.setenv("CORTEXBOX_CACHE_MAX_BYTES", "20g")
+    cache = ActivationCache(tmp_path)
+    assert cache.max_bytes() == 20 * 2**30 and cache.cap_source == "$CORTEXBOX_CACHE_MAX_BYTES"
+    assert ActivationCache(tmp_path, max_bytes=1000).max_bytes() == 1000  # an explicit cap wins
+    monkeypatch.setenv("CORTEXBOX_CACHE_MAX_BYTES", "lots")
+    try:
+        ActivationCache(tmp_path)
+    except UserError as e:
+        assert "CORTEXBOX_CACHE_MAX_BYTES" in str(e) and "20g" in e.hint
+    else:
+        raise AssertionError("a bad size was accepted")
+    monkeypatch.delenv("CORTEXBOX_CACHE_MAX_BYTES")
+    cache = ActivationCache(tmp_path)
+    cache.put(DIGEST, "l", _keys(4), np.ones((4, 1000), np.float32))
+    used = cache.usage().total_bytes
+    assert used >= 16000
+    # half of what the cache could use (its own files + free space), at most 32 GiB
+    monkeypatch.setattr(cache, "free_bytes", lambda: 10 * 2**30)
+    assert cache.max_bytes() == (10 * 2**30 + used) // 2
+    monkeypatch.setattr(cache, "free_bytes", lambda: 1000 * 2**30)
+    assert cache.max_bytes() == 32 * 2**30 and "32 GiB" in cache.cap_source
+    real = ActivationCache(tmp_path)
+    assert 0 < real.free_bytes() and real.max_bytes() <= min(32 * 2**30, (real.free_bytes() + used) / 2 + 4096)
+
+
+def _shard_names(root):
+    return sorted(p.stem for p in (root / "rows").glob("*/*.f32"))
+
+
+def test_a_write_over_the_cap_evicts_least_recently_used_shards(tmp_path):
+    row = np.ones((10, 100), np.float32)  # 4000 bytes a shard (+ its index)
+    cache = ActivationCache(tmp_path, max_bytes=10**9)
+    for name in "abc":
+        cache.put(DIGEST, name, _keys(10), row)
+        time.sleep(0.05)
+    a, b, c = _shard_names(tmp_path)  # names start with the time of writing
+    index = cache.index(DIGEST, "a")
+    time.sleep(0.05)
+    cache.gather(index, _keys(3))  # "a" is read: now the most recently used of the three
+    index.close()
+    usage = cache.usage()
+    assert [s.name for s in usage.shards] == [b, c, a]
+    shard_bytes = usage.shards[0].bytes
+    # a cap of three shards and a bit: the fourth write crosses it and evicts down to 90% of the cap,
+    # the least recently used first ("b", then "c"); "a", read after them, and the new shard stay
+    cache._max_bytes = 3 * shard_bytes + usage.other_bytes + 200
+    time.sleep(0.05)
+    cache.put(DIGEST, "d", _keys(10), row)
+    left = [s.name for s in cache.usage().shards]
+    assert b not in left and c not in left and a in left and len(left) == 2
+    assert cache.usage().total_bytes <= 0.9 * cache.max_bytes()
+    assert len(cache.index(DIGEST, "b")) == 0 and len(cache.index(DIGEST, "a")) == 10
+    # the folders of evicted outputs are gone too
+    assert len(list((tmp_path / "rows").iterdir())) == 2
+
+
+def test_prune_to_a_size_and_all(tmp_path):
+    cache = ActivationCache(tmp_path, max_bytes=10**9)
+    for name in "abcd":
+        cache.put(DIGEST, name, _keys(10), np.ones((10, 100), np.float32))
+        time.sleep(0.02)
+    cache.close()  # the last put's pin
+    before = cache.usage()
+    result = cache.prune(before.total_bytes - 1)
+    assert result.removed == 1 and result.in_use == 0 and result.freed_bytes == before.shards[0].bytes
+    assert [s.name for s in cache.usage().shards] == [s.name for s in before.shards[1:]]
+    assert cache.prune().removed == 0  # under the cap already
+    result = cache.prune(0)
+    assert result.removed == 3 and result.total_bytes == 0 and cache.usage().total_bytes == 0
+    assert list((tmp_path / "rows").iterdir()) == []
+
+
+def _hold_index(root, ready, go, result):
+    """A live run in another process: indexes an output, waits while the cache is pruned, then reads it."""
+    cache = ActivationCache(root)
+    index = cache.index(DIGEST, "held")
+    ready.set()
+    go.wait(60)
+    try:
+        got = cache.gather(index, _keys(50))
+        result.put(bool(np.array_equal(got, np.arange(50 * 8, dtype=np.float32).reshape(50, 8))))
+    except Exception as e:  # noqa: BLE001
+        result.put(repr(e))
+
+
+def test_eviction_never_removes_a_shard_a_live_process_is_reading(tmp_path):
+    cache = ActivationCache(tmp_path, max_bytes=10**9)
+    cache.put(DIGEST, "held", _keys(50), np.arange(50 * 8, dtype=np.float32).reshape(50, 8))
+    cache.put(DIGEST, "other", _keys(50), np.zeros((50, 8), np.float32))
+    cache.close()
+    ctx = multiprocessing.get_context("fork")  # no pins are held at the fork
+    ready, go, result = ctx.Event(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_hold_index, args=(str(tmp_path), ready, go, result))
+    reader.start()
+    try:
+        assert ready.wait(60)
+        pruned = ActivationCache(tmp_path).prune(0)
+        assert pruned.removed == 1 and pruned.in_use == 1 and pruned.in_use_bytes > 50 * 8 * 4
+        assert len(ActivationCache(tmp_path).index(DIGEST, "other")) == 0
+        go.set()
+        assert result.get(timeout=60) is True
+    finally:
+        go.set()
+        reader.join(60)
+    assert reader.exitcode == 0
+    # the reader is gone, and so is its pin
+    assert ActivationCache(tmp_path).prune(0).removed == 1 and cache.usage().total_bytes == 0
+
+
+def _index_and_hang(root, ready):
+    cache = ActivationCache(root)
+    index = cache.index(DIGEST, "held")  # pinned, then the process is killed while holding it
+    ready.set()
+    time.sleep(600)
+    index.close()
+
+
+def test_a_killed_run_pins_nothing(tmp_path):
+    cache = ActivationCache(tmp_path, max_bytes=10**9)
+    cache.put(DIGEST, "held", _keys(5), np.ones((5, 8), np.float32))
+    cache.close()
+    ctx = multiprocessing.get_context("fork")  # no pins are held at the fork
+    ready = ctx.Event()
+    proc = ctx.Process(target=_index_and_hang, args=(str(tmp_path), ready))
+    proc.start()
+    assert ready.wait(60)
+    assert ActivationCache(tmp_path).prune(0).in_use == 1
+    proc.kill()
+    proc.join(60)
+    assert ActivationCache(tmp_path).prune(0).removed == 1
+
+
+def _evicting_writer(root, worker, rounds):
+    """Writes, indexes and reads back under a cap of zero, so every put evicts all that nobody holds."""
+    cache = ActivationCache(root, max_bytes=0)
+    rng = np.random.default_rng(worker)
+    for round_ in range(rounds):
+        output = f"o{rng.integers(3)}"
+        keys = [f"k{int(i)}" for i in rng.choice(40, 12, replace=False)]
+        values = np.stack([np.full(256, int(k[1:]) + len(output), np.float32) for k in keys])
+        cache.put(DIGEST, output, keys, values)
+        index = cache.index(DIGEST, output)  # what was just put is still there: its put pinned it
+        assert not index.missing(keys), (worker, round_)
+        held = [k for k in index.rows]
+        time.sleep(rng.uniform(0, 0.003))  # others evict meanwhile
+        got = cache.gather(index, held)  # every row the index promised is read, intact
+        assert np.array_equal(got[:, 0], np.array([int(k[1:]) + len(output) for k in held], np.float32))
+        index.close()
+
+
+def test_concurrent_writers_under_a_zero_cap_always_read_what_they_indexed(tmp_path):
+    ctx = multiprocessing.get_context("fork")  # no pins are held at the fork
+    procs = [ctx.Process(target=_evicting_writer, args=(str(tmp_path), w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    # nobody holds anything now: the last writers' leftovers go
+    assert ActivationCache(tmp_path).prune(0).in_use == 0
+    assert ActivationCache(tmp_path).usage().total_bytes == 0
+
+
+def test_extract_over_the_cap_keeps_what_it_reads_and_sends_each_stimulus_once(tmp_path):
+    colours = {f"s{i}": _png((20 * i, 5, 0)) for i in range(6)}
+    first = StimulusSet.from_bytes("first", dict(list(colours.items())[:3]), visual_degrees=8)
+    whole = StimulusSet.from_bytes("whole", colours, visual_degrees=8)
+    job, client = _job(tmp_path)
+    job.extract(first, ["a", "b"], "first")
+    # a cap of zero: every put evicts all that is not in use; the job holds the rows it reads, and the rows it
+    # just stored until it has read them back, so it assembles from the shards without sending anything twice
+    job.cache._max_bytes = 0
+    got = job.extract(whole, ["a", "b"], "whole")
+    assert client.sent[-1] == ["s3", "s4", "s5"] and len(client.sent) == 2
+    fresh, _ = _job(tmp_path / "elsewhere", use_cache=False)
+    for name in ("a", "b"):
+        assert np.array_equal(got[name], fresh.extract(whole, [name], "fresh")[name])
+    job.cache.close()
+    assert job.cache.usage().total_bytes > 0  # over its cap after the run; the next write or a prune evicts
+    assert job.cache.prune().total_bytes == 0
