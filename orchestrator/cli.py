@@ -49,6 +49,8 @@ app.add_typer(image_app, name="image")
 app.add_typer(benchmarks_app, name="benchmarks")
 models_app = typer.Typer(no_args_is_help=True, help="Models known to the registry.")
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(help="The activation cache: usage by model and output, cap, free disk, pruning.")
+app.add_typer(cache_app, name="cache")
 
 #: Characters of a model's log tail shown (the end of it).
 LOG_TAIL_CHARS = 8000
@@ -536,6 +538,78 @@ def gc() -> None:
     files, size = ActivationCache().remove_legacy()
     if files:
         out.print(f"removed {files} file(s) of the earlier per-set activation cache ({size / 2**20:.1f} MiB)")
+
+
+def _size(n: float) -> str:
+    """Bytes in binary units, as sizes are written to the cache's options (20g = 20 GiB)."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+@cache_app.callback(invoke_without_command=True)
+def cache_main(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the activation cache (the same as `cortexbox cache show`)."""
+    if ctx.invoked_subcommand is None:
+        cache_show(as_json=as_json)
+
+
+@cache_app.command("show")
+def cache_show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Usage by model and output (largest first), total size, cap and free disk."""
+    import time
+
+    from cortexbox.orchestrator.cache import ActivationCache
+    from cortexbox.orchestrator.terminal import untrusted
+    from cortexbox.registry import Registry
+
+    report = ActivationCache().report()
+    names = {m.digest: m.name for m in Registry().models()}
+    for o in report["outputs"]:
+        o["model"] = names.get(o["digest"])
+    if as_json:
+        _emit_json(report)
+        return
+    out.print(f"activation cache {report['path']}: {_size(report['total_bytes'])} of a {_size(report['max_bytes'])} cap "
+              f"({report['cap']}), {_size(report['free_bytes'])} free on its disk", markup=False, highlight=False)
+    if not report["outputs"]:
+        return
+    table = Table("model", "output", "shards", "size", "last used")
+    for o in report["outputs"]:
+        table.add_row(untrusted(o["model"] or o["digest"][:19], limit=60), untrusted(o["output"], limit=80), str(o["shards"]),
+                      _size(o["bytes"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(o["last_used"])))
+    out.print(table)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    to: Optional[str] = typer.Option(None, "--to", metavar="SIZE", help="Shrink to this size, e.g. 20g or 500m (default: the cap)"),
+    everything: bool = typer.Option(False, "--all", help="Remove every shard that no running score is reading"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Evict the least recently used shards down to the cap (or --to SIZE, or --all).
+
+    Shards a running score is reading or has just written are kept, whichever process runs it."""
+    from cortexbox.orchestrator.cache import ActivationCache, parse_size
+    from cortexbox.orchestrator.errors import UserError
+
+    if to is not None and everything:
+        raise UserError("give at most one of --to SIZE and --all")
+    try:
+        to_bytes = 0 if everything else None if to is None else parse_size(to)
+    except UserError as e:
+        raise UserError(f"--to {to!r} is not a size", e.hint) from None
+    cache = ActivationCache()
+    result = cache.prune(to_bytes)
+    if as_json:
+        _emit_json({**result.to_dict(), "max_bytes": cache.max_bytes()})
+        return
+    kept = f"; kept {result.in_use} shard(s) ({_size(result.in_use_bytes)}) that running scores hold" if result.in_use else ""
+    out.print(f"removed {result.removed} shard(s), {_size(result.freed_bytes)}{kept}; the cache holds "
+              f"{_size(result.total_bytes)} (cap {_size(cache.max_bytes())})", markup=False, highlight=False)
 
 
 @app.command()

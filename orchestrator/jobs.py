@@ -437,5 +437,6 @@ def score_model(
         raise
     finally:
         events.close()
+        cache.close()  # the run's last pins on cache shards (its indexes are gone with its extractions)
         if job.session is not None:
             job.session.close()

@@ -474,3 +474,38 @@ def test_extract_over_the_cap_keeps_what_it_reads_and_sends_each_stimulus_once(t
     job.cache.close()
     assert job.cache.usage().total_bytes > 0  # over its cap after the run; the next write or a prune evicts
     assert job.cache.prune().total_bytes == 0
+
+
+def test_cache_command_shows_usage_and_prunes(_isolated_home, monkeypatch):
+    from cortexbox.registry import Registry
+    from tests.test_cli import assert_one_line_error, cortexbox
+
+    cache = ActivationCache()
+    other = "sha256:" + "cd" * 32
+    Registry().upsert_model(DIGEST, "pixels", "1", "cortexbox/pixels", {})
+    cache.put(DIGEST, "pixels", _keys(20), np.ones((20, 1000), np.float32))
+    time.sleep(0.05)
+    cache.put(other, "evil[/]\x1b]0;title\x07", _keys(5), np.ones((5, 1000), np.float32))  # a model names its outputs
+    cache.close()
+    env = {"CORTEXBOX_CACHE_MAX_BYTES": "1g"}
+    shown = cortexbox("cache", "show", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["max_bytes"] == 2**30 and report["cap"] == "$CORTEXBOX_CACHE_MAX_BYTES" and report["free_bytes"] > 0
+    assert [(o["model"], o["output"], o["shards"]) for o in report["outputs"]] == [
+        ("pixels", "pixels", 1), (None, "evil[/]\x1b]0;title\x07", 1)]
+    assert report["total_bytes"] == cache.usage().total_bytes > 25 * 4000
+    text = cortexbox("cache", env=env)  # the bare group shows the same, for people
+    assert text.returncode == 0, text.stderr
+    assert "pixels" in text.stdout and "1.0 GiB cap" in text.stdout and "evil[/]" in text.stdout and "\x1b" not in text.stdout
+    assert "sha256:cdcdcdcdcdcd" in text.stdout  # unregistered: its digest
+    # prune --to: the least recently used output goes first
+    pruned = cortexbox("cache", "prune", "--to", str(report["total_bytes"] - 1), "--json", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["removed"] == 1
+    assert [o["output"] for o in ActivationCache().report()["outputs"]] == ["evil[/]\x1b]0;title\x07"]
+    assert_one_line_error(cortexbox("cache", "prune", "--to", "lots"), "--to 'lots' is not a size")
+    assert_one_line_error(cortexbox("cache", "prune", "--to", "1g", "--all"), "at most one of")
+    everything = cortexbox("cache", "prune", "--all")
+    assert everything.returncode == 0 and "removed 1 shard(s)" in everything.stdout
+    assert ActivationCache().usage().total_bytes == 0

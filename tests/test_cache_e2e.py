@@ -32,3 +32,41 @@ def test_a_benchmark_sharing_images_sends_none_of_them_again(template_image, _is
     fresh, fresh_events = _score("Kriegeskorte2008.mIT-rdm", image, use_cache=False)
     assert sum(e["sent"] for e in fresh_events) == 92 and not fresh.from_cache
     assert (fresh.raw, fresh.error, fresh.ceiled) == (second.raw, second.error, second.ceiled)
+
+
+def test_a_run_over_the_cache_budget_succeeds_with_the_same_score(template_image, _isolated_home, monkeypatch):
+    """The issue's done-when: a scoring run that takes the cache over its cap, and evicts during the run,
+    succeeds with the score of a run without the cache. Half of the benchmark's rows are cached; the other half
+    (36 MB) is sent, stored and read back under a 1 MiB cap while the cached half is being read."""
+    import json
+
+    import numpy as np
+
+    from cortexbox.orchestrator.cache import ActivationCache
+
+    image = template_image("pixels")
+    reference, _ = _score("Kriegeskorte2008.mIT-rdm", image, use_cache=False)  # stores all 92 rows
+    cache = ActivationCache()
+    (folder,) = [p for p in (cache.root / "rows").iterdir()]
+    (meta,) = [p for p in folder.glob("*.json") if p.name != "about.json"]
+    keys = json.loads(meta.read_text())["keys"]
+    index = cache.index(reference.digest, "pixels")
+    rows = cache.gather(index, keys)
+    index.close()
+    assert cache.prune(0).total_bytes == 0
+    cache.put(reference.digest, "pixels", keys[:46], rows[:46])  # half of them cached
+    cache.put("sha256:" + "0" * 64, "unrelated", ["x"], np.ones((1, 1000), np.float32))  # used least recently
+    cache.close()
+    del rows
+
+    monkeypatch.setenv("CORTEXBOX_CACHE_MAX_BYTES", "1m")
+    outcome, events = _score("Kriegeskorte2008.mIT-rdm", image)
+    assert [(e["cached"], e["sent"]) for e in events] == [(46, 46)]  # each stimulus sent once, no retry
+    assert outcome.raw == reference.raw and outcome.ceiled == reference.ceiled and outcome.layer == reference.layer
+    capped = ActivationCache()
+    assert capped.max_bytes() == 2**20
+    # the put crossed the cap and evicted what no run held; the run's own rows were kept while it read them
+    left = capped.report()["outputs"]
+    assert [(o["output"], o["shards"]) for o in left] == [("pixels", 2)]
+    assert capped.usage().total_bytes > 2**20
+    assert capped.prune().total_bytes <= 2**20  # nothing holds them now
