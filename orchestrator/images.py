@@ -53,12 +53,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
 import tomllib
 
 from cortexbox.orchestrator.errors import UserError
+
+if TYPE_CHECKING:
+    from cortexbox.orchestrator.runtime import SandboxLimits
 
 logger = logging.getLogger(__name__)
 
@@ -709,6 +713,7 @@ def build_image(
     and `container_limits` apply to every RUN step (model builds: no network, see build_model_image)."""
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
     image_id = None
+    stages = _StageTracker()
     log(f"building {tag} on {base_image}")
     try:
         # The low-level API streams; images.build() would only report at the end.
@@ -723,6 +728,7 @@ def build_image(
                 raise ImageBuildError(f"building {tag} failed: {detail.strip()}", tail)
             for line in (chunk.get("stream") or "").rstrip("\n").splitlines():
                 line = line[:_LOG_LINE_CHARS]
+                stages.feed(line)
                 tail.append(line)
                 log(line)
             if "aux" in chunk and "ID" in chunk["aux"]:
@@ -731,8 +737,63 @@ def build_image(
         raise ImageBuildError(f"building {tag} failed: {e}", tail) from e
     if image_id is None:  # engines before API 1.30 do not report it; the tag is as good
         image_id = client.images.get(tag).id
+    keep_stages(client, tag, stages.finished(), log=log)
     log(f"built {tag}: {image_id}")
     return BuiltImage(tag=tag, image_id=image_id)
+
+
+#: Repository of the tags that keep a multi-stage build's earlier stages (see :func:`keep_stages`).
+STAGE_REPOSITORY = "cortexbox-stage"
+
+
+class _StageTracker:
+    """Follows the legacy builder's output ("Step 3/9 : FROM x AS build", " ---> 1a2b3c") to learn the image each
+    earlier stage ended on: the builder leaves those untagged (``<none>``), so every rebuild would add dangling
+    images that nothing names."""
+
+    def __init__(self) -> None:
+        self._stages: list[tuple[str, str | None]] = []  # (stage name, its last image id)
+
+    def feed(self, line: str) -> None:
+        text = line.strip()
+        if text.startswith("Step ") and " : FROM " in text:
+            words = text.split(" : FROM ", 1)[1].split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(self._stages))
+            self._stages.append((name, None))
+        elif text.startswith("---> ") and self._stages and " " not in text[5:].strip():
+            name, _ = self._stages[-1]
+            self._stages[-1] = (name, text[5:].strip())
+
+    def finished(self) -> dict[str, str]:
+        """Every stage but the last (the image itself) that ended on an image: name -> short image id."""
+        return {name: image for name, image in self._stages[:-1] if image}
+
+
+def keep_stages(client: docker.DockerClient, tag: str, stages: Mapping[str, str], *, log: Log = logger.info) -> None:
+    """Tags each earlier stage of `tag`'s build as ``cortexbox-stage/<repository>--<stage>:<tag's tag>``, so it is
+    named (and keeps serving as the layer cache of the next build) instead of dangling, and removes the stage image
+    that tag named before, which no build reads any more. Our own intermediates only: a stage image is untagged by
+    us and removed only if no other tag names it."""
+    repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
+    for stage, image in stages.items():
+        stage_repo = f"{STAGE_REPOSITORY}/{repository.replace('/', '--')}--{stage}".lower()
+        stage_tag = f"{stage_repo}:{version}"
+        try:
+            previous = client.images.get(stage_tag).id
+        except docker.errors.ImageNotFound:
+            previous = None
+        except docker.errors.APIError:
+            continue
+        current = client.images.get(image)
+        if previous == current.id:
+            continue
+        current.tag(stage_repo, version)
+        if previous is not None:
+            try:
+                client.images.remove(previous, noprune=False)  # only untagged now; a still-tagged image stays
+                log(f"removed the earlier {stage} stage of {tag}")
+            except docker.errors.APIError:
+                pass
 
 
 def build_model_image(

@@ -396,3 +396,43 @@ def serve_and_run(image: str, stimuli: dict[str, np.ndarray], layers=(), behavio
             channel.close()
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_stage_tracker_finds_each_earlier_stage_image():
+    tracker = images._StageTracker()
+    for line in ["Step 1/6 : ARG BASE_IMAGE=cortexbox/base:bookworm", "Step 2/6 : FROM ${BASE_IMAGE} AS build",
+                 " ---> 47f5063dcaf0", "Step 3/6 : RUN echo hi", " ---> Running in 0123456789ab", " ---> 9a23a21b9e2b",
+                 "Step 4/6 : FROM ${BASE_IMAGE}", " ---> 47f5063dcaf0", "Step 5/6 : COPY --from=build /x /x",
+                 " ---> Using cache", " ---> 3ce70ae91d40"]:
+        tracker.feed(line)
+    assert tracker.finished() == {"build": "9a23a21b9e2b"}  # the last stage is the image itself
+
+
+@pytest.mark.docker
+def test_rebuilding_a_multi_stage_image_leaves_no_dangling_stage(docker_client, base_image, tmp_path):
+    """The legacy builder leaves each earlier stage untagged; ours are named, and a rebuild removes the one it replaced."""
+    tag = f"cortexbox-test/stages-{uuid.uuid4().hex[:8]}:latest"
+    stage_tag = f"cortexbox-stage/{tag.split(':')[0].replace('/', '--')}--build:latest"
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS build\nCOPY marker /marker\nRUN cat /marker > /copied\n"
+        "FROM ${BASE_IMAGE}\nCOPY --from=build /copied /copied\n")
+
+    def dangling() -> set[str]:
+        return {i.id for i in docker_client.images.list(filters={"dangling": True})}
+
+    stage_ids = []
+    try:
+        for marker in ("one", "two"):
+            (tmp_path / "marker").write_text(marker)
+            images.build_image(docker_client, tmp_path, tag, base_image=base_image, network_mode="none", log=lambda line: None)
+            stage_ids.append(docker_client.images.get(stage_tag).id)
+        assert stage_ids[0] != stage_ids[1]
+        assert not set(stage_ids) & dangling(), "a stage image was left untagged"
+        with pytest.raises(Exception):
+            docker_client.images.get(stage_ids[0])  # the replaced stage is gone
+    finally:
+        for ref in (tag, stage_tag):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
