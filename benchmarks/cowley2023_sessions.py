@@ -40,6 +40,7 @@ from .cowley2023 import (
     SELECTION_SESSION,
     SELECTION_SIZE,
     SOURCE_VISUAL_DEGREES,
+    SOURCE_VISUAL_DEGREES_SOURCE,
     TEST_SESSION,
     _relative_files,
     load_raw_assembly,
@@ -81,7 +82,7 @@ class _BorrowedCeiling:
 
 
 class _Cowley2023V4Sessions(NeuralBenchmark):
-    version = 1
+    version = 2  # v2: 11.2 degrees (SOURCE_VISUAL_DEGREES_SOURCE), v1 assumed 8
     region = "V4"
     source_visual_degrees = SOURCE_VISUAL_DEGREES
     citation = CITATION
@@ -260,7 +261,7 @@ _DESCRIPTION = (
     "has per-repeat responses, so its split-half internal consistency (Spearman-Brown) is BORROWED for all four "
     "sessions (an approximation). Ceiled = raw**2 / ceiling; per-session values in the score's attrs. Layer "
     "selection: 300 fixed images of the validation session 210224, never scored. Stimulus set: the union of the "
-    "four sessions' 4240 images. Stimulus size ASSUMED 8 degrees as Cowley2023.V4-pls (not in the data release)."
+    "four sessions' 4240 images. Images: " + SOURCE_VISUAL_DEGREES_SOURCE + "."
 )
 
 

@@ -12,11 +12,21 @@ Ids: ``stimulus_id = f"kriegeskorte2008/image{i + 1:02d}"`` in the order of ``st
 The images are served as binary PPM (``P6``) bytes: the pixels exactly, in a format whose bytes do not depend on an
 encoder version, so the stimulus-set hash is stable.
 
-Stimulus size: 2.9 degrees of visual angle, the human fMRI experiment's image width (Kriegeskorte et al. 2008,
-Experimental Procedures, as cited in cortexbox's issue; the paper's text was not reachable offline to re-check, and
-neither ``PROVENANCE.md`` nor ``data.md`` states a size). The monkeys (Kiani et al. 2007) saw the images at their own size, not in the data
-release; the monkey benchmark uses 2.9 degrees as well so that all three benchmarks (and the layer selection) share
-one stimulus set and one extraction.
+Stimulus size (version 2; version 1 showed every benchmark at 2.9 degrees):
+
+* human fMRI (``hIT-rdm``): 2.9 degrees, the image width of the "96-image experiment" (of which these 92 are the
+  subset) in Kriegeskorte, Mur & Bandettini 2008, Front. Syst. Neurosci. 2:4, Methodological details: "The stimuli
+  were presented at a width of 2.9 degrees visual angle", the experiment of Kriegeskorte et al. 2008 (Neuron).
+* monkey IT (``mIT-rdm``, Kiani et al. 2007): 7 degrees, the largest dimension of every image, shown at the fovea, as
+  the same lab's set-up is described for Lehky, Kiani, Esteky & Tanaka 2011 (J Neurophysiol 106:1097; the same IT
+  recordings and images): "The largest dimension of all stimuli extended 7 degrees". A secondary source (Kiani 2007's
+  own methods were not reachable): stated, not certain.
+* similarity judgements (``judgements-rdm``, Mur et al. 2013): images dragged on a screen; no size is published, so
+  the fMRI size (2.9) is ASSUMED.
+
+Each benchmark places the images at the size its own recording saw, and a layer chosen on the other species' RDM
+uses the images at THAT recording's size, so the two IT benchmarks no longer share one placed stimulus set (the
+activation cache keys rows by placed pixels, so each placement is extracted once).
 
 Layer commitment (region ``IT``): a benchmark never selects a layer on the data it scores. The human benchmarks
 (``hIT-rdm``, ``judgements-rdm``) share one IT commitment, chosen on the monkey IT RDM and stored once under
@@ -43,6 +53,7 @@ from .rdm_benchmark import RDMBenchmark, RDMTarget
 from .stimuli import StimulusSet
 
 __all__ = [
+    "MONKEY_VISUAL_DEGREES",
     "SOURCE_VISUAL_DEGREES",
     "Kriegeskorte2008HumanIT",
     "Kriegeskorte2008Judgements",
@@ -61,8 +72,11 @@ BRAIN_RDMS = f"{FOLDER}/92_brainRDMs.mat"
 BEHAVIOUR_RDMS = f"{FOLDER}/92_behavRDMs.mat"
 N_STIMULI = 92
 
-#: Degrees of visual angle of the images in the human fMRI experiment (Kriegeskorte et al. 2008).
+#: Degrees of visual angle of the images in the human fMRI experiment (Kriegeskorte, Mur & Bandettini 2008).
 SOURCE_VISUAL_DEGREES = 2.9
+#: Degrees of visual angle of the images in the monkey recordings (Kiani et al. 2007; the lab's set-up as described
+#: for Lehky et al. 2011: the largest dimension 7 degrees).
+MONKEY_VISUAL_DEGREES = 7.0
 
 CITATION = """@article{Kriegeskorte2008matching,
   author  = {Kriegeskorte, Nikolaus and Mur, Marieke and Ruff, Douglas A. and Kiani, Roozbeh and Bodurka, Jerzy and
@@ -203,17 +217,26 @@ def load_judgements(data_dir: Path) -> RDMTarget:
 
 
 class _Kriegeskorte2008(RDMBenchmark):
-    version = 1
+    version = 2  # v2: each recording's own stimulus size (human 2.9, monkey 7 degrees); v1 used 2.9 for all
     region = "IT"
     source_visual_degrees = SOURCE_VISUAL_DEGREES
 
     def _load_stimulus_set(self) -> StimulusSet:
         return load_stimulus_set(self.data_dir, visual_degrees=self.source_visual_degrees)
 
+    def _images_at(self, visual_degrees: float) -> StimulusSet:
+        """The 92 images at `visual_degrees`: this benchmark's own set when the size is its own."""
+        if visual_degrees == self.source_visual_degrees:
+            return self.stimulus_set
+        return load_stimulus_set(self.data_dir, visual_degrees=visual_degrees)
+
 
 _COMMON = (
     "The 92 object images of Kriegeskorte et al. 2008 (175 x 175 px, objects on grey; human and non-human faces and "
-    "bodies, natural and artificial inanimate objects), shown at 2.9 degrees (the human fMRI experiment's size). "
+    "bodies, natural and artificial inanimate objects), each benchmark showing them at its own recording's size "
+    "(human fMRI 2.9 degrees: Kriegeskorte, Mur & Bandettini 2008, Front. Syst. Neurosci. 2:4; monkey IT 7 degrees: "
+    "the largest dimension, as the Kiani/Tanaka lab's set-up is described for Lehky et al. 2011, a secondary source; "
+    "judgements: no published size, 2.9 assumed). "
     "Model: the committed IT layer's RDM, 1 - Pearson r between the stimuli's unit vectors (Brain-Score 'rdm'), "
     "compared by Spearman rho over the upper triangle (4186 pairs). "
 )
@@ -243,7 +266,7 @@ class Kriegeskorte2008HumanIT(_Kriegeskorte2008):
         return load_human_it(self.data_dir)
 
     def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
-        return self.stimulus_set, load_monkey_it(self.data_dir)
+        return self._images_at(MONKEY_VISUAL_DEGREES), load_monkey_it(self.data_dir)
 
 
 class Kriegeskorte2008MonkeyIT(_Kriegeskorte2008):
@@ -257,9 +280,10 @@ class Kriegeskorte2008MonkeyIT(_Kriegeskorte2008):
         "variability to estimate one from, so ceiling and ceiled are None and the raw rho is reported (not "
         "comparable to ceiled scores). Layer selection: the IT layer is chosen on the human IT group RDM (same "
         "images, independent recordings), never on the monkey data scored here; it may therefore differ from the "
-        "IT layer of the human benchmarks, which is chosen on this monkey RDM. The monkeys' stimulus size is not "
-        "in the data release; 2.9 degrees is used for all Kriegeskorte2008 benchmarks."
+        "IT layer of the human benchmarks, which is chosen on this monkey RDM. Images at 7 degrees here, at 2.9 "
+        "for the selection on the human RDM."
     )
+    source_visual_degrees = MONKEY_VISUAL_DEGREES
 
     def _data_files(self) -> list[str]:
         return [SUPPLEMENT]
@@ -268,7 +292,7 @@ class Kriegeskorte2008MonkeyIT(_Kriegeskorte2008):
         return load_monkey_it(self.data_dir)
 
     def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
-        return self.stimulus_set, load_human_it_group(self.data_dir)
+        return self._images_at(SOURCE_VISUAL_DEGREES), load_human_it_group(self.data_dir)
 
 
 class Kriegeskorte2008Judgements(_Kriegeskorte2008):
@@ -298,4 +322,4 @@ class Kriegeskorte2008Judgements(_Kriegeskorte2008):
         return load_judgements(self.data_dir)
 
     def _load_selection(self) -> tuple[StimulusSet, RDMTarget]:
-        return self.stimulus_set, load_monkey_it(self.data_dir)
+        return self._images_at(MONKEY_VISUAL_DEGREES), load_monkey_it(self.data_dir)

@@ -35,18 +35,19 @@ def test_sync_registers_versions_with_hashes_and_queues_jobs_by_modality(data_di
     registry = Registry()
     add_models(registry)
     plans = sync_builtins(NEURAL + ["syntaxgym-cleft"], registry=registry)
+    code = {name: get_benchmark(name).version for name in NEURAL + ["syntaxgym-cleft"]}  # registered from the code's
     assert [(p.identifier, p.version, p.status, p.source) for p in plans] == [
-        (name, 1, "registered", "builtin") for name in NEURAL + ["syntaxgym-cleft"]]
+        (name, code[name], "registered", "builtin") for name in NEURAL + ["syntaxgym-cleft"]]
     rows = {b.identifier: b for b in registry.benchmarks()}
     for name in NEURAL:
         bench = get_benchmark(name)
         assert rows[name].data_hash == bench.data_hash
         assert rows[name].ceiling == pytest.approx(bench.ceiling.raw)
-        assert rows[name].definition == {"source": "builtin", "code_version": 1, "kind": "neural", "modality": "image",
+        assert rows[name].definition == {"source": "builtin", "code_version": code[name], "kind": "neural", "modality": "image",
                                          **({"metric": "pls"} if name.startswith("Cowley") else {})}
     # image models for vision, text models for language; never an endpoint
     assert state(registry)[1] == sorted(
-        [(name, 1, model) for name in NEURAL for model in ("imagenet", "legacy")] + [("syntaxgym-cleft", 1, "lm")])
+        [(name, code[name], model) for name in NEURAL for model in ("imagenet", "legacy")] + [("syntaxgym-cleft", 1, "lm")])
 
     before = state(registry)
     again = sync_builtins(NEURAL, registry=registry)
@@ -62,19 +63,21 @@ def test_changed_builtin_data_make_a_new_version_and_old_scores_stay(data_dir, m
     old = registry.add_score(run_id=run.id, model_id=image.id, benchmark_id=v1.id, raw=0.2, ceiled=0.05)
 
     bench = get_benchmark("Cowley2023.V4-pls")
+    first = bench.version  # the code's version is the first registered one
+    assert v1.version == first
     monkeypatch.setattr(bench, "data_hash", "f" * 64)  # the data changed under the same code version
     dry = sync_builtins(["Cowley2023.V4-pls"], dry_run=True, registry=registry)
-    assert (dry[0].status, dry[0].version) == ("planned", 2) and len(registry.benchmarks()) == 1
+    assert (dry[0].status, dry[0].version) == ("planned", first + 1) and len(registry.benchmarks()) == 1
     (plan,) = sync_builtins(["Cowley2023.V4-pls"], registry=registry)
-    assert (plan.status, plan.version, plan.data_hash) == ("registered", 2, "f" * 64)
+    assert (plan.status, plan.version, plan.data_hash) == ("registered", first + 1, "f" * 64)
     assert [(b.version, b.data_hash) for b in registry.benchmark_versions("Cowley2023.V4-pls")] == [
-        (1, v1.data_hash), (2, "f" * 64)]
+        (first, v1.data_hash), (first + 1, "f" * 64)]
     scores = [(s.id, b.version) for s, m, b in registry.scores()]
-    assert scores == [(old.id, 1)]  # the old score stays attached to version 1
+    assert scores == [(old.id, first)]  # the old score stays attached to the first version
     assert registry.leaderboard() == []  # ...which is no longer the latest
-    # score time finds version 2 through the same path (no new version, no new jobs)
+    # score time finds the new version through the same path (no new version, no new jobs)
     jobs = state(registry)[1]
-    assert register_benchmark(bench, registry=registry).version == 2 and state(registry)[1] == jobs
+    assert register_benchmark(bench, registry=registry).version == first + 1 and state(registry)[1] == jobs
 
 
 def test_a_failure_in_the_middle_of_the_transaction_changes_nothing(data_dir, monkeypatch):
@@ -142,10 +145,10 @@ def test_sync_cli_dry_run_then_sync_then_unchanged(data_dir, _isolated_home):
     assert [(b["identifier"], b["status"]) for b in json.loads(dry.stdout)["benchmarks"]] == [("Cowley2023.V4-pls", "planned")]
     assert Registry().benchmarks() == []
     first = json.loads(cortexbox(*args).stdout)["benchmarks"][0]
-    assert (first["status"], first["version"]) == ("registered", 1) and 0.7 < first["ceiling"] < 0.8
+    assert (first["status"], first["version"]) == ("registered", 2) and 0.7 < first["ceiling"] < 0.8  # code version 2
     assert json.loads(cortexbox(*args).stdout)["benchmarks"][0]["status"] == "unchanged"
     listed = {b["identifier"]: b for b in json.loads(cortexbox("benchmarks", "list", "--json", timeout=600).stdout)}
-    assert listed["Cowley2023.V4-pls"]["registered"] and listed["Cowley2023.V4-pls"]["version"] == 1
+    assert listed["Cowley2023.V4-pls"]["registered"] and listed["Cowley2023.V4-pls"]["version"] == 2
     assert not listed["Kriegeskorte2008.hIT-rdm"]["registered"]
     unknown = cortexbox("benchmarks", "sync", "Nobody2020.V1-pls")
     assert unknown.returncode == 2 and "unknown benchmark" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -57,10 +57,10 @@ def test_registry_lists_and_rejects_unknown_ids():
 
 
 def test_metadata(bench, data_dir):
-    assert bench.identifier == BENCHMARK and bench.version == 1 and bench.region == "V4"
-    assert "210325" in bench.description and "ASSUMED" in bench.description
+    assert bench.identifier == BENCHMARK and bench.version == 2 and bench.region == "V4"
+    assert "210325" in bench.description and "cowley2026/benchmark.py" in bench.description  # the size's source
     assert "Cowley" in bench.citation and "10.1101/2023.11.22.568315" in bench.citation
-    assert bench.source_visual_degrees == 8.0
+    assert bench.source_visual_degrees == 11.2 == bench.stimulus_set.visual_degrees  # Brain-Score's value (v1: 8)
     assert get_benchmark(BENCHMARK, data_dir=data_dir) is bench  # one instance: ceiling computed once
     info = bench.info()
     json.dumps(info)
@@ -132,7 +132,7 @@ def test_ceiling_is_cached_on_disk(data_dir, tmp_path):
     first = get_benchmark(BENCHMARK, data_dir=data_dir, cache_dir=tmp_path)
     ceiling = first.ceiling
     [path] = list((tmp_path / "ceilings").glob("*.json"))
-    assert path.name.startswith(f"{BENCHMARK}--v1--{DATA_HASH[:16]}")
+    assert path.name.startswith(f"{BENCHMARK}--v2--{DATA_HASH[:16]}")
     stored = json.loads(path.read_text())
     stored["raw"] = 0.123  # prove the second instance reads the file rather than recomputing
     path.write_text(json.dumps(stored))

@@ -51,14 +51,14 @@ def oracle(pls) -> np.ndarray:
 
 def test_metadata_and_v1_untouched(pls, ridge, bench, data_dir):
     for b, name in ((pls, PLS), (ridge, RIDGE)):
-        assert b.identifier == name and b.version == 1 and b.kind == "neural" and b.region == "V4"
+        assert b.identifier == name and b.version == 2 and b.kind == "neural" and b.region == "V4"
         assert "BORROWED" in b.description and "210325" in b.description and "sqrt(sum" in b.description
-        assert b.source_visual_degrees == 8.0
+        assert b.source_visual_degrees == 11.2 and "cowley2026/benchmark.py" in b.description
         info = b.info()
         json.dumps(info)
         assert info["sessions"] == {s: {"presentation": n, "neuroid": k} for s, (n, k) in SIZES.items()}
     assert pls.metric.name == "pls" and ridge.metric.name == "ridge"
-    assert bench.identifier == "Cowley2023.V4-pls" and bench.version == 1 and len(bench.stimulus_set) == 640
+    assert bench.identifier == "Cowley2023.V4-pls" and bench.version == 2 and len(bench.stimulus_set) == 640
     files = [
         *[f"cowley2023_v4/{kind}/{prefix}_{s}.{ext}" for s in SESSIONS
           for kind, prefix, ext in (("images", "images", "zip"), ("responses_repeat_averaged", "responses", "npy"))],

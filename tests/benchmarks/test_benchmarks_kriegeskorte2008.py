@@ -66,8 +66,13 @@ def test_oracle_construction_reproduces_the_target_ranks():
 
 def test_metadata(benches, kriegeskorte_data_dir):
     for name, bench in benches.items():
-        assert bench.identifier == name and bench.version == 1 and bench.kind == "neural" and bench.region == "IT"
-        assert bench.source_visual_degrees == 2.9 == bench.stimulus_set.visual_degrees
+        assert bench.identifier == name and bench.version == 2 and bench.kind == "neural" and bench.region == "IT"
+        # each recording's own stimulus size (v2), and a layer chosen on the other species' RDM sees that species' size
+        own, other = (7.0, 2.9) if name == MIT else (2.9, 7.0)
+        assert bench.source_visual_degrees == own == bench.stimulus_set.visual_degrees
+        assert bench.selection_stimulus_set.visual_degrees == other
+        assert bench.selection_stimulus_set.hash == bench.stimulus_set.hash  # the same 92 images
+        assert "Front. Syst. Neurosci. 2:4" in bench.description and "Lehky" in bench.description
         assert "Kriegeskorte" in bench.citation and "10.1016/j.neuron.2008.10.043" in bench.citation
         json.dumps(bench.info())
     assert "Kiani" in benches[MIT].citation and "Mur" in benches[JUDGEMENTS].citation
@@ -221,7 +226,7 @@ def test_bad_assemblies_raise_clear_value_errors(benches, ids, mutate, message):
 def test_selection_never_uses_the_scored_data(benches, ids):
     upper = np.triu_indices(92, k=1)
     for bench in benches.values():
-        assert bench.selection_stimulus_set is bench.stimulus_set  # same images, other recordings
+        assert bench.selection_stimulus_set.hash == bench.stimulus_set.hash  # same images, other recordings (and sizes)
         selection = bench.selection_target.rdms
         for scored in bench.target.rdms:  # the selection RDM is other data, not a copy of a scored RDM
             assert scipy.stats.pearsonr(selection[0][upper], scored[upper])[0] < 0.9
