@@ -29,12 +29,12 @@ def cpu_quota() -> int:
     except (OSError, ValueError):
         for folder in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
             try:
-                limit = int(Path(folder, "cpu.cfs_quota_us").read_text())
-                period = int(Path(folder, "cpu.cfs_period_us").read_text())
+                quota_us = int(Path(folder, "cpu.cfs_quota_us").read_text())
+                period_us = int(Path(folder, "cpu.cfs_period_us").read_text())
             except (OSError, ValueError):
                 continue
-            if limit > 0 and period > 0:
-                quota = limit / period
+            if quota_us > 0 and period_us > 0:
+                quota = quota_us / period_us
             break
     if quota is not None:
         cpus = min(cpus, max(1, math.floor(quota)))

@@ -74,7 +74,7 @@ class RunAborted(Exception):
         self.code, self.reason, self.message = code, reason, message
 
 
-def _spec(output: Output, kind: int) -> pb.OutputSpec:
+def _spec(output: Output, kind: pb.OutputKind) -> pb.OutputSpec:
     return pb.OutputSpec(
         name=output.name,
         kind=kind,
@@ -95,7 +95,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self.last_activity = time.monotonic()
         self._run_lock = threading.Lock()
         self._info: pb.ModelInfo | None = None
-        self._outputs: dict[str, tuple[Output, int]] = {}
+        self._outputs: dict[str, tuple[Output, pb.OutputKind]] = {}
 
     # -- set-up -------------------------------------------------------------------------
     def load(self) -> None:
@@ -142,6 +142,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             commitment_layers=list(self.model.commitment_layers),
         )
         self.ready.set()
+
+    def _limits(self) -> pb.Limits:
+        """The limits announced in ModelInfo (a run only starts once the model is loaded and they exist)."""
+        assert self._info is not None, "a run started before the model was loaded"
+        return self._info.limits
 
     # -- unary calls --------------------------------------------------------------------
     def GetModelInfo(self, request, context):
@@ -251,7 +256,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         """Worker thread for text models: one `digest` call per context (all its parts, in
         order), or one `digest_batch` call per `max_batch_contexts` whole contexts; the per-part
         outputs go out in batches of at most max_batch_size."""
-        limit = self._info.limits.max_batch_size
+        limit = self._limits().max_batch_size
         per_call = max(1, int(getattr(self.model, "max_batch_contexts", 1) or 1))
         seen: set[str] = set()
         finished: set[str] = set()
@@ -319,6 +324,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         """`digest` (one context) or `digest_batch` (several), each context's outputs checked, then
         concatenated in the order of the parts."""
         layers, behaviours = list(config.layers), list(config.behaviours)
+        assert isinstance(self.model, TextModel)  # _compute_text only runs for text models
         if len(contexts) == 1:
             return self._check_outputs(contexts[0], self.model.digest(contexts[0], layers, behaviours), config)
         outputs = list(self.model.digest_batch(contexts, layers, behaviours))
@@ -331,7 +337,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def _compute_batches(self, config: pb.RunConfig, request_iterator, results: queue.Queue, stop: threading.Event) -> None:
         """Worker thread: stimuli in, batches of outputs into `results`, one final marker."""
-        limit = self._info.limits.max_batch_size
+        limit = self._limits().max_batch_size
         batch_size = min(config.batch_size or limit, limit)
         seen: set[str] = set()
         batch: list[Stimulus] = []
@@ -403,7 +409,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             checked[name] = wire.to_wire_array(array)
         return checked
 
-    def _send(self, config: pb.RunConfig, results: queue.Queue, stop: threading.Event) -> Iterator[pb.RunResponse]:
+    def _send(self, config: pb.RunConfig, results: queue.Queue, stop: threading.Event) -> Iterator[pb.RunResponse | bytes]:
+        # Chunks go out pre-serialized (bytes, copied once by wire.encode_chunk); the Run handler's response
+        # serializer passes bytes through and serializes messages.
         chunk = min(config.max_chunk_bytes or self.max_chunk_bytes, self.max_chunk_bytes)
         tensor_id = 0
         sent_bytes = 0

@@ -30,15 +30,16 @@ ENV_SOCKET = "CORTEXBOX_SOCKET"
 ENV_NONCE = "CORTEXBOX_RUN_NONCE"
 ENV_IDLE_TIMEOUT = "CORTEXBOX_IDLE_TIMEOUT_S"
 
-_NUMPY_BY_DATA_TYPE = {
-    pb.DATA_TYPE_FLOAT32: np.dtype("<f4"),
-    pb.DATA_TYPE_FLOAT16: np.dtype("<f2"),
-    pb.DATA_TYPE_FLOAT64: np.dtype("<f8"),
-    pb.DATA_TYPE_UINT8: np.dtype("u1"),
-    pb.DATA_TYPE_INT32: np.dtype("<i4"),
-    pb.DATA_TYPE_INT64: np.dtype("<i8"),
-}
-_DATA_TYPE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in _NUMPY_BY_DATA_TYPE.items()}
+_DATA_TYPES: tuple[tuple[pb.DataType, np.dtype], ...] = (
+    (pb.DATA_TYPE_FLOAT32, np.dtype("<f4")),
+    (pb.DATA_TYPE_FLOAT16, np.dtype("<f2")),
+    (pb.DATA_TYPE_FLOAT64, np.dtype("<f8")),
+    (pb.DATA_TYPE_UINT8, np.dtype("u1")),
+    (pb.DATA_TYPE_INT32, np.dtype("<i4")),
+    (pb.DATA_TYPE_INT64, np.dtype("<i8")),
+)
+_NUMPY_BY_DATA_TYPE: dict[int, np.dtype] = dict(_DATA_TYPES)
+_DATA_TYPE_BY_KIND: dict[tuple[str, int], pb.DataType] = {(dt.kind, dt.itemsize): code for code, dt in _DATA_TYPES}
 
 #: Strings (DATA_TYPE_STRING): numpy object arrays of str on both ends. Each element is at most
 #: this many UTF-8 bytes; on the wire it is a 4-byte little-endian length and the bytes.
@@ -56,7 +57,7 @@ def numpy_dtype(data_type: int) -> np.dtype:
         raise ValueError(f"unknown data type code {data_type}") from None
 
 
-def data_type_of(dtype: np.dtype | type | str) -> int:
+def data_type_of(dtype: np.dtype | type | str) -> pb.DataType:
     """The wire DataType of a numpy dtype (byte order is ignored: the wire is little-endian)."""
     if isinstance(dtype, str) and dtype in ("str", "string"):
         return pb.DATA_TYPE_STRING
