@@ -103,7 +103,9 @@ def cross_regressed_correlation(
     -------
     values : numpy.ndarray of shape (n_splits, n_neuroids)
     info : dict
-        ``{"projected": bool, "n_features": int, "rank": int | None}`` (plus ``"alphas"`` per split for ridgecv).
+        ``{"projected": bool, "n_features": int, "rank": int | None}`` (plus ``"alphas"`` per split for ridgecv, and
+        for pls ``"pls_max_iter_reached"``: the ``[split, component]`` pairs whose power method stopped at
+        ``max_iter``, kept as sklearn keeps them, see :data:`~.regression.PLS_MAX_ITER_NOTE`).
     """
     if regression not in REGRESSIONS:
         raise ValueError(f"regression must be one of {sorted(REGRESSIONS)}, got {regression!r}")
@@ -136,6 +138,7 @@ def cross_regressed_correlation(
     values = np.empty((len(splits), target.shape[1]))
     held_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (test rows, recording, prediction) per split
     chosen_alphas: list[float] = []
+    max_iter_reached: list[list[int]] = []  # [split, component] whose PLS power method stopped at max_iter
     for split, (train, test) in enumerate(splits):
         train = train[np.argsort(ids[train], kind="stable")]
         prediction, fitted = fit_predict(
@@ -144,12 +147,18 @@ def cross_regressed_correlation(
         )
         if "alpha" in fitted:
             chosen_alphas.append(fitted["alpha"])
+        max_iter_reached.extend([split, component] for component in fitted.get("max_iter_components", ()))
         values[split] = pearson_r_score(target[test], prediction, aggregate="raw_values")
         if n_boot:
             held_out.append((test, target[test], np.asarray(prediction, dtype=np.float64)))
     info: dict[str, object] = {"projected": bool(project), "n_features": int(n_features), "rank": rank}
     if chosen_alphas:
         info["alphas"] = chosen_alphas
+    if regression == "pls":
+        # as sklearn's (Brain-Score's) NIPALS, capped components are kept; recorded, not warned about (PLS_MAX_ITER_NOTE)
+        info["pls_max_iter_reached"] = max_iter_reached
+        if max_iter_reached:
+            logger.debug("PLS power method stopped at max_iter for [split, component] %s", max_iter_reached)
     if n_boot:
         info["bootstrap_samples"] = predictivity_bootstrap(
             held_out, n_stimuli, n_boot=n_boot, seed=seed, resample_neuroids=resample_neuroids

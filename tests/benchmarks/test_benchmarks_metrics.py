@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -233,3 +234,56 @@ def test_average_repetition_equals_nanmean_over_padded_repeats():
     assert averaged.sizes == {"presentation": 12, "neuroid": 6}
     assert "repetition" not in averaged.coords
     np.testing.assert_allclose(averaged.values, np.nanmean(trials, axis=2), atol=1e-12)
+
+
+def _near_tie(delta: float = 0.002, n: int = 60, extra: int = 6, seed: int = 0):
+    """Features and responses whose cross-covariance ``X^T Y`` has two top singular values ``1`` and ``1 - delta``,
+    with sklearn's start vector (the first response column's weights) almost orthogonal to the top direction: the
+    condition under which NIPALS's power method cannot meet tol=1e-6 in 500 iterations (as at components 12-18 of
+    MobileNet layers in V4 layer selection, s2/s1 = 0.995-0.997). ``extra`` held-out rows follow the ``n`` training
+    rows."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((n + extra, 9)))
+    basis = basis[:, 1:] - basis[:, 1:][:n].mean(axis=0)  # centred on the training rows
+    q, _ = np.linalg.qr(basis[:n])
+    x = np.vstack([q, basis[n:] @ np.linalg.pinv(basis[:n]) @ q])  # training rows orthonormal: X^T X = I
+    u, _ = np.linalg.qr(rng.standard_normal((8, 4)))
+    first = np.array([0.01, 1.0, 0.0, 0.0]) / np.hypot(0.01, 1.0)  # start: mostly the second direction
+    v, _ = np.linalg.qr(np.column_stack([first, rng.standard_normal((4, 3))]))
+    v[:, 0] = first
+    cross = u @ np.diag([1.0, 1.0 - delta, 0.3, 0.2]) @ v.T  # X^T Y for Y = X B
+    y = x @ cross
+    return x, y + 1e-3 * rng.standard_normal(y.shape)
+
+
+def test_pls_max_iter_is_brainscores_and_recorded_not_warned():
+    """Why sklearn's ConvergenceWarning appeared in layer selection, reproduced: two nearly tied singular values of
+    the cross-covariance. sklearn (so Brain-Score) stops at max_iter and keeps that iterate; the metric does the same,
+    records where, and prints nothing."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    x, y = _near_tie()
+    train, test = np.arange(60), np.arange(60, 66)
+    with pytest.warns(ConvergenceWarning, match="Maximum number of iterations"):
+        expected = PLSRegression(n_components=1, scale=False).fit(x[train], y[train]).predict(x[test])
+    capped: list[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        ours = fit_predict_pls(x[train], y[train], x[test], n_components=1, capped=capped)
+        values, info = cross_regressed_correlation(x, y, np.array([f"s{i:02d}" for i in range(66)], dtype=object),
+                                                   regression="pls", n_components=1, splits=[(train, test)])
+    assert capped == [0]  # the first component's power method hit the cap
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-10)  # the same (unconverged) iterate as sklearn's
+    assert info["pls_max_iter_reached"] == [[0, 0]]
+    # the capped weights are not the converged ones, so keeping sklearn's cap matters (with all 4 components the
+    # predictions would not depend on it: they span the same space)
+    converged = fit_predict_pls(x[train], y[train], x[test], n_components=1, max_iter=100_000, tol=1e-20, capped=[])
+    assert np.abs(converged - expected).max() > 1e-4
+    with pytest.warns(ConvergenceWarning):  # called directly without `capped`, it warns as sklearn does
+        fit_predict_pls(x[train], y[train], x[test], n_components=1)
+
+
+def test_pls_attrs_record_no_capped_component_on_ordinary_data():
+    features, responses, ids = _synthetic(n_stimuli=90, n_features=60, n_neuroids=5, seed=4)
+    score = CrossRegressedCorrelation(n_boot=0)(neuroid_assembly(features, ids, layer="l"), _target_assembly(responses, ids))
+    assert score.attrs["pls_max_iter_reached"] == []
