@@ -10,7 +10,7 @@ from typing import Literal
 
 import xarray as xr
 
-from .data import files_hash, resolve_data_dir
+from .data import configured_data_dir, files_hash, resolve_data_dir
 from .score import Score
 
 __all__ = ["BenchmarkBase", "Kind", "Modality"]
@@ -55,8 +55,14 @@ class BenchmarkBase:
         data_dir: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
+        self._data_dir = configured_data_dir(data_dir)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data folder; without one configured, reading it raises ``DataNotFoundError`` (so a benchmark can be
+        made and described where there is no data, e.g. in the web image)."""
+        return resolve_data_dir(self._data_dir)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(identifier={self.identifier!r}, version={self.version})"

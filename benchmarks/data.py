@@ -1,8 +1,9 @@
 """Where benchmark data lives, and content hashes of the files a benchmark is defined by.
 
 Data is read in place, never copied into the repository. The directory is, in order: the ``data_dir`` argument,
-the environment variable ``CORTEXBOX_DATA_DIR``, or ``<repo>/../shared/data`` (the layout of a checkout next to
-the shared data folder).
+the environment variable ``CORTEXBOX_DATA_DIR``, or ``../shared/data`` from the current directory when it exists
+(the layout of a checkout next to the shared data folder); see :mod:`.settings`. Without any, reading data raises
+:class:`DataNotFoundError` naming the variable; benchmarks can still be made and described.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import UserError
+from .settings import settings
 
-__all__ = ["DATA_DIR_ENV", "DataNotFoundError", "files_hash", "resolve_data_dir", "sha256_file"]
+__all__ = ["DATA_DIR_ENV", "DataNotFoundError", "configured_data_dir", "files_hash", "resolve_data_dir", "sha256_file"]
 
 DATA_DIR_ENV = "CORTEXBOX_DATA_DIR"
 
@@ -25,14 +27,23 @@ class DataNotFoundError(UserError, FileNotFoundError):
     hint = f"point {DATA_DIR_ENV} at the folder holding the benchmark data (e.g. ../shared/data)"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The data directory: ``data_dir``, else ``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data``."""
+def configured_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The data directory: ``data_dir``, else ``$CORTEXBOX_DATA_DIR``, else ``../shared/data`` from the current
+    directory when it exists, else ``None`` (nothing configured)."""
     if data_dir is not None:
         return Path(data_dir).expanduser().resolve()
-    from_env = os.environ.get(DATA_DIR_ENV)
-    if from_env:
-        return Path(from_env).expanduser().resolve()
-    return (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+    return settings().data_dir
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`configured_data_dir`, or a :class:`DataNotFoundError` naming ``$CORTEXBOX_DATA_DIR`` when there is none."""
+    found = configured_data_dir(data_dir)
+    if found is None:
+        raise DataNotFoundError(
+            f"no data folder: ${DATA_DIR_ENV} is not set and {Path('..', 'shared', 'data')} does not exist "
+            f"from {Path.cwd()}"
+        )
+    return found
 
 
 def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .data import resolve_data_dir
+from .data import configured_data_dir
 
 __all__ = ["shared_instance"]
 
-_instances: dict[tuple[str, Path, Path | None], Any] = {}
+_instances: dict[tuple[str, Path | None, Path | None], Any] = {}
 _lock = threading.RLock()  # a factory may itself ask for a shared instance
 
 
@@ -31,7 +31,7 @@ def shared_instance(
     """The one instance of benchmark ``identifier`` (default ``factory.identifier``) for these folders, made by
     ``factory(data_dir=..., cache_dir=...)`` the first time."""
     identifier = identifier or factory.identifier  # type: ignore[attr-defined]
-    key = (identifier, resolve_data_dir(data_dir), None if cache_dir is None else Path(cache_dir).resolve())
+    key = (identifier, configured_data_dir(data_dir), None if cache_dir is None else Path(cache_dir).resolve())
     with _lock:
         if key not in _instances:
             _instances[key] = factory(data_dir=key[1], cache_dir=key[2])

@@ -10,9 +10,9 @@ scored run records the budgets it ran under in its provenance (``wire_budgets``)
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields
 
+from cortexbox.benchmarks.settings import Settings
 from cortexbox.orchestrator.errors import UserError
 
 ENV_WIRE = "CORTEXBOX_WIRE"
@@ -60,8 +60,7 @@ class WireBudgets:
     def from_env(cls, environ: dict | None = None) -> "WireBudgets":
         """The defaults with ``$CORTEXBOX_WIRE`` applied: "key=value,..." (sizes may say k, m, g),
         the same form as runtime's ``$CORTEXBOX_SANDBOX``."""
-        environ = os.environ if environ is None else environ
-        return cls(**parse(environ.get(ENV_WIRE, "")))
+        return cls(**parse(Settings.from_env(environ).wire))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -67,6 +67,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from cortexbox.benchmarks.settings import settings
 from cortexbox.orchestrator.errors import UserError
 
 #: Version of the row-key formulas below; part of every key.
@@ -95,8 +96,7 @@ def parse_size(text: str) -> int:
 
 
 def default_cache_dir() -> Path:
-    home = Path(os.environ.get("CORTEXBOX_HOME") or Path.home() / ".cortexbox")
-    return home / "activations"
+    return settings().home / "activations"
 
 
 # -- stimulus keys ---------------------------------------------------------------------------------
@@ -280,8 +280,9 @@ class ActivationCache:
     def __init__(self, root: Path | None = None, max_bytes: int | str | None = None):
         self.root = Path(root or default_cache_dir())
         self._cap_source = "configured"
-        if max_bytes is None and os.environ.get(MAX_BYTES_ENV, "").strip():
-            max_bytes, self._cap_source = os.environ[MAX_BYTES_ENV], f"${MAX_BYTES_ENV}"
+        configured = settings().cache_max_bytes
+        if max_bytes is None and configured:
+            max_bytes, self._cap_source = configured, f"${MAX_BYTES_ENV}"
             try:
                 parse_size(max_bytes)
             except UserError:

@@ -483,8 +483,8 @@ def image_stack(
 def demo(
     benchmark: Optional[list[str]] = typer.Option(None, "--benchmark", "-b", metavar="NAME", help="Score these benchmarks (repeatable; default: the tree's vision brain benchmarks)"),
     template: Optional[list[str]] = typer.Option(None, "--template", "-t", metavar="NAME", help="Only these templates (repeatable; default: pixels, pytorch-vision, tflite-mobilenet)"),
-    templates: Path = typer.Option(
-        Path(__file__).resolve().parents[1] / "model_templates", metavar="DIR", help="Folder holding the model templates"
+    templates: Optional[Path] = typer.Option(
+        None, "--templates", metavar="DIR", help="Folder holding the model templates (default: ./model_templates)"
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choices"),
 ) -> None:
@@ -499,9 +499,10 @@ def demo(
         err.print(safe_text(line), markup=False, highlight=False, soft_wrap=True)  # a log line stays one line
 
     names = list(template or demo_job.TEMPLATES)
+    folder = demo_job.templates_dir(templates, names)
     benchmarks = list(benchmark or demo_job.vision_brain_benchmarks())
     say(demo_job.intro(names, benchmarks))
-    result = demo_job.run(templates, names, benchmarks, use_cache=not no_cache, say=say,
+    result = demo_job.run(folder, names, benchmarks, use_cache=not no_cache, say=say,
                           events=lambda model, bench: demo_job.ScoreLines(say))
     out.print(board_table(data.leaderboard(data.load(Registry()), "brainscore", "vision")))
     load = ", ".join(f"{x:.1f}" for x in result.loadavg)
@@ -538,6 +539,23 @@ def gc() -> None:
     files, size = ActivationCache().remove_legacy()
     if files:
         out.print(f"removed {files} file(s) of the earlier per-set activation cache ({size / 2**20:.1f} MiB)")
+
+
+@app.command("settings")
+def settings_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print the effective settings: each with its environment variable, its value and where it came from (env or
+    default)."""
+    from cortexbox.benchmarks.settings import describe
+
+    rows = describe()
+    if as_json:
+        _emit_json(rows)
+        return
+    for row in rows:
+        value = "(unset)" if row["value"] in (None, "") else row["value"]
+        source = f"from ${row['env']}" if row["source"] == "env" else f"default: {row['default']}; set ${row['env']}"
+        line = f"{row['name']} = {value}  ({source})"
+        out.print(safe_text(line), markup=False, highlight=False, soft_wrap=True)
 
 
 def _size(n: float) -> str:

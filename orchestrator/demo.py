@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cortexbox.orchestrator.errors import ModelFailure
+from cortexbox.orchestrator.errors import ModelFailure, UserError
 
-__all__ = ["TEMPLATES", "BuildLog", "DemoResult", "ScoreLines", "intro", "run", "vision_brain_benchmarks"]
+__all__ = ["TEMPLATES", "BuildLog", "DemoResult", "ScoreLines", "intro", "run", "templates_dir", "vision_brain_benchmarks"]
 
 #: The vision templates the demo builds and scores, in this order.
 TEMPLATES = ("pixels", "pytorch-vision", "tflite-mobilenet")
@@ -32,6 +32,26 @@ TEMPLATES = ("pixels", "pytorch-vision", "tflite-mobilenet")
 _ORDER = ("Kriegeskorte2008.hIT-rdm", "Kriegeskorte2008.judgements-rdm", "Cowley2023.V4-sessions-pls")
 
 Say = Callable[[str], None]
+
+#: Where the templates are when ``--templates`` is not given: the checkout's folder, from its root (``make demo``).
+DEFAULT_TEMPLATES = Path("model_templates")
+
+
+def templates_dir(folder: Path | None, names: Sequence[str] = TEMPLATES) -> Path:
+    """The folder holding the templates `names`: `folder`, else ``./model_templates``. Looked up from the current
+    directory, never from where the package lies, so an installed cortexbox finds them too; a folder that lacks
+    one is a UserError before anything is built."""
+    hint = "run from the cortexbox checkout's root, or pass --templates DIR (the repository's model_templates/)"
+    if folder is None:
+        folder = DEFAULT_TEMPLATES
+        if not folder.is_dir():
+            raise UserError(f"no {DEFAULT_TEMPLATES}/ folder in {Path.cwd()}", hint)
+    elif not folder.is_dir():
+        raise UserError(f"--templates {folder}: no such folder", hint)
+    missing = [name for name in names if not (folder / name).is_dir()]
+    if missing:
+        raise UserError(f"{folder.resolve()} has no template {', '.join(missing)}", hint)
+    return folder
 
 
 def vision_brain_benchmarks() -> list[str]:

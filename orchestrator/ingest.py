@@ -25,6 +25,7 @@ from cortexbox.benchmarks import list_benchmarks
 from cortexbox.benchmarks.recordings import RecordedBenchmark, RecordingError, read_recording, store_recording
 from cortexbox.benchmarks.text_recordings import METRIC as TEXT_METRIC
 from cortexbox.benchmarks.text_recordings import RecordedTextBenchmark, read_text_recording, store_text_recording
+from cortexbox.benchmarks.settings import settings
 from cortexbox.orchestrator.errors import UserError
 from cortexbox.registry import Benchmark, Registry
 
@@ -32,7 +33,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\d{4}[a-z]?\.[A-Za-z0-9_-]+$")
 
 
 def home_dir() -> Path:
-    return Path(os.environ.get("CORTEXBOX_HOME") or Path.home() / ".cortexbox")
+    return settings().home
 
 
 def resolve_benchmark(identifier: str, registry: Registry | None = None):

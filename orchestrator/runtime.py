@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from cortexbox.benchmarks.settings import settings
 from cortexbox.orchestrator.client import ModelClient, ModelDescription
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.sdk import wire
@@ -39,7 +40,7 @@ LABEL_SCOPE = "cortexbox.scope"
 
 
 def scope() -> str:
-    return os.environ.get("CORTEXBOX_SCOPE") or "default"
+    return settings().scope
 
 
 def scope_filter() -> dict:
@@ -92,7 +93,7 @@ class SandboxLimits:
     @classmethod
     def configured(cls, **overrides) -> "SandboxLimits":
         """The defaults, then $CORTEXBOX_SANDBOX, then `overrides` (None means: not given)."""
-        values = _parse_budgets(os.environ.get(ENV_SANDBOX, ""), cls)
+        values = _parse_budgets(settings().sandbox, cls)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -180,7 +181,7 @@ def reap_orphans(client) -> int:
 
 def runs_root() -> Path:
     """Where the per-run folders live: $CORTEXBOX_RUN_DIR, else <tmp>/cortexbox-runs."""
-    return Path(os.environ.get("CORTEXBOX_RUN_DIR") or Path(tempfile.gettempdir()) / "cortexbox-runs")
+    return settings().run_dir
 
 
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
@@ -320,7 +321,7 @@ class EndpointSession(ModelSession):
 
     def __init__(self, endpoint: str, load_timeout_s: float | None = None):
         if load_timeout_s is None:
-            load_timeout_s = float(os.environ.get("CORTEXBOX_ENDPOINT_TIMEOUT_S", "60"))
+            load_timeout_s = settings().endpoint_timeout_s
         target = endpoint
         if endpoint.startswith("unix:") and not endpoint.startswith("unix://"):
             target = "unix://" + endpoint[len("unix:") :]

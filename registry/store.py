@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -17,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
+from cortexbox.benchmarks.settings import settings
 from cortexbox.registry.models import (
     LOCAL_OWNER,
     Benchmark,
@@ -101,12 +101,11 @@ def migrate(engine) -> str:
 
 
 def default_url() -> str:
-    url = os.environ.get("CORTEXBOX_DATABASE_URL")
-    if url:
-        return url
-    home = Path(os.environ.get("CORTEXBOX_HOME") or Path.home() / ".cortexbox")
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'registry.db'}"
+    """``$CORTEXBOX_DATABASE_URL``, else the SQLite file in the cortexbox home (made if missing)."""
+    current = settings()
+    if current.database_url is None:
+        current.home.mkdir(parents=True, exist_ok=True)
+    return current.registry_url
 
 
 class NameTaken(ValueError):
