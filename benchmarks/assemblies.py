@@ -187,7 +187,9 @@ def validate_assembly(
     return assembly
 
 
-def check_stimulus_ids_match(actual: Sequence[str], expected: Sequence[str], *, what: str = "assembly") -> np.ndarray:
+def check_stimulus_ids_match(
+    actual: Sequence[str] | np.ndarray, expected: Sequence[str] | np.ndarray, *, what: str = "assembly"
+) -> np.ndarray:
     """Return ``index`` such that ``actual[index] == expected``, or raise if the two id sets differ.
 
     Parameters

@@ -93,6 +93,13 @@ class BenchmarkBase:
         """:meth:`_compute_ceiling`, once per instance."""
         return self._compute_ceiling()
 
+    def _ceiling(self) -> Score:
+        """The ceiling, for a family that always has one (its scores are normalised by it)."""
+        ceiling = self.ceiling
+        if ceiling is None:
+            raise ValueError(f"{self.identifier} has no ceiling to normalise by")
+        return ceiling
+
     def _provenance(self) -> dict[str, object]:
         """The attrs every score carries: which benchmark, code version, data and stimuli it was computed on."""
         return {

@@ -45,8 +45,11 @@ class NeuralBenchmark(BenchmarkBase):
     kind: Kind = "neural"
     source_visual_degrees: float
     normalization: Normalization = "r2_over_ceiling"
-    #: Benchmarks that borrow another's selection data (and its stored layer choice) name it here.
-    selection_source: NeuralBenchmark | None = None
+
+    @property
+    def selection_source(self) -> NeuralBenchmark | None:
+        """The benchmark whose selection data (and stored layer choice) this one borrows; None: its own."""
+        return None
 
     def __init__(
         self,
@@ -165,7 +168,7 @@ class NeuralBenchmark(BenchmarkBase):
             Missing or extra stimulus ids, duplicated ids, NaN/inf, or wrong dims/coords.
         """
         raw = self.metric(self._squeeze_time(assembly), self.target_assembly)
-        score = explained_variance(raw, self.ceiling, regime=self.normalization)
+        score = explained_variance(raw, self._ceiling(), regime=self.normalization)
         return dataclasses.replace(score, attrs={**self._provenance(), **score.attrs})
 
     def score_for_selection(self, assembly: xr.DataArray) -> float:

@@ -291,4 +291,4 @@ class Brennan2016Ridge(LanguageBenchmark):
                 method=f"percentile moving block bootstrap of volumes ({BLOCK_VOLUMES}-TR blocks within each held-out"
                 " fold) and subjects (shared by the folds), fitted ridge fixed (no refitting)",
             )})
-        return explained_variance(raw, self.ceiling, regime="raw_over_ceiling_clipped")
+        return explained_variance(raw, self._ceiling(), regime="raw_over_ceiling_clipped")

@@ -180,7 +180,7 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
         errors = np.array([s.error for s in per_session.values()])
         raw = float(raws.mean())
         error = float(math.sqrt(float((errors**2).sum())) / len(errors))
-        ceiling = self.ceiling
+        ceiling = self._ceiling()
         sessions_attrs = {
             session: {
                 "raw": s.raw,
@@ -199,7 +199,7 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
         }
         samples = None
         if all(s.bootstrap_samples is not None for s in per_session.values()):
-            samples = np.mean([s.bootstrap_samples for s in per_session.values()], axis=0)  # replicate by replicate
+            samples = np.mean([np.asarray(s.bootstrap_samples) for s in per_session.values()], axis=0)  # replicate by replicate
             metric_attrs["bootstrap"] = bootstrap_record(
                 samples, raw, seed=self.metric.seed, resampled=["stimuli", "neuroids"],
                 method=first.attrs["bootstrap"]["method"] + "; each session resampled on its own (generator seeded"

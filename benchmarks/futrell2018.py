@@ -197,7 +197,7 @@ class Futrell2018Pearsonr(LanguageBenchmark):
                 method=f"percentile moving block bootstrap of words ({BLOCK_WORDS}-word blocks within each story,"
                 " each story keeping its length); stories fixed",
             )})
-        return explained_variance(raw, self.ceiling, regime="raw_over_ceiling_clipped")
+        return explained_variance(raw, self._ceiling(), regime="raw_over_ceiling_clipped")
 
     def _bootstrap(self, stories: np.ndarray, reading_times: np.ndarray, surprisal: np.ndarray) -> np.ndarray:
         """Replicates of Pearson r(reading time, surprisal) under a moving block bootstrap of words within stories."""
@@ -208,6 +208,6 @@ class Futrell2018Pearsonr(LanguageBenchmark):
         chunk = max(1, CHUNK_ELEMENTS // len(stories))
         for start in range(0, self.n_boot, chunk):
             b = min(chunk, self.n_boot - start)
-            counts = stratified_block_counts(rng, lengths, BLOCK_WORDS, b)
+            counts = stratified_block_counts(rng, lengths.tolist(), BLOCK_WORDS, b)
             out[start : start + b] = weighted_pearson(counts, reading_times[:, None], surprisal[:, None])[:, 0]
         return out

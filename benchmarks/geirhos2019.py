@@ -109,6 +109,14 @@ CITATION = """@inproceedings{Geirhos2019imagenet,
 }"""
 
 
+def _match(pattern: re.Pattern[str], stem: str) -> re.Match[str]:
+    """`pattern` matched against a file stem that stimulus_files() already accepted."""
+    found = pattern.match(stem)
+    if found is None:
+        raise ValueError(f"unexpected Geirhos2019 file name {stem!r}")
+    return found
+
+
 def _folder(data_dir: Path) -> Path:
     folder = Path(data_dir) / FOLDER
     if not folder.is_dir():
@@ -269,7 +277,7 @@ class _Geirhos2019(BenchmarkBase):
         """stimulus_id -> shape category, for every stimulus of :attr:`stimulus_set`."""
         ids = self.stimulus_set.stimulus_ids
         pattern = _CUE_CONFLICT_STEM if self.experiment == "cueconflict" else _STEM
-        return pd.Series([pattern.match(s.split("/", 1)[1]).group(1) for s in ids], index=ids, dtype=object)
+        return pd.Series([_match(pattern, s.split("/", 1)[1]).group(1) for s in ids], index=ids, dtype=object)
 
     def choices(self, assembly: xr.DataArray) -> xr.DataArray:
         """The model's 16-way choice per stimulus, in :attr:`stimulus_set` order.
@@ -373,7 +381,7 @@ class _ErrorConsistency(_Geirhos2019):
         """
         choices = self.choices(assembly)
         raw = ErrorConsistency(n_boot=self.n_boot, seed=self.seed)(choices, self.trials)
-        score = explained_variance(raw, self.ceiling, regime="raw_over_ceiling_clipped")
+        score = explained_variance(raw, self._ceiling(), regime="raw_over_ceiling_clipped")
         return dataclasses.replace(score, attrs={**self._attrs(choices), **score.attrs})
 
 
@@ -402,7 +410,7 @@ class _Top1(_Geirhos2019):
         raw = Accuracy(n_boot=self.n_boot, seed=self.seed)(choices, truth)
         truth_of = self.trials["truth"].values
         human = float((np.asarray(self.trials.values) == truth_of).mean())
-        score = explained_variance(raw, self.ceiling, regime="r_over_ceiling")
+        score = explained_variance(raw, self._ceiling(), regime="r_over_ceiling")
         return dataclasses.replace(score, attrs={**self._attrs(choices), **score.attrs, "human_accuracy": human})
 
 
@@ -475,7 +483,7 @@ class Geirhos2019CueConflictShapeBias(_Geirhos2019):
     @cached_property
     def _texture_of(self) -> pd.Series:
         ids = self.stimulus_set.stimulus_ids
-        return pd.Series([_CUE_CONFLICT_STEM.match(s.split("/", 1)[1]).group(3) for s in ids], index=ids, dtype=object)
+        return pd.Series([_match(_CUE_CONFLICT_STEM, s.split("/", 1)[1]).group(3) for s in ids], index=ids, dtype=object)
 
     @staticmethod
     def _shape_bias(responses: np.ndarray, shape: np.ndarray, texture: np.ndarray) -> tuple[float, float, float]:

@@ -139,8 +139,11 @@ class RDMBenchmark(BenchmarkBase):
     kind: Kind = "neural"
     source_visual_degrees: float
     normalization: Normalization = "r_over_ceiling"
-    #: Benchmarks that borrow another's selection data (and its stored layer choice) name it here.
-    selection_source: RDMBenchmark | None = None
+
+    @property
+    def selection_source(self) -> RDMBenchmark | None:
+        """The benchmark whose selection data (and stored layer choice) this one borrows; None: its own."""
+        return None
     #: Bootstrap of the score over stimuli (Nili et al. 2014; see :func:`~.metrics.bootstrap.rdm_bootstrap`).
     n_boot: int = DEFAULT_N_BOOT
     seed: int = DEFAULT_SEED

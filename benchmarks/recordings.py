@@ -330,7 +330,10 @@ class RecordedBenchmark(NeuralBenchmark):
         return None if source is None else source.selection_stimulus_set
 
     def score_for_selection(self, assembly: xr.DataArray) -> float:
-        return self.selection_source.score_for_selection(assembly)
+        source = self.selection_source
+        if source is None:
+            raise ValueError(f"{self.identifier}: region {self.region!r} has no layer-selection data")
+        return source.score_for_selection(assembly)
 
 
 def package_cowley2023(data_dir: str | os.PathLike[str], folder: str | os.PathLike[str],
@@ -371,7 +374,10 @@ class Cowley2023V4PLSRecording(Cowley2023V4PLS):
         return self.recording.target
 
     def _load_repetitions(self) -> xr.DataArray:
-        return self.recording.repetitions
+        repetitions = self.recording.repetitions
+        if repetitions is None:  # the packaged session always has its per-repeat trials
+            raise ValueError(f"{self.identifier}: the packaged recording has no repetitions")
+        return repetitions
 
 
 #: The built-in benchmark whose selection data commits a layer for each region, when the recording brings none of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 from .brennan2016 import ROIS, Brennan2016Ridge
 from .cowley2023_sessions import Cowley2023V4SessionsPLS, Cowley2023V4SessionsRidge
@@ -40,7 +41,7 @@ def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:
 
 #: identifier -> benchmark class (constructed with ``data_dir`` and ``cache_dir``); see :mod:`.interface`.
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
-    cls.identifier: cls
+    cls.identifier: cast("Callable[..., Benchmark]", cls)  # conformance: tests/benchmarks/test_benchmarks_contract.py
     for cls in (
         Cowley2023V4PLSRecording,  # Cowley2023.V4-pls, through read_recording (see .recordings)
         Cowley2023V4SessionsPLS,

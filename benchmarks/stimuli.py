@@ -94,6 +94,7 @@ def place_image_on_screen(
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()
         source_format = image.format
+        placed: Image.Image
         if target_visual_degrees == source_visual_degrees:
             placed = image
         else:

@@ -41,7 +41,7 @@ from .base import Kind, Modality
 from .dims import NEUROID, PRESENTATION
 from .language import LanguageBenchmark, TextStimulusSet
 from .metrics import InternalConsistency, load_metric
-from .metrics.normalization import explained_variance
+from .metrics.normalization import Normalization, explained_variance
 from .netcdf import read_assembly
 from .recordings import (
     MIN_STIMULI,
@@ -56,7 +56,7 @@ __all__ = ["METRIC", "RecordedTextBenchmark", "TextRecording", "read_text_record
 
 #: The metric library's name of the regression metric these benchmarks use.
 METRIC = "linear_predictivity"
-NORMALIZATION = "raw_over_ceiling_clipped"
+NORMALIZATION: Normalization = "raw_over_ceiling_clipped"
 CONTEXT_COLUMNS = ("context_id", "story")
 
 

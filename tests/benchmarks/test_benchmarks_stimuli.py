@@ -79,17 +79,18 @@ def test_apply_ratio_keeps_mode_when_cropping_and_makes_rgb_when_enlarging():
 @pytest.mark.data
 def test_jpeg_sources_are_reencoded_like_brainscore_saves_them(bench):
     stimuli = bench.stimulus_set
+    target = stimuli.visual_degrees * 1.25  # a model whose field of view is 1.25 times the images'
     first = stimuli.stimulus_ids[0]
     blob = next(stimuli.iter_bytes())[1]
     with Image.open(io.BytesIO(blob)) as original:
-        converted = apply_ratio(original, 10 / 8)  # 112 -> 140
+        converted = apply_ratio(original, 1.25)  # 112 -> 140
         buffer = io.BytesIO()
         converted.save(buffer, format="JPEG")  # what Brain-Score's image.save('<name>.jpg') writes
     expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    stimulus_id, placed = next(stimuli.iter_placed(10))
+    stimulus_id, placed = next(stimuli.iter_placed(target))
     assert stimulus_id == first and placed.shape == (140, 140, 3)
     np.testing.assert_array_equal(placed, expected)
-    _, exact = next(stimuli.iter_placed(10, reencode=False))
+    _, exact = next(stimuli.iter_placed(target, reencode=False))
     np.testing.assert_array_equal(exact, np.asarray(converted.convert("RGB")))
     assert (exact[:14, :] == GREY).all()  # 14-pixel grey border before JPEG
     assert not np.array_equal(exact, placed)  # the second JPEG encode is lossy
@@ -104,7 +105,8 @@ def test_iter_placed_streams_and_is_deterministic(bench):
     assert first_pass == second_pass
     assert [sid for sid, _ in first_pass] == stimuli.stimulus_ids
     _, image = next(stimuli.iter_placed(6.5))
-    assert image.shape == (91, 91, 3)  # round(112 * 6.5 / 8) = round(91.0)
+    side = round(112 * 6.5 / stimuli.visual_degrees)  # 65 at 11.2 degrees (91 at 8)
+    assert image.shape == (side, side, 3) and side == 65
     with pytest.raises(ValueError):
         next(stimuli.iter_placed(0))
 
