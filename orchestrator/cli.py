@@ -118,6 +118,7 @@ def score(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choice"),
     memory: Optional[str] = typer.Option(None, metavar="SIZE", help="Memory limit of the model container (default 8g)"),
     cpus: Optional[float] = typer.Option(None, metavar="N", min=0.01, help="CPU limit of the model container (default: every core but one)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help="Container runtime: runc (default) or runsc (gVisor)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Score a model image (or a running model server) on a benchmark and store the score."""
@@ -130,7 +131,7 @@ def score(
         image=model,
         endpoint=endpoint,
         use_cache=not no_cache,
-        limits=SandboxLimits.configured(memory_bytes=_parse_bytes(memory) if memory else None, cpus=cpus),
+        limits=SandboxLimits.configured(memory_bytes=_parse_bytes(memory) if memory else None, cpus=cpus, runtime=runtime),
     )
     if (model is None) == (endpoint is None):
         raise UserError("give exactly one of --model IMAGE and --endpoint ADDRESS")

@@ -123,7 +123,7 @@ class _Job:
             raise UserError("give exactly one of an image and an endpoint", "`cortexbox score --help`")
         bench.data_hash  # noqa: B018 - hashes the data files (cached): DataNotFoundError when they are missing
         if self.request.image:
-            from cortexbox.orchestrator.runtime import docker_client
+            from cortexbox.orchestrator.runtime import check_runtime, docker_client
 
             docker = docker_client()
             try:
@@ -133,6 +133,7 @@ class _Job:
                     f"no Docker image {self.request.image!r} on this machine",
                     "build one with `cortexbox image build <project dir>` or list them with `docker images`",
                 ) from None
+            check_runtime(docker, (self.request.limits or SandboxLimits()).runtime)
         else:
             self._open()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import stat
@@ -89,6 +90,12 @@ class SandboxLimits:
     startup_timeout_s: float = 30.0  # container start until the socket exists
     load_timeout_s: float = 300.0  # socket until health says SERVING
     idle_timeout_s: float = 600.0  # the server exits when nobody talks to it this long
+    #: The engine's OCI runtime for the container: "runc", or "runsc" (gVisor: the model's system calls meet
+    #: a user-space kernel, not the host's); the engine must know it (dockerd --add-runtime, scripts/setup.sh).
+    runtime: str = "runc"
+
+    def __post_init__(self):
+        _runtime_name(self.runtime)
 
     @classmethod
     def configured(cls, **overrides) -> "SandboxLimits":
@@ -116,6 +123,9 @@ def _parse_budgets(text: str, cls=SandboxLimits) -> dict:
         if not sep or key not in names:
             raise UserError(f"${ENV_SANDBOX}: unknown budget {item!r}", f"use key=value with keys {', '.join(names)}")
         try:
+            if names[key].type in ("str", str):
+                values[key] = _runtime_name(raw.strip())
+                continue
             if key.endswith("_bytes"):
                 values[key] = _bytes(raw.strip())
             else:
@@ -126,6 +136,24 @@ def _parse_budgets(text: str, cls=SandboxLimits) -> dict:
         if values[key] <= 0:
             raise UserError(f"${ENV_SANDBOX}: {key} must be positive")
     return values
+
+
+def _runtime_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise UserError(f"{name!r} is not a container runtime's name", "e.g. runtime=runc or runtime=runsc")
+    return name
+
+
+def check_runtime(docker, name: str) -> None:
+    """A UserError unless the engine knows the OCI runtime `name` (runc always is)."""
+    if name == "runc":
+        return
+    known = set((docker.info().get("Runtimes") or {}).keys())
+    if name not in known:
+        hint = ("scripts/setup.sh installs gVisor and starts dockerd with --add-runtime runsc=/usr/local/bin/cortexbox-runsc "
+                "(runsc --network=none --host-uds=all) when the engine is not running" if name == "runsc"
+                else "register it with dockerd --add-runtime")
+        raise UserError(f"the Docker engine has no runtime {name!r} (it has {', '.join(sorted(known))})", hint)
 
 
 def _bytes(text: str) -> int:
@@ -355,6 +383,7 @@ class ContainerSession(ModelSession):
                 "build one with `cortexbox image build <project dir>` or list them with `docker images`",
             ) from None
         self.image_id = image_obj.id
+        check_runtime(docker, self.limits.runtime)
         try:
             self._start(docker_sdk, run_root)
             self._connect()
@@ -382,8 +411,10 @@ class ContainerSession(ModelSession):
         self.nonce = secrets.token_hex(32)
         self.run_id = secrets.token_hex(8)
         lim = self.limits
-        self.container = self.docker.containers.run(
+        # Created, then started: a container that cannot start (say, its runtime refuses it) is still ours to remove.
+        self.container = self.docker.containers.create(
             self.image_id,
+            runtime=lim.runtime,
             detach=True,
             auto_remove=False,  # keep it until we have read its state and log
             network_mode="none",
@@ -421,6 +452,10 @@ class ContainerSession(ModelSession):
             hostname="model",
             stop_signal="SIGTERM",
         )
+        try:
+            self.container.start()
+        except docker_sdk.errors.APIError as e:
+            raise ModelFailure(FailureClass.CRASH, f"the container did not start: {e.explanation or e}") from None
 
     def _connect(self) -> None:
         deadline = time.monotonic() + self.limits.startup_timeout_s

@@ -26,7 +26,10 @@ from cortexbox.orchestrator.runtime import (
     runs_root,
     scope_filter,
 )
-from tests.test_sandbox import HOSTILE, hostile_image, stimuli  # noqa: F401 - the fixture
+from tests import test_sandbox
+from tests.test_sandbox import stimuli
+
+hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
 CANARY = Path("/tmp/cortexbox-hostile-canary")  # tests/models/hostile/model.py plants links to it
 TEST_LIMITS = dict(memory_bytes=512 * 1024**2)
@@ -241,6 +244,23 @@ def test_budgets_are_configurable_in_one_place(monkeypatch):
     monkeypatch.setenv("CORTEXBOX_SANDBOX", "forks=3")
     with pytest.raises(UserError, match="unknown budget"):
         SandboxLimits.configured()
+    monkeypatch.setenv("CORTEXBOX_SANDBOX", "runtime=runsc,pids=64")
+    assert SandboxLimits.configured().runtime == "runsc" and SandboxLimits().runtime == "runc"
+    assert SandboxLimits.configured(runtime="runc").to_dict()["runtime"] == "runc"  # --runtime over the variable
+    monkeypatch.setenv("CORTEXBOX_SANDBOX", "runtime=run c;rm")
+    with pytest.raises(UserError, match="not a container runtime"):
+        SandboxLimits.configured()
+
+
+@pytest.mark.docker
+def test_a_runtime_the_engine_lacks_is_a_users_mistake_before_any_container(docker_client, hostile_image):
+    from cortexbox.orchestrator.errors import UserError
+
+    image = hostile_image("normal")
+    before = docker_client.containers.list(all=True, filters=scope_filter())
+    with pytest.raises(UserError, match="has no runtime 'cbx-no-such-runtime'"):
+        ContainerSession(docker_client, image, limits=SandboxLimits(runtime="cbx-no-such-runtime"))
+    assert docker_client.containers.list(all=True, filters=scope_filter()) == before
 
 
 # -- finding 2: builds that cannot read the host ------------------------------------------------------
