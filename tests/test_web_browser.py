@@ -10,6 +10,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -230,3 +231,41 @@ def test_live_run_page_updates_while_a_real_model_is_scored(browser, screenshots
         browser.goto(server.url + "/")
         assert "pixels" in browser.eval("document.getElementById('board').innerText")
         browser.screenshot(screenshots / "7-leaderboard-after-live-run.png")
+
+
+@pytest.mark.docker
+def test_the_demo_ends_on_a_ranked_web_board_with_no_missing_for_what_it_scored(browser, screenshots, base_image):
+    """The demo's own code path (orchestrator/demo.py: real images, real containers) on a subset that is quick to
+    score (two templates, the two Kriegeskorte benchmarks of the vision root: one IT, one behaviour), then the web
+    board of the vision domain: every model ranked, every scored cell a number, "missing" only where nothing was
+    scored, and the same ranks and aggregates as `cortexbox leaderboard --domain vision`."""
+    from cortexbox.orchestrator import demo
+    from cortexbox.orchestrator.web import create_app, data
+    from cortexbox.registry import Registry
+
+    scored = ["Kriegeskorte2008.hIT-rdm", "Kriegeskorte2008.judgements-rdm"]
+    assert set(scored) <= set(demo.vision_brain_benchmarks())
+    lines: list[str] = []
+    result = demo.run(Path(__file__).resolve().parents[1] / "model_templates", ("pixels", "pytorch-vision"), scored, say=lines.append)
+    assert not result.failed and len(result.scored) == 4, lines
+    assert any(line.startswith("[1/3]") for line in lines) and any("Step " in line or "exists" in line for line in lines)
+    cli_board = data.leaderboard(data.load(Registry()), "brainscore", "vision")
+    with Server(create_app()) as server:  # the registry of this test's CORTEXBOX_HOME, where the demo stored its scores
+        browser.goto(server.url + "/?domain=vision")
+        browser.eval("document.getElementById('leaves').click()")  # show a column per benchmark
+        browser.screenshot(screenshots / "8-demo-board.png")
+        headers = browser.eval("Array.from(document.querySelectorAll('#board thead th')).map(th => th.textContent.replace('\u00a0†', '').trim())")
+        rows = browser.eval("Array.from(document.querySelectorAll('#board tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))")
+    assert headers[:4] == ["rank", "model", "vision", "coverage"]
+    assert [(r[0], r[1].split(" ")[0]) for r in rows] == [(str(r["rank"]), r["model"]) for r in cli_board["rows"]]
+    assert sorted(r[0] for r in rows) == ["1", "2"] and {r[1].split(" ")[0] for r in rows} == {"pixels", "alexnet"}  # pytorch-vision serves AlexNet
+    number = re.compile(r"^\d\.\d{3}")
+    for row, cli_row in zip(rows, cli_board["rows"]):
+        cells = dict(zip(headers, row))
+        assert number.match(cells["vision"]) and cells["vision"].startswith(data.fmt(cli_row["ranked_by"]["value"]))
+        for name in scored + ["IT"]:  # the scored leaves, and the region all of whose leaves were scored
+            assert number.match(cells[name]) and "missing" not in cells[name] and "failed" not in cells[name], (name, cells[name])
+        for name, text in cells.items():  # "missing" only where something below was not scored
+            if "missing" in text:
+                assert name not in scored + ["IT", "rank", "model"], (name, text)
+
