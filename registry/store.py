@@ -364,7 +364,9 @@ class Registry:
 
     def leaderboard(self) -> list[LeaderboardRow]:
         """The latest score of every model build on the latest version of every benchmark,
-        best ceiled score first."""
+        best ceiled score first: raw rows for scripts. The boards people read (`cortexbox
+        leaderboard`, the web) come from one query module, orchestrator/web/data.py, which
+        also ranks per benchmark (`cortexbox leaderboard --benchmark ID`)."""
         latest_version: dict[str, int] = {}
         with self.session() as s:
             for b in s.exec(select(Benchmark)):
