@@ -465,6 +465,7 @@ class ModelClient:
         max_chunk = description.raw.limits.max_chunk_bytes
         sent: list[str] = []
         refused: list[ValueError] = []
+        exhausted: list[bool] = []  # the caller's iterable ran out (else the model ended the stream first)
 
         def requests() -> Iterator[pb.RunRequest]:
             yield pb.RunRequest(
@@ -486,6 +487,7 @@ class ModelClient:
                     raise
                 sent.append(sid)
                 yield pb.RunRequest(stimulus=message)
+            exhausted.append(True)
 
         start = time.perf_counter()
         call = self._run(requests(), timeout=timeout_s)
@@ -504,6 +506,10 @@ class ModelClient:
         finally:
             watchdog.done.set()
             call.cancel()  # a no-op after a clean end; stops the model on any other exit
+        if not exhausted and len(sent) < n:
+            swapped = self.pin is not None and self.pin.replaced()
+            raise ProtocolViolation(f"Run: the model ended the run after taking {len(sent)} of {n} stimuli"
+                                    + (" (and replaced its socket after the handshake)" if swapped else ""))
         if sent != list(stimulus_ids):
             raise ValueError("the stimuli iterable did not yield exactly `stimulus_ids`, in order")
         received.finish()

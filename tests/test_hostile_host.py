@@ -233,6 +233,23 @@ def test_the_log_tail_is_bounded_in_bytes_and_lines(docker_client, hostile_image
     assert tail.rstrip().endswith("the last words") and "bytes of earlier log cut" in tail
 
 
+# -- found by the zoo (perf/hostile_zoo.py) -------------------------------------------------------------
+@pytest.mark.docker
+def test_a_model_that_ends_the_run_early_is_a_protocol_violation(docker_client, hostile_image, no_container_survives):
+    """swap_socket's own server answers a Run that starts at once with an empty stream: that raised a plain
+    ValueError ("the stimuli iterable did not yield ...", a traceback) instead of a classified failure."""
+    session = ContainerSession(docker_client, hostile_image("swap_socket"), limits=SandboxLimits(**TEST_LIMITS))
+    try:  # more stimuli than gRPC's flow-control window holds: the empty answer comes before they are all sent
+        ids = [f"s{i:04d}" for i in range(2000)]
+        items = [(sid, np.full((16, 16, 3), i % 256, np.uint8)) for i, sid in enumerate(ids)]
+        with pytest.raises(ModelFailure) as caught:
+            session.client.run(session.description, items, ids, layers=["features"], timeout_s=30)
+    finally:
+        session.close()
+    assert caught.value.failure == FailureClass.PROTOCOL_VIOLATION, caught.value
+    assert "of 2000 stimuli" in caught.value.message or "replaced its socket" in caught.value.message, caught.value
+
+
 # -- configuration and provenance ---------------------------------------------------------------------
 def test_budgets_are_configurable_in_one_place(monkeypatch):
     from cortexbox.orchestrator.errors import UserError

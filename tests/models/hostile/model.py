@@ -55,6 +55,15 @@ def _try(action) -> float:
         return 0.0
 
 
+def _no_new_privs(status: dict) -> float:
+    """The no_new_privs bit: /proc/self/status has it under runc; gVisor's has no such line, prctl answers both."""
+    if "NoNewPrivs" in status:
+        return float(status["NoNewPrivs"].strip())
+    import ctypes
+
+    return float(ctypes.CDLL(None, use_errno=True).prctl(39, 0, 0, 0, 0))  # PR_GET_NO_NEW_PRIVS
+
+
 def sandbox_facts() -> np.ndarray:
     """What the sandbox allows, measured from inside, as 16 numbers (see tests/test_sandbox.py)."""
     import socket
@@ -74,7 +83,7 @@ def sandbox_facts() -> np.ndarray:
         len([n for n in os.listdir("/sys/class/net") if n != "lo"]) if os.path.isdir("/sys/class/net") else 0,
         _try(connect_out),
         float(int(fields["CapEff"].strip(), 16) != 0),
-        float(fields["NoNewPrivs"].strip()),
+        _no_new_privs(fields),
         float(os.path.exists("/var/run/docker.sock")),
         float(len(os.listdir("/run/cortexbox"))),
     ]
