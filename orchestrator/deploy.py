@@ -33,6 +33,7 @@ import docker.errors
 
 from cortexbox.orchestrator import images
 from cortexbox.orchestrator.images import BuiltImage, ImageBuildError, Log
+from cortexbox.orchestrator.provenance import checkout_root
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +160,12 @@ def build_stack(
     Raises
     ------
     ImageBuildError
-        A missing base image that cannot be built, an unresolvable requirement or a failed build step.
+        A missing base image that cannot be built, an unresolvable requirement or a failed build step; or no
+        checkout to package (an installed cortexbox lacks the image folders and pyproject.toml).
     """
+    if checkout_root() is None:
+        raise ImageBuildError("the compose stack is built from a source checkout of cortexbox, and this one is installed",
+                              hint="run cortexbox image stack from a clone (pip install -e .)")
     try:
         client.images.get(base_image)
     except docker.errors.ImageNotFound:
