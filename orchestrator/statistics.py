@@ -12,7 +12,7 @@ with a generator seeded by a recorded seed, and stores the 95% percentile interv
 through the ceiling normalisation (``low``, ``high``, ``level``, ``n_boot``, ``seed``, ``resampled``). It covers the
 sampling of the recorded stimuli (and neuroids, subjects) as draws from their populations *given the fitted
 mappings*; it does not cover the variability of refitting the mappings, the choice of layer, nor the ceiling's
-uncertainty (``ceiling_error`` is shown separately). ``tests/test_statistics.py`` checks its coverage by simulation.
+uncertainty (``ceiling_error`` is shown separately). ``tests/orchestrator/test_statistics.py`` checks its coverage by simulation.
 
 **Fallback for older scores: the corrected resampled t** over the split values. The splits' training sets overlap
 (any two share ~80% of the stimuli), so the split values are positively correlated and the textbook standard error

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Python code for the wire contract into the SDK (which ships it to both
 # sides). The generated files are committed so that the SDK installs without grpcio-tools;
-# tests/test_proto.py fails when they are stale.
+# tests/sdk/test_proto.py fails when they are stale.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/../sdk"

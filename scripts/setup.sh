@@ -10,7 +10,7 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 # docker-compose (Debian's 1.29, the Python tool) for docker-compose.yml: PostgreSQL + the web app.
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
-# Headless Chromium for the web app's browser tests (Debian's package; tests/test_web_browser.py).
+# Headless Chromium for the web app's browser tests (Debian's package; tests/orchestrator/test_web_browser.py).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # WordNet 3.0, to rebuild the Geirhos 16-class ImageNet table in tests.
 [ -d /usr/share/wordnet ] || need_apt+=(wordnet-base)

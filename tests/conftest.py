@@ -21,6 +21,22 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CORTEXBOX_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
+#: Fixtures that mean a test needs Docker, or reads the shared data folder (directly or through other fixtures).
+DOCKER_FIXTURES = {"docker_client", "base_image", "template_image", "hostile_image"}
+DATA_FIXTURES = {"data_dir", "bench", "kriegeskorte_data_dir", "geirhos_data_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Adds the `docker` and `data` markers from each test's fixture closure, so that `-m "not docker"` never starts
+    a container even where a test forgot its marker."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & DOCKER_FIXTURES and not item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.docker)
+        if used & DATA_FIXTURES and not item.get_closest_marker("data"):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own registry database and activation cache."""

@@ -16,7 +16,7 @@ refused (BAD_STIMULUS).
 Many short contexts (SyntaxGym: 3,132 one-sentence contexts) come through ``digest_batch`` (``max_batch_contexts``
 per call, the SDK's hand-off): contexts under ``SHORT_CONTEXT`` tokens are sorted by length and run in right-padded
 batches with an attention mask, which leaves every real position's computation as in ``digest`` (the same
-surprisals to 1e-4 bits, ``tests/test_language_templates.py``); ``perf/syntaxgym_batching.py`` times both.
+surprisals to 1e-4 bits, ``tests/model_templates/test_language_templates.py``); ``perf/syntaxgym_batching.py`` times both.
 
 Outputs per part: ``surprisal`` (bits, -log2 p summed over the part's tokens given BOS and the earlier parts),
 ``next_word`` (the most likely next token after the part, decoded and stripped), and layers

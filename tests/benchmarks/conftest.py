@@ -18,10 +18,6 @@ DATA_DIR = Path(
 COWLEY = DATA_DIR / "cowley2023_v4"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "data: reads the shared data folder (../shared/data) in place")
-
-
 def require_data(folder: str) -> Path:
     """The shared data root, after checking ``folder`` is in it: skip locally, fail in CI."""
     if not (DATA_DIR / folder).is_dir():

@@ -2,7 +2,7 @@
 
 Brain-Score's models resize stimuli with Pillow; `resize` reproduces Pillow's fixed-point,
 antialiased resampling (bicubic or bilinear), so a numpy-only image can preprocess exactly as
-a Pillow-based one (tests/test_images.py compares them).
+a Pillow-based one (tests/orchestrator/test_images.py compares them).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Hostile(Model):
         return [Output("features", (16,))]
 
     def activations(self, stimuli, layers):
-        if MODE in HOST_MODES:  # attacks on the host (tests/test_hostile_host.py)
+        if MODE in HOST_MODES:  # attacks on the host (tests/orchestrator/test_hostile_host.py)
             return {"features": np.tile(HOST_MODES[MODE](), (len(stimuli), 1))}
         if MODE == "crash_mid_run" and any(s.id.endswith("5") for s in stimuli):
             os._exit(7)
@@ -65,7 +65,7 @@ def _no_new_privs(status: dict) -> float:
 
 
 def sandbox_facts() -> np.ndarray:
-    """What the sandbox allows, measured from inside, as 16 numbers (see tests/test_sandbox.py)."""
+    """What the sandbox allows, measured from inside, as 16 numbers (see tests/orchestrator/test_sandbox.py)."""
     import socket
 
     status = pathlib.Path("/proc/self/status").read_text()
@@ -90,7 +90,7 @@ def sandbox_facts() -> np.ndarray:
     return np.array(facts + [0.0] * (16 - len(facts)), dtype=np.float32)
 
 
-# -- attacks on the host: each returns 16 numbers of what it achieved (tests/test_hostile_host.py) --------
+# -- attacks on the host: each returns 16 numbers of what it achieved (tests/orchestrator/test_hostile_host.py) --------
 RUN_FOLDER = pathlib.Path("/run/cortexbox")  # the socket's folder: the only host folder the model can write
 #: A host folder that the test fills with a canary; a link to it is planted in the run folder, so cleanup
 #: that followed links would delete the canary.
@@ -190,7 +190,7 @@ HOST_MODES = {
 }
 
 
-# -- attacks on the wire (tests/test_hostile_wire.py) live in wire_attacks.py: a server of their own, or another Model
+# -- attacks on the wire (tests/orchestrator/test_hostile_wire.py) live in wire_attacks.py: a server of their own, or another Model
 import wire_attacks  # noqa: E402
 
 Hostile = wire_attacks.replace(MODE, Hostile)

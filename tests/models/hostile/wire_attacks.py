@@ -1,4 +1,4 @@
-"""Attacks on the wire, for tests/test_hostile_wire.py (issue 11), in the hostile image.
+"""Attacks on the wire, for tests/orchestrator/test_hostile_wire.py (issue 11), in the hostile image.
 
 `replace(MODE, Hostile)` (called at the end of model.py) leaves other modes alone. Modes in
 SERVERS bypass the SDK: this module runs its own gRPC server from the generated stubs and never

@@ -15,7 +15,7 @@ import xarray as xr
 from cortexbox.benchmarks.netcdf import write_assembly
 from cortexbox.registry import Registry
 from tests.conftest import DATA_DIR
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 COWLEY = DATA_DIR / "cowley2023_v4"
 

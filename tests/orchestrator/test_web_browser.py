@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_web import TREE, seed_registry
+from tests.orchestrator.test_web import TREE, seed_registry
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -246,7 +246,7 @@ def test_the_demo_ends_on_a_ranked_web_board_with_no_missing_for_what_it_scored(
     scored = ["Kriegeskorte2008.hIT-rdm", "Kriegeskorte2008.judgements-rdm"]
     assert set(scored) <= set(demo.vision_brain_benchmarks())
     lines: list[str] = []
-    result = demo.run(Path(__file__).resolve().parents[1] / "model_templates", ("pixels", "pytorch-vision"), scored, say=lines.append)
+    result = demo.run(Path(__file__).resolve().parents[2] / "model_templates", ("pixels", "pytorch-vision"), scored, say=lines.append)
     assert not result.failed and len(result.scored) == 4, lines
     assert any(line.startswith("[1/3]") for line in lines) and any("Step " in line or "exists" in line for line in lines)
     cli_board = data.leaderboard(data.load(Registry()), "brainscore", "vision")

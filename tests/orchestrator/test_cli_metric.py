@@ -10,7 +10,7 @@ import xarray as xr
 
 from cortexbox.benchmarks.metrics import load_metric
 from cortexbox.benchmarks.netcdf import write_assembly
-from tests.test_cli import assert_one_line_error, cortexbox
+from tests.orchestrator.test_cli import assert_one_line_error, cortexbox
 
 
 def _assembly(values: np.ndarray, prefix: str) -> xr.DataArray:

@@ -13,7 +13,7 @@ from cortexbox.orchestrator import ingest
 from cortexbox.orchestrator.errors import UserError
 from cortexbox.orchestrator.ingest import register_benchmark, sync_builtins
 from cortexbox.registry import Registry
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 NEURAL = ["Cowley2023.V4-pls", "Kriegeskorte2008.hIT-rdm"]
 
@@ -116,7 +116,7 @@ def test_a_failure_while_planning_names_the_benchmark_and_changes_nothing(data_d
 def test_score_time_registers_through_the_same_function(data_dir, monkeypatch, tmp_path):
     from cortexbox.orchestrator.jobs import ScoreRequest, score_model
     from cortexbox.sdk import serve
-    from tests.test_score_endpoint import TwoLayers
+    from tests.orchestrator.test_score_endpoint import TwoLayers
 
     # a real server: score_model checks that the model exists before it records a run
     endpoint = f"unix://{tmp_path}/model.sock"

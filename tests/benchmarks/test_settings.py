@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from cortexbox.benchmarks.errors import UserError
 from cortexbox.benchmarks.settings import Settings, describe, settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

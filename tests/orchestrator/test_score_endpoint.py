@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cortexbox.sdk import Model, Output, serve
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 
 class TwoLayers(Model):

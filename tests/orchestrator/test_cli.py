@@ -297,7 +297,7 @@ def _hostile_registry(tmp_path) -> tuple[dict, int]:
     """A registry whose model, run, error, log tail and events say what a red-team model said."""
     from cortexbox.orchestrator.run_events import RunEventLog
     from cortexbox.registry import Registry
-    from tests.test_terminal import HOSTILE as RAW
+    from tests.orchestrator.test_terminal import HOSTILE as RAW
 
     HOSTILE = RAW.replace("\ud800", "")  # protobuf strings are valid UTF-8, and so is what the registry stores
     url = f"sqlite:///{tmp_path / 'hostile.db'}"
@@ -314,7 +314,7 @@ def _hostile_registry(tmp_path) -> tuple[dict, int]:
 
 
 def test_runs_watch_and_models_show_model_text_inert(tmp_path):
-    from tests.test_terminal import assert_inert
+    from tests.orchestrator.test_terminal import assert_inert
 
     env, run_id = _hostile_registry(tmp_path)
     for args, code in ((["runs"], 0), (["models", "list"], 0), (["watch", str(run_id)], 1)):
@@ -330,7 +330,7 @@ def test_a_model_failure_report_is_inert(capsys):
     """The score command's failure report (class, the model's message, its log tail) through main()."""
     from cortexbox.orchestrator import cli
     from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
-    from tests.test_terminal import HOSTILE, assert_inert
+    from tests.orchestrator.test_terminal import HOSTILE, assert_inert
 
     def fail(error):
         @cli.app.command("raise-for-test", hidden=True)

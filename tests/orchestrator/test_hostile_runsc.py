@@ -13,8 +13,8 @@ import pytest
 
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure
 from cortexbox.orchestrator.runtime import SandboxLimits, scope_filter
-from tests import test_sandbox
-from tests.test_sandbox import run_in_sandbox
+from tests.orchestrator import test_sandbox
+from tests.orchestrator.test_sandbox import run_in_sandbox
 
 hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
@@ -45,7 +45,7 @@ def test_a_well_behaved_model_runs_under_runsc(runsc, hostile_image):
 
 
 def test_the_sandbox_holds_from_inside_under_runsc(runsc, hostile_image):
-    """T1, T2, T6: the same facts as under runc (tests/test_sandbox.py), measured inside gVisor's kernel."""
+    """T1, T2, T6: the same facts as under runc (tests/orchestrator/test_sandbox.py), measured inside gVisor's kernel."""
     result = run_in_sandbox(runsc, hostile_image("probe"), n=1, limits=LIMITS)
     assert not isinstance(result, ModelFailure), result
     uid, gid, root_write, tmp_write, interfaces, connect_out, caps, no_new_privs, docker_sock, entries = result.outputs["features"][0][:10]
@@ -80,15 +80,15 @@ def test_a_silent_model_is_stopped_by_the_watchdog_under_runsc(runsc, hostile_im
 
 
 def test_a_swapped_socket_cannot_redirect_the_run_under_runsc(runsc, hostile_image, monkeypatch):  # T11, finding 1
-    """As tests/test_hostile_wire.py under runc: the socket becomes a link to another server's socket after the
+    """As tests/orchestrator/test_hostile_wire.py under runc: the socket becomes a link to another server's socket after the
     handshake; that server must never answer, and the run is a protocol violation."""
     import shutil
     import tempfile
 
     from cortexbox.orchestrator.runtime import ContainerSession
     from cortexbox.sdk import serve, wire
-    from tests.test_hostile_wire import Victim
-    from tests.test_sandbox import stimuli
+    from tests.orchestrator.test_hostile_wire import Victim
+    from tests.orchestrator.test_sandbox import stimuli
 
     image = hostile_image("swap_socket")
     runs = Path(tempfile.mkdtemp(prefix="cbx-", dir="/tmp"))  # short: a unix socket path has at most 107 bytes

@@ -478,7 +478,7 @@ def test_extract_over_the_cap_keeps_what_it_reads_and_sends_each_stimulus_once(t
 
 def test_cache_command_shows_usage_and_prunes(_isolated_home, monkeypatch):
     from cortexbox.registry import Registry
-    from tests.test_cli import assert_one_line_error, cortexbox
+    from tests.orchestrator.test_cli import assert_one_line_error, cortexbox
 
     cache = ActivationCache()
     other = "sha256:" + "cd" * 32

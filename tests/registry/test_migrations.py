@@ -10,7 +10,7 @@ from sqlmodel import SQLModel
 
 from cortexbox.registry import Registry
 from cortexbox.registry.store import _head_revision
-from tests.test_registry import postgres_url  # noqa: F401 - the throwaway cluster fixture
+from tests.registry.test_registry import postgres_url  # noqa: F401 - the throwaway cluster fixture
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,7 +20,7 @@ from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, scop
 
 pytestmark = pytest.mark.docker
 
-HOSTILE = Path(__file__).parent / "models" / "hostile"
+HOSTILE = Path(__file__).resolve().parents[1] / "models" / "hostile"
 
 
 @pytest.fixture(scope="session")

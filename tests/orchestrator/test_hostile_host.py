@@ -26,8 +26,8 @@ from cortexbox.orchestrator.runtime import (
     runs_root,
     scope_filter,
 )
-from tests import test_sandbox
-from tests.test_sandbox import stimuli
+from tests.orchestrator import test_sandbox
+from tests.orchestrator.test_sandbox import stimuli
 
 hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 

@@ -34,7 +34,7 @@ from cortexbox.registry import Registry
 from scipy.signal import detrend
 
 from tests.conftest import DATA_DIR, REPO
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 ALICE = DATA_DIR / "brennan2016_alice_fmri"
 IDENTIFIER = "Smith2026.language-linear"
@@ -148,7 +148,7 @@ def test_text_recording_is_ingested_versioned_and_scored(tmp_path, _isolated_hom
     # an image model is refused on the text benchmark (the existing modality check)
     from cortexbox.sdk import serve
 
-    from tests.test_score_endpoint import TwoLayers
+    from tests.orchestrator.test_score_endpoint import TwoLayers
 
     address = f"unix://{tmp_path}/image.sock"
     server, _ = serve(TwoLayers(), address, block=False)

@@ -22,7 +22,7 @@ import pytest
 from cortexbox.orchestrator import images
 from cortexbox.sdk import Model, Stimulus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "model_templates"
 DATA = images.default_data_dir()
 CORAL = DATA / "coral_mobilenet_tflite"

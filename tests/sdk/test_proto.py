@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cortexbox.model.v1 import model_service_pb2 as pb
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GENERATED = REPO / "sdk" / "cortexbox" / "model" / "v1"
 
 

@@ -24,7 +24,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 pytestmark = pytest.mark.docker
 

@@ -11,7 +11,7 @@ import pytest
 
 from cortexbox.orchestrator import images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _wheel(folder: Path, name: str = "cortexbox_test_weights", version: str = "0.1.0") -> tuple[Path, str]:

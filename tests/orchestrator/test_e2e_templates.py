@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_cli import cortexbox
+from tests.orchestrator.test_cli import cortexbox
 
 pytestmark = pytest.mark.docker
 

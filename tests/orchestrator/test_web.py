@@ -426,7 +426,7 @@ class SlowPixels(Model):
         return [Output("pixels", (28 * 28,))]
 
     def activations(self, stimuli, layers):
-        from tests.test_score_endpoint import _grey_28
+        from tests.orchestrator.test_score_endpoint import _grey_28
 
         time.sleep(0.1)
         return {"pixels": np.stack([_grey_28(s.pixels) for s in stimuli])}
