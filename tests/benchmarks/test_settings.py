@@ -8,6 +8,7 @@ images install and the code version in provenance work from a non-editable insta
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -61,9 +62,10 @@ def test_every_variable_reaches_its_user(monkeypatch, tmp_path):
 
 def test_no_module_reads_the_environment_itself():
     """Only the settings module reads os.environ (copying it into a child's environment is not reading it)."""
-    offenders = []
+    offenders, scanned = [], 0
     for package in ("orchestrator", "benchmarks", "registry"):
         for path in (REPO / package).rglob("*.py"):
+            scanned += 1
             if path.name == "settings.py" and package == "benchmarks":
                 continue
             tree = ast.parse(path.read_text())
@@ -72,7 +74,7 @@ def test_no_module_reads_the_environment_itself():
             for node in ast.walk(tree):
                 if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and id(node) not in copies:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not offenders, offenders
+    assert scanned > 50 and not offenders, (scanned, offenders)
 
 
 def test_defaults_and_the_data_folder_from_the_current_directory(monkeypatch, tmp_path):
@@ -104,29 +106,57 @@ def test_without_a_data_folder_benchmarks_are_described_and_reading_data_names_t
         bench.data_hash
 
 
-def test_settings_command_prints_each_value_and_its_source(tmp_path):
-    env = {"CORTEXBOX_SCOPE": "from-env", "CORTEXBOX_DATABASE_URL": "postgresql://me:hunter2@db/x", "CORTEXBOX_WIRE": ""}
-    rows = json.loads(cli("settings", "--json", env=env).stdout)
-    assert [r["name"] for r in rows] == [r["name"] for r in describe()]
+def test_settings_command_prints_each_value_and_its_source(monkeypatch):
+    from typer.testing import CliRunner
+
+    from cortexbox.orchestrator.cli import app
+
+    monkeypatch.setenv("CORTEXBOX_SCOPE", "from-env")
+    monkeypatch.setenv("CORTEXBOX_DATABASE_URL", "postgresql://me:hunter2@db/x")
+    monkeypatch.setenv("CORTEXBOX_WIRE", "")
+    monkeypatch.delenv("CORTEXBOX_ENDPOINT_TIMEOUT_S", raising=False)
+    rows = json.loads(CliRunner().invoke(app, ["settings", "--json"]).stdout)
+    assert rows == describe() and [r["name"] for r in rows] == [f.name for f in dataclasses.fields(Settings)]
     by_name = {r["name"]: r for r in rows}
     assert by_name["scope"]["value"] == "from-env" and by_name["scope"]["source"] == "env"
     assert by_name["database_url"]["value"] == "postgresql://me:***@db/x"
     assert by_name["wire"]["source"] == "default" and by_name["endpoint_timeout_s"]["value"] == 60.0
-    text = cli("settings", env=env)
-    assert text.returncode == 0 and "hunter2" not in text.stdout
+    text = CliRunner().invoke(app, ["settings"])
+    assert text.exit_code == 0 and "hunter2" not in text.stdout
     lines = text.stdout.splitlines()
     assert len(lines) == len(rows)
     assert "scope = from-env  (from $CORTEXBOX_SCOPE)" in lines
-    assert any(line.startswith("run_dir = ") and "default" in line for line in lines)
+    assert "endpoint_timeout_s = 60.0  (default: 60; set $CORTEXBOX_ENDPOINT_TIMEOUT_S)" in lines
 
 
-def test_demo_without_templates_is_one_line(tmp_path):
-    for args in ((), ("--templates", str(tmp_path / "nowhere")), ("--templates", str(tmp_path))):
-        result = cli("demo", *args, cwd=tmp_path)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        assert "--templates" in result.stderr and result.stdout == "", (result.stdout, result.stderr)
+@pytest.mark.slow
+def test_demo_finds_its_templates_from_the_current_directory_or_says_so(monkeypatch, tmp_path):
+    from cortexbox.orchestrator.demo import TEMPLATES, templates_dir
+
+    monkeypatch.chdir(REPO)
+    assert templates_dir(None) == Path("model_templates") and templates_dir(REPO / "model_templates") == REPO / "model_templates"
+    monkeypatch.chdir(tmp_path)
+    for folder, words in ((None, "no model_templates/ folder"), (tmp_path / "nowhere", "no such folder"),
+                          (tmp_path, f"has no template {', '.join(TEMPLATES)}")):
+        with pytest.raises(UserError, match=words) as caught:
+            templates_dir(folder)
+        assert "--templates" in caught.value.hint
+    result = cli("demo", cwd=tmp_path)  # before anything is built: no Docker needed
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == "", result.stderr
+    assert "no model_templates/ folder" in result.stderr and "--templates DIR" in result.stderr
 
 
+def test_the_compose_stack_needs_a_checkout(monkeypatch):
+    from cortexbox.orchestrator import deploy
+    from cortexbox.orchestrator.images import ImageBuildError
+
+    assert deploy.checkout_root() == REPO
+    monkeypatch.setattr(deploy, "checkout_root", lambda: None)
+    with pytest.raises(ImageBuildError, match="source checkout"):
+        deploy.build_stack(None)  # refused before the engine is asked anything
+
+
+@pytest.mark.slow
 def test_a_non_editable_install_outside_any_checkout(tmp_path):
     """Wheels of this checkout installed into a plain folder, inside some other git repository (as a .venv inside a
     checkout is): images still get the SDK, provenance records the release and no commit, and no data folder is
