@@ -5,6 +5,7 @@ in its own virtual environment, driven by this same file::
 
     python perf/parity_brainscore.py --setup-venv        # once: builds /tmp/bs-venv (not part of the repo)
     python perf/parity_brainscore.py                     # writes perf/results/parity.json and prints a table
+    python perf/parity_brainscore.py --only defaults     # only the cases whose name contains "defaults"
 
 The venv gets the two wheels with ``--no-deps`` and only what their metric modules import: numpy 1.26.4,
 pandas 1.5.3, xarray 2022.3.0, scipy 1.13.1, scikit-learn 1.5.2, netCDF4, tqdm, pyyaml, psutil, boto3, pillow and
@@ -14,6 +15,10 @@ Flow: this process builds the inputs (synthetic data, and the Cowley 2023 V4 rec
 shared data folder), writes them as netCDF with :func:`cortexbox.benchmarks.netcdf.write_assembly` (so Brain-Score's
 loader reads our files), scores everything with cortexbox, runs ``--brainscore-side`` under the venv's python (which
 loads the same files as ``NeuroidAssembly``/``BehavioralAssembly`` and scores them with ``load_metric``), and compares.
+
+Most cases pin the split arguments on both sides; the ``defaults`` cases pass none (Brain-Score's ``load_metric(name)``
+as it is, cortexbox's ``load_metric(name)``), on two Cowley sessions presented in shuffled order with an
+``object_name`` coordinate, so Brain-Score's default stratification is what is compared.
 """
 
 from __future__ import annotations
@@ -114,7 +119,8 @@ def brainscore_side(folder: Path) -> None:  # noqa: C901 (one case per metric, k
         started = time.perf_counter()
         try:
             if kind == "regression":
-                cv = {"stratification_coord": case.get("stratify")}
+                # "defaults": no crossvalidation_kwargs at all, so Brain-Score's own defaults decide the splits
+                cv = None if case.get("defaults") else {"stratification_coord": case.get("stratify")}
                 if case.get("kfold"):
                     cv["kfold"] = True
                 if case["metric"] == "ridgecv":
@@ -122,13 +128,15 @@ def brainscore_side(folder: Path) -> None:  # noqa: C901 (one case per metric, k
                     metric = CrossRegressedCorrelation(
                         regression=regression, correlation=pearsonr_correlation(), crossvalidation_kwargs=cv
                     )
+                elif cv is None:
+                    metric = load_metric(case["metric"])
                 else:
                     metric = load_metric(case["metric"], crossvalidation_kwargs=cv)
                 score = metric(load(case["source"]), load(case["target"]))
                 results[name] = score_of(score)
             elif kind == "similarity":
                 params = {}
-                if case["metric"].endswith("_cv"):
+                if case["metric"].endswith("_cv") and not case.get("defaults"):
                     params["crossvalidation_kwargs"] = {"stratification_coord": None}
                 metric = load_metric(case["metric"], **params)
                 score = metric(load(case["source"]), load(case["target"]))
@@ -345,6 +353,40 @@ def build_inputs(folder: Path, data_dir: Path | None) -> tuple[list[dict], dict]
                           "source": "cowley_wide", "target": "cowley_target"})
         cases.append({"kind": "internal_consistency", "name": "internal_consistency/cowley", "target": "cowley_reps"})
 
+        # --- Brain-Score's default arguments (no crossvalidation_kwargs: Split.Defaults stratify on object_name) on
+        # real recordings presented in shuffled order, the model's rows in another order. The sessions' images carry
+        # no object labels, so the object_name coordinate is made here: octiles of the population-mean response
+        # (8 classes of 80 / 37-38 images; any labels do for parity, and these make the strata differ in response level)
+        for session, recording in (("210325", target), ("210224", bench.selection_assembly)):
+            values = np.asarray(recording.values, dtype=np.float64)
+            session_ids = np.asarray(recording["stimulus_id"].values)
+            n_images, n_neurons = values.shape
+            population = values.mean(axis=1)
+            octile = np.searchsorted(np.quantile(population, np.linspace(0, 1, 9)[1:-1]), population, side="right")
+            objects = np.array([f"object{k}" for k in octile], dtype=object)
+            shown = rng.permutation(n_images)  # the recording's presentation order
+            rows = rng.permutation(n_images)  # the model's row order
+            noisy = values + rng.normal(scale=0.5 * values.std(axis=0), size=values.shape)
+            noisy = (noisy - noisy.mean(axis=0)) / noisy.std(axis=0)  # no all-zero unit after the ReLU: full rank
+            features = {
+                # fewer features than training stimuli (270 in 210224's 300 selection images), so linear_predictivity's
+                # least squares has one solution, not Brain-Score's sklearn 1.5.2 minimum-norm one (see NOTES)
+                "narrow": np.maximum(noisy @ rng.standard_normal((n_neurons, 200)) + 3 * rng.standard_normal((n_images, 200)), 0),
+                "wide": np.maximum(noisy @ rng.standard_normal((n_neurons, 2000)) + 3 * rng.standard_normal((n_images, 2000)), 0),
+            }
+            assemblies[f"v4_{session}"] = _neural(values[shown], session_ids[shown], "v4_",
+                                                  {"object_name": ("presentation", objects[shown])})
+            for width, matrix in features.items():
+                assemblies[f"v4_{session}_{width}"] = _neural(matrix[rows], session_ids[rows], "f",
+                                                              {"object_name": ("presentation", objects[rows])})
+            metrics = [("narrow", m) for m in ("pls", "ridge", "linear_predictivity", "ridgecv", "neuron_to_neuron")]
+            for width, metric in [*metrics, ("wide", "pls"), ("wide", "ridge")]:
+                cases.append({"kind": "regression", "name": f"{metric}/defaults-cowley{session}-{width}", "metric": metric,
+                              "defaults": True, "source": f"v4_{session}_{width}", "target": f"v4_{session}"})
+            for metric in ("rdm_cv", "cka_cv"):
+                cases.append({"kind": "similarity", "name": f"{metric}/defaults-cowley{session}-narrow", "metric": metric,
+                              "defaults": True, "source": f"v4_{session}_narrow", "target": f"v4_{session}"})
+
     cases.append({"kind": "netcdf", "name": "netcdf/ours-read-by-brainscore", "source": "tgt_narrow64"})
     for name, assembly in assemblies.items():
         write_assembly(assembly, folder / f"{name}.nc")
@@ -368,15 +410,20 @@ def cortexbox_side(folder: Path, cases: list[dict], assemblies: dict) -> dict:  
         started = time.perf_counter()
         try:
             if kind == "regression":
-                params = {}
-                if case.get("stratify"):
-                    params["stratification_coord"] = case["stratify"]
+                params = {} if case.get("defaults") else {"stratification_coord": case.get("stratify")}
                 if case.get("kfold"):
                     params["kfold"] = True
                 score = load_metric(case["metric"], **params)(load(case["source"]), load(case["target"]))
-                results[name] = {"raw": score.raw, "error": score.error, "values": score.values}
+                results[name] = {"raw": score.raw, "error": score.error, "values": score.values,
+                                 "cross_validation": score.attrs["cross_validation"]}
+                if case.get("defaults"):  # how far the unstratified splits would have been
+                    plain = load_metric(case["metric"], stratification_coord=None, n_boot=0)
+                    results[name]["unstratified_raw"] = plain(load(case["source"]), load(case["target"])).raw
             elif kind in ("similarity", "behavior"):
-                metric = load_metric(case["metric"])
+                params = {}
+                if case["metric"].endswith("_cv") and not case.get("defaults"):
+                    params["stratification_coord"] = None
+                metric = load_metric(case["metric"], **params)
                 if case.get("ceiling"):
                     score = metric.ceiling(load(case["target"]))
                 else:
@@ -384,6 +431,11 @@ def cortexbox_side(folder: Path, cases: list[dict], assemblies: dict) -> dict:  
                 entry = {"raw": score.raw, "error": None if math.isnan(score.error) else score.error}
                 if case["metric"].endswith("_cv") or case["metric"] == "i2n":
                     entry["values"] = score.values
+                if "cross_validation" in score.attrs:
+                    entry["cross_validation"] = score.attrs["cross_validation"]
+                if case.get("defaults"):
+                    plain = load_metric(case["metric"], stratification_coord=None)
+                    entry["unstratified_raw"] = plain(load(case["source"]), load(case["target"])).raw
                 results[name] = entry
             elif kind == "internal_consistency":
                 score = InternalConsistency()(load(case["target"]))
@@ -468,6 +520,10 @@ def compare(ours: dict, theirs: dict, assemblies: dict, folder: Path) -> list[di
             row.update(max_abs_diff=diff, passed=bool(diff <= TOLERANCE),
                        cortexbox={k: v for k, v in mine.items() if k != "seconds"},
                        brainscore={k: v for k, v in bs.items() if k != "seconds"})
+            if "unstratified_raw" in mine:  # a default-argument case: which splits, and what they changed
+                row["splitter"] = mine["cross_validation"]["splitter"]
+                row["stratification_coord"] = mine["cross_validation"]["stratification_coord"]
+                row["shift_vs_unstratified"] = abs(mine["raw"] - mine["unstratified_raw"])
         for key, note in NOTES.items():
             label, metric = key.split("/")
             if f"-{label}" in name and name.split("/")[0] == metric and "note" not in row:
@@ -482,6 +538,7 @@ def main() -> int:
     parser.add_argument("--brainscore-side", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default: <repo>/../shared/data)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "parity.json")
+    parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     args = parser.parse_args()
     if args.setup_venv:
         setup_venv()
@@ -501,6 +558,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cbx-parity-") as tmp:
         folder = Path(tmp)
         cases, assemblies = build_inputs(folder, data_dir)
+        if args.only:
+            cases = [case for case in cases if args.only in case["name"]]
+            (folder / "cases.json").write_text(json.dumps(cases))
         ours = cortexbox_side(folder, cases, assemblies)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["TQDM_DISABLE"] = "1"
@@ -528,6 +588,13 @@ def main() -> int:
               + (f"  {r['note']}" if r.get("note") and not r["passed"] else ""))
         if r["max_abs_diff"] is None:
             print(f"    cortexbox: {r.get('cortexbox')}\n    brainscore: {r.get('brainscore')}")
+    defaults = [r for r in rows if "splitter" in r]
+    if defaults:
+        print("\ndefault arguments (Brain-Score's load_metric(name) as is) on real recordings in shuffled order:")
+        print(f"{'case':<{width}}  {'max |diff|':>11}  {'splitter':<22}  |default - unstratified|")
+        for r in defaults:
+            print(f"{r['case']:<{width}}  {r['max_abs_diff']:>11.2e}  {r['splitter'] + ' ' + str(r['stratification_coord']):<22}"
+                  f"  {r['shift_vs_unstratified']:.2e}")
     print(f"{report['n_passed']}/{report['n_cases']} within {TOLERANCE:g}; written to {args.out}")
     return 0
 
