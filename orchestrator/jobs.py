@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cortexbox.benchmarks import neuroid_assembly
+from cortexbox.benchmarks.rdm_benchmark import DegenerateRDM
 from cortexbox.orchestrator.cache import ActivationCache, stimulus_keys
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
@@ -360,7 +361,10 @@ def score_model(
         t0 = time.perf_counter()
         assembly = neuroid_assembly(values, stimuli.stimulus_ids, layer=layer, model=job.model_row.name)
         del values
-        score = bench.score(assembly)
+        try:
+            score = bench.score(assembly)
+        except DegenerateRDM as e:  # the model's outputs, not the benchmark: a failed run with a class, no traceback
+            raise ModelFailure(FailureClass.BAD_OUTPUT, f"layer {layer}: {e}") from None
         error = score.error if score.error is not None and math.isfinite(score.error) else None  # e.g. a single RDM comparison
         job.timings["score_s"] = time.perf_counter() - t0
         job.timings["total_s"] = time.perf_counter() - t_start
