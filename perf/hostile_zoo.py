@@ -1,0 +1,213 @@
+"""The evil zoo, measured (issue 11): each mode of tests/models/hostile once through a real sandboxed container,
+with its outcome class, time to fail and host impact, under one container runtime.
+
+    python perf/hostile_zoo.py --runtime runc  --save perf/results/hostile_zoo_runc.json
+    DOCKER_HOST=... python perf/hostile_zoo.py --runtime runsc --save perf/results/hostile_zoo_runsc.json
+    python perf/hostile_zoo.py --report perf/results/hostile_zoo_runc.json perf/results/hostile_zoo_runsc.json
+
+Each mode runs in a child process, so that the orchestrator's peak RSS is that mode's own; the parent samples the
+host's load while it runs and checks afterwards that no container and no run folder (or tmpfs) is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: mode -> (stimuli, run timeout s, memory limit MiB, extra environment). Every mode of the hostile image.
+MODES: dict[str, tuple[int, float, int, dict]] = {
+    "normal": (8, 60, 512, {}),
+    "probe": (1, 60, 512, {}),
+    "crash_on_load": (8, 60, 512, {}),
+    "crash_mid_run": (8, 60, 512, {}),
+    "oom": (8, 60, 384, {}),
+    "hang": (8, 120, 512, {"CORTEXBOX_WIRE": "stall_timeout_s=3"}),
+    "slow": (80, 6, 512, {}),
+    "nan": (8, 60, 512, {}),
+    "fill_run_folder": (1, 120, 512, {}),
+    "deep_run_folder": (1, 120, 512, {}),
+    "fork_bomb": (1, 120, 512, {}),
+    "spin": (1, 120, 512, {}),
+    "flood_log": (1, 60, 512, {}),
+    "swap_socket": (8, 30, 512, {}),
+    "flood_progress": (8, 60, 512, {}),
+    "float64_wide": (64, 300, 2048, {}),
+    "over_budget": (64, 60, 512, {}),
+    "evil_id": (8, 60, 512, {}),
+    "evil_text": (4, 60, 512, {}),
+}
+
+
+def one(mode: str, image: str, runtime: str) -> dict:
+    """Runs `mode` once in this process: class, seconds, peak RSS, what the model reported."""
+    import numpy as np
+
+    from cortexbox.orchestrator.errors import ModelFailure
+    from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, docker_client
+
+    n, timeout_s, memory_mib, _ = MODES[mode]
+    limits = SandboxLimits(memory_bytes=memory_mib * 1024**2, runtime=runtime)
+    docker = docker_client()
+    session, record, t0 = None, {}, time.monotonic()
+    try:
+        session = ContainerSession(docker, image, limits=limits)
+        ids = [f"s{i:03d}" for i in range(n)]
+        items = [(sid, np.full((16, 16, 3), i, np.uint8)) for i, sid in enumerate(ids)]
+        out = session.client.run(session.description, items, ids, layers=["features"], timeout_s=timeout_s)
+        record = {"class": "ok", "facts": [round(float(x), 2) for x in out.outputs["features"][0][:6]]}
+    except ModelFailure as e:
+        e = session.diagnose(e) if session is not None else e
+        record = {"class": e.failure.value, "message": e.message[:200]}
+    finally:
+        run_dir = session.run_dir if session is not None else None
+        if session is not None:
+            session.close()
+    record["seconds"] = round(time.monotonic() - t0, 2)
+    record["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    record["run_dir_left"] = bool(run_dir and os.path.lexists(run_dir))
+    return record
+
+
+def measure(mode: str, image: str, runtime: str, run_root: Path) -> dict:
+    """`one` in a child process, with the host's peak 1-minute load and what was left behind."""
+    from cortexbox.orchestrator.runtime import docker_client, scope_filter
+
+    env = {**os.environ, **MODES[mode][3], "CORTEXBOX_RUN_DIR": str(run_root), "CORTEXBOX_SCOPE": "hostile-zoo"}
+    peak_load, done = [os.getloadavg()[0]], threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            peak_load.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    proc = subprocess.run([sys.executable, __file__, "--one", mode, "--image", image, "--runtime", runtime],
+                          capture_output=True, text=True, env=env, timeout=600)
+    done.set()
+    sampler.join()
+    try:
+        record = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        record = {"class": f"harness error (exit {proc.returncode})", "message": proc.stderr[-300:]}
+    os.environ["CORTEXBOX_SCOPE"] = "hostile-zoo"
+    record["containers_left"] = len(docker_client().containers.list(all=True, filters=scope_filter()))
+    record["folders_left"] = len(list(run_root.iterdir())) if run_root.exists() else 0
+    with open("/proc/mounts") as f:
+        record["mounts_left"] = sum(1 for line in f if line.split()[1].startswith(str(run_root) + os.sep))
+    record["host_load_peak"] = round(max(peak_load), 1)
+    return record
+
+
+def build(docker, mode: str) -> str:
+    from cortexbox.orchestrator import images
+
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "hostile"
+        shutil.copytree(REPO / "tests" / "models" / "hostile", project)
+        (project / "MODE").write_text(mode + "\n")
+        return images.build_model_image(docker, project, tag=f"cortexbox-test/hostile:{mode}").tag
+
+
+THREATS = [  # (threat, modes of the zoo, tests that assert it)
+    ("T1 read held-out data", ["probe"], "test_sandbox::test_the_sandbox_holds_from_inside (only the run folder is mounted, no docker.sock); "
+     "test_hostile_host::test_asset_sources_are_confined_to_the_project_and_weight_folders, test_a_project_folder_must_not_hold_the_data"),
+    ("T2 network", ["probe"], "test_sandbox::test_the_sandbox_holds_from_inside (no interface but lo, connect fails); "
+     "test_hostile_host::test_a_build_has_no_network_and_bounded_memory"),
+    ("T3 fork bomb", ["fork_bomb"], "test_hostile_host::test_a_fork_bomb_stops_at_a_pids_limit_sized_for_the_host; test_hostile_concurrent"),
+    ("T4 memory", ["oom", "float64_wide"], "test_sandbox::test_failures_are_classified_with_the_log[oom]; "
+     "test_hostile_wire::test_float64_outputs_are_converted_while_streaming; test_hostile_concurrent"),
+    ("T5 disk", ["fill_run_folder", "deep_run_folder", "flood_log"], "test_hostile_host::test_the_run_folder_has_a_total, "
+     "test_cleanup_survives_a_deep_chain_and_never_follows_links, test_the_log_tail_is_bounded_in_bytes_and_lines; test_hostile_concurrent"),
+    ("T6 escalation", ["probe"], "test_sandbox::test_the_sandbox_holds_from_inside (uid 65534, CapEff 0, no_new_privs, read-only root)"),
+    ("T7 hang / slow-loris", ["hang", "slow"], "test_hostile_wire::test_a_silent_model_is_stopped_by_the_watchdog, "
+     "test_a_model_too_slow_for_its_deadline_is_stopped_early; test_sandbox::...[hang]"),
+    ("T8 crash", ["crash_on_load", "crash_mid_run"], "test_sandbox::test_failures_are_classified_with_the_log[crash_*]"),
+    ("T9 NaN, shapes, huge tensors", ["nan", "over_budget", "float64_wide"], "test_sandbox::...[nan]; "
+     "test_hostile_wire::test_an_over_budget_output_shape_is_a_classified_failure; tests/test_protocol.py (chunks, dtypes, NaN per chunk)"),
+    ("T10 lying metadata", ["evil_id", "evil_text"], "test_hostile_wire::test_a_model_id_with_a_terminal_escape_is_refused, "
+     "test_free_text_from_a_model_is_cut_and_cleaned (strings only: no conformance run on declared regions/degrees yet)"),
+    ("T11 hijack another run's socket", ["swap_socket"], "test_hostile_wire::test_a_socket_swapped_after_the_handshake_cannot_redirect_the_run; "
+     "tests/test_protocol.py (symlinked socket, missing nonce)"),
+    ("T12 game the benchmark", [], "not covered by the zoo (random ids / repeat probes are not implemented)"),
+    ("T13 CPU theft", ["spin"], "test_hostile_host::test_a_model_gets_a_share_of_the_cpus_not_all_of_them"),
+    ("T14 deserialisation", ["flood_progress"], "protobuf only, no pickle on model data; malformed frames and floods: "
+     "test_hostile_wire::test_a_flood_of_empty_messages_is_a_protocol_violation, tests/test_protocol.py"),
+    ("T15 account abuse / identity", [], "test_hostile_wire::test_a_name_belongs_to_the_owner_who_registered_it_first "
+     "(no quotas or sybil detection yet)"),
+]
+
+
+def report(paths: list[Path]) -> str:
+    runs = [json.loads(p.read_text()) for p in paths]
+    runtimes = [r["runtime"] for r in runs]
+    head = ["mode", *[f"{rt}: class" for rt in runtimes], *[f"{rt}: s" for rt in runtimes],
+            *[f"{rt}: peak RSS MiB / load" for rt in runtimes], "left (containers/folders)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode in MODES:
+        recs = [r["modes"].get(mode, {}) for r in runs]
+        left = ", ".join(f"{r.get('containers_left', '?')}/{r.get('folders_left', '?') + r.get('mounts_left', 0) if r else '?'}"
+                         for r in recs)
+        lines.append("| " + " | ".join([
+            f"`{mode}`",
+            *[(r.get("class", "not run") + (f" {r['facts']}" if r.get("facts") and mode in FACT_MODES else "")) for r in recs],
+            *[str(r.get("seconds", "")) for r in recs],
+            *[f"{r.get('peak_rss_mib', '')} / {r.get('host_load_peak', '')}" for r in recs],
+            left]) + " |")
+    threats = ["| threat | zoo modes | tests |", "|---|---|---|"]
+    threats += [f"| {t} | {', '.join(f'`{m}`' for m in modes) or '-'} | {tests} |" for t, modes, tests in THREATS]
+    return "\n".join(threats) + "\n\n" + "\n".join(lines) + "\n"
+
+
+FACT_MODES = {"probe", "fill_run_folder", "deep_run_folder", "fork_bomb", "spin"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runtime", default="runc")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--save", type=Path)
+    p.add_argument("--one")
+    p.add_argument("--image")
+    p.add_argument("--report", nargs="+", type=Path)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.image, args.runtime)))
+        return
+    if args.report:
+        print(report(args.report))
+        return
+    from cortexbox.orchestrator.runtime import docker_client
+
+    docker = docker_client()
+    results = {"runtime": args.runtime, "docker_host": os.environ.get("DOCKER_HOST", "default"),
+               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "modes": {}}
+    if args.save and args.save.exists():  # a rerun of some modes updates their rows
+        results["modes"] = json.loads(args.save.read_text())["modes"]
+    run_root, built = Path(tempfile.mkdtemp(prefix="cbx-zoo-", dir="/tmp")), []
+    try:
+        for mode in args.modes.split(","):
+            built.append(build(docker, mode))
+            results["modes"][mode] = rec = measure(mode, built[-1], args.runtime, run_root)
+            print(mode, json.dumps(rec), flush=True)
+            if args.save:
+                args.save.write_text(json.dumps(results, indent=1) + "\n")
+    finally:
+        shutil.rmtree(run_root, ignore_errors=True)
+        for tag in built:
+            docker.images.remove(tag, force=True)
+
+
+if __name__ == "__main__":
+    main()
