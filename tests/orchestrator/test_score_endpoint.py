@@ -73,5 +73,5 @@ def test_score_an_endpoint_end_to_end(endpoint):
     assert not again["from_cache"]  # an endpoint's code may change under the same name
     assert again["raw"] == outcome["raw"]  # and the score reproduces exactly
 
-    board = json.loads(cortexbox("leaderboard", "--json").stdout)
-    assert [(r["model"], r["benchmark"]) for r in board] == [("two-layers", "Cowley2023.V4-pls")]
+    page = json.loads(cortexbox("leaderboard", "--benchmark", "Cowley2023.V4-pls", "--json").stdout)
+    assert [(r["model"], r["rank"]) for r in page["scores"]] == [("two-layers", 1)]

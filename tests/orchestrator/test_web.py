@@ -157,7 +157,7 @@ def test_the_benchmarks_page_lists_every_benchmark_registered_or_built_in(client
     alpha = by_name["Alpha2020.V4-pls"]
     assert alpha["registered"] and alpha["version"] == 2 and alpha["n_scored_models"] == 3 and alpha["in_tree"]
     cowley = by_name["Cowley2023.V4-pls"]
-    assert not cowley["registered"] and cowley["version"] == 1 and cowley["data_hash"] is None
+    assert not cowley["registered"] and cowley["version"] == 2 and cowley["data_hash"] is None
     assert cowley["not_aggregated"] == NOT_AGGREGATED["Cowley2023.V4-pls"] and not cowley["in_tree"]
     html = client.get("/benchmarks").text
     assert html.count('<tr data-registered="') == len(names) and html.count('<tr data-registered="1"') == 3
