@@ -16,7 +16,7 @@ test: setup lint
 
 lint: setup
 	@$(VENV)/bin/ruff check .
-	@# mypy (scripts/typecheck.sh) joins here once sdk/ and benchmarks/ pass it
+	@bash scripts/typecheck.sh
 
 # Re-pin the dev environment after a deliberate upgrade (then run `make test` and commit constraints.txt).
 lock: setup

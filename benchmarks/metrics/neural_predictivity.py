@@ -29,7 +29,8 @@ When features outnumber stimuli the regression runs on the row-space coordinates
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -64,9 +65,9 @@ def cross_regressed_correlation(
     block_size: int = DEFAULT_BLOCK_SIZE,
     source_order: np.ndarray | None = None,
     n_boot: int = 0,
-    seed: int = DEFAULT_SEED,
+    seed: int | Sequence[int] = DEFAULT_SEED,
     resample_neuroids: bool = True,
-) -> tuple[np.ndarray, dict[str, object]]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-split, per-neuroid Pearson r of cross-validated predictions (the array form of the metric).
 
     Parameters
@@ -287,7 +288,7 @@ class CrossRegressedCorrelation:
         )
 
     def __call__(
-        self, source: xr.DataArray, target: xr.DataArray, *, bootstrap: bool = True, seed: object = None
+        self, source: xr.DataArray, target: xr.DataArray, *, bootstrap: bool = True, seed: int | Sequence[int] | None = None
     ) -> Score:
         """Score ``source`` (model features) against ``target`` (recording); both ``(presentation, neuroid)``.
 
@@ -304,8 +305,8 @@ class CrossRegressedCorrelation:
         source = validate_assembly(source)
         target = validate_assembly(target)
         target_ids = np.asarray(target[STIMULUS_ID].values)
-        order = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
-        if (order == np.arange(len(order))).all():
+        order: np.ndarray | None = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
+        if order is not None and (order == np.arange(len(order))).all():
             order = None
         cross_validation = self.cross_validation()
         splits = cross_validation.splits(target)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def ceil_interval(low: float, high: float, ceiling: float, regime: str) -> tuple
     return min(ends), max(ends)
 
 
-def _ceiled_bootstrap(score: Score, c: float, regime: str) -> dict[str, object] | None:
+def _ceiled_bootstrap(score: Score, c: float, regime: str) -> dict[str, Any] | None:
     """``attrs["bootstrap"]`` with its ``ceiled`` interval filled in (ends of the raw interval mapped)."""
     record = score.attrs.get("bootstrap")
     if not isinstance(record, dict) or not isinstance(record.get("raw"), dict):

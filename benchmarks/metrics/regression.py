@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
@@ -233,7 +233,7 @@ def fit_predict(
     n_components: int = 25,
     alpha: float = 1.0,
     alphas: list[float] | None = None,
-) -> tuple[np.ndarray, dict[str, float]]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit one of Brain-Score's mappings on the training rows and predict the test rows.
 
     Parameters

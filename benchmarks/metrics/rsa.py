@@ -209,8 +209,8 @@ def _aligned_values(
     source = validate_assembly(source)
     target = validate_assembly(target)
     target_ids = np.asarray(target[STIMULUS_ID].values)
-    order = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
-    if (order == np.arange(len(order))).all():
+    order: np.ndarray | None = check_stimulus_ids_match(source[STIMULUS_ID].values, target_ids, what="source")
+    if order is not None and (order == np.arange(len(order))).all():
         order = None
     return np.asarray(source.values), order, np.asarray(target.values), target_ids
 
