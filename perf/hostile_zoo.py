@@ -117,15 +117,17 @@ def build(docker, mode: str) -> str:
         project = Path(tmp) / "hostile"
         shutil.copytree(REPO / "tests" / "models" / "hostile", project)
         (project / "MODE").write_text(mode + "\n")
-        return images.build_model_image(docker, project, tag=f"cortexbox-test/hostile:{mode}").tag
+        # not the tests' tags: both may run on one engine
+        return images.build_model_image(docker, project, tag=f"cortexbox-zoo/hostile:{mode}").tag
 
 
-THREATS = [  # (threat, modes of the zoo, tests that assert it)
+THREATS = [  # (threat, modes of the zoo, tests that assert it: files under tests/orchestrator/ unless named)
     ("T1 read held-out data", ["probe"], "test_sandbox::test_the_sandbox_holds_from_inside (only the run folder is mounted, no docker.sock); "
      "test_hostile_host::test_asset_sources_are_confined_to_the_project_and_weight_folders, test_a_project_folder_must_not_hold_the_data"),
     ("T2 network", ["probe"], "test_sandbox::test_the_sandbox_holds_from_inside (no interface but lo, connect fails); "
      "test_hostile_host::test_a_build_has_no_network_and_bounded_memory"),
-    ("T3 fork bomb", ["fork_bomb"], "test_hostile_host::test_a_fork_bomb_stops_at_a_pids_limit_sized_for_the_host; test_hostile_concurrent"),
+    ("T3 fork bomb", ["fork_bomb"], "test_hostile_host::test_a_fork_bomb_stops_at_a_pids_limit_sized_for_the_host; "
+     "test_hostile_runsc::test_host_attacks_are_contained_under_runsc; test_hostile_concurrent"),
     ("T4 memory", ["oom", "float64_wide"], "test_sandbox::test_failures_are_classified_with_the_log[oom]; "
      "test_hostile_wire::test_float64_outputs_are_converted_while_streaming; test_hostile_concurrent"),
     ("T5 disk", ["fill_run_folder", "deep_run_folder", "flood_log"], "test_hostile_host::test_the_run_folder_has_a_total, "
@@ -135,17 +137,41 @@ THREATS = [  # (threat, modes of the zoo, tests that assert it)
      "test_a_model_too_slow_for_its_deadline_is_stopped_early; test_sandbox::...[hang]"),
     ("T8 crash", ["crash_on_load", "crash_mid_run"], "test_sandbox::test_failures_are_classified_with_the_log[crash_*]"),
     ("T9 NaN, shapes, huge tensors", ["nan", "over_budget", "float64_wide"], "test_sandbox::...[nan]; "
-     "test_hostile_wire::test_an_over_budget_output_shape_is_a_classified_failure; tests/test_protocol.py (chunks, dtypes, NaN per chunk)"),
+     "test_hostile_wire::test_an_over_budget_output_shape_is_a_classified_failure; tests/sdk/test_protocol.py (chunks, dtypes, NaN per chunk)"),
     ("T10 lying metadata", ["evil_id", "evil_text"], "test_hostile_wire::test_a_model_id_with_a_terminal_escape_is_refused, "
      "test_free_text_from_a_model_is_cut_and_cleaned (strings only: no conformance run on declared regions/degrees yet)"),
-    ("T11 hijack another run's socket", ["swap_socket"], "test_hostile_wire::test_a_socket_swapped_after_the_handshake_cannot_redirect_the_run; "
-     "tests/test_protocol.py (symlinked socket, missing nonce)"),
+    ("T11 hijack another run's socket", ["swap_socket"], "test_hostile_wire::test_a_socket_swapped_after_the_handshake_cannot_redirect_the_run, "
+     "test_hostile_runsc::test_a_swapped_socket_cannot_redirect_the_run_under_runsc, "
+     "test_hostile_host::test_a_model_that_ends_the_run_early_is_a_protocol_violation; "
+     "tests/sdk/test_protocol.py (symlinked socket, missing nonce)"),
     ("T12 game the benchmark", [], "not covered by the zoo (random ids / repeat probes are not implemented)"),
     ("T13 CPU theft", ["spin"], "test_hostile_host::test_a_model_gets_a_share_of_the_cpus_not_all_of_them"),
     ("T14 deserialisation", ["flood_progress"], "protobuf only, no pickle on model data; malformed frames and floods: "
-     "test_hostile_wire::test_a_flood_of_empty_messages_is_a_protocol_violation, tests/test_protocol.py"),
+     "test_hostile_wire::test_a_flood_of_empty_messages_is_a_protocol_violation, "
+     "tests/sdk/test_protocol.py::test_malformed_responses_are_rejected_not_crashed_on"),
     ("T15 account abuse / identity", [], "test_hostile_wire::test_a_name_belongs_to_the_owner_who_registered_it_first "
      "(no quotas or sybil detection yet)"),
+]
+
+FINDINGS = [  # issue 11's red-team findings: (finding, modes of the zoo, tests)
+    ("1 run served by another server (socket swap)", ["swap_socket"], "test_hostile_wire::test_a_socket_swapped_after_the_handshake_cannot_redirect_the_run; "
+     "test_hostile_runsc::test_a_swapped_socket_cannot_redirect_the_run_under_runsc; test_hostile_host::test_a_model_that_ends_the_run_early_is_a_protocol_violation"),
+    ("2 builds read the host", [], "test_hostile_host::test_asset_sources_are_confined_to_the_project_and_weight_folders, "
+     "test_a_project_folder_must_not_hold_the_data, test_a_build_has_no_network_and_bounded_memory"),
+    ("3 host memory (float64, over-cap outputs)", ["float64_wide", "over_budget"], "test_hostile_wire::test_float64_outputs_are_converted_while_streaming, "
+     "test_an_over_budget_output_shape_is_a_classified_failure"),
+    ("4 host disk (run folder total, 3,000-deep chain)", ["fill_run_folder", "deep_run_folder"], "test_hostile_host::test_the_run_folder_has_a_total, "
+     "test_cleanup_survives_a_deep_chain_and_never_follows_links, test_removal_goes_to_any_depth_without_following_links, "
+     "test_gc_removes_the_run_folders_of_dead_processes; test_hostile_runsc (tmpfs full under runsc)"),
+    ("5 terminal escapes, markup in ids and errors", ["evil_id", "evil_text", "flood_log"], "test_hostile_wire::test_a_model_id_with_a_terminal_escape_is_refused, "
+     "test_free_text_from_a_model_is_cut_and_cleaned; test_terminal.py; test_web_untrusted.py"),
+    ("6 misclassified / unbounded (over-cap shape, log tail, description, claimed model_id)", ["over_budget", "flood_log", "evil_text"],
+     "test_hostile_wire::test_an_over_budget_output_shape_is_a_classified_failure, test_a_name_belongs_to_the_owner_who_registered_it_first; "
+     "test_hostile_host::test_the_log_tail_is_bounded_in_bytes_and_lines; test_hostile_concurrent (a constant RDM: bad_output)"),
+    ("7 slow and loud (fork bomb load, empty-progress flood, trickle, CPU)", ["fork_bomb", "flood_progress", "slow", "hang", "spin"],
+     "test_hostile_host::test_a_fork_bomb_stops_at_a_pids_limit_sized_for_the_host, test_a_model_gets_a_share_of_the_cpus_not_all_of_them; "
+     "test_hostile_wire::test_a_flood_of_empty_messages_is_a_protocol_violation, test_a_silent_model_is_stopped_by_the_watchdog, "
+     "test_a_model_too_slow_for_its_deadline_is_stopped_early; test_hostile_concurrent"),
 ]
 
 
@@ -167,7 +193,10 @@ def report(paths: list[Path]) -> str:
             left]) + " |")
     threats = ["| threat | zoo modes | tests |", "|---|---|---|"]
     threats += [f"| {t} | {', '.join(f'`{m}`' for m in modes) or '-'} | {tests} |" for t, modes, tests in THREATS]
-    return "\n".join(threats) + "\n\n" + "\n".join(lines) + "\n"
+    findings = ["| issue 11 finding | zoo modes | tests |", "|---|---|---|"]
+    findings += [f"| {t} | {', '.join(f'`{m}`' for m in modes) or '-'} | {tests} |" for t, modes, tests in FINDINGS]
+    return ("\n".join(threats) + "\n\n" + "\n".join(findings) + "\n\n## Every mode, under " + " and ".join(runtimes)
+            + "\n\n" + "\n".join(lines) + "\n")
 
 
 FACT_MODES = {"probe", "fill_run_folder", "deep_run_folder", "fork_bomb", "spin"}
@@ -206,7 +235,10 @@ def main() -> None:
     finally:
         shutil.rmtree(run_root, ignore_errors=True)
         for tag in built:
-            docker.images.remove(tag, force=True)
+            try:
+                docker.images.remove(tag, force=True)
+            except Exception as e:  # noqa: BLE001 - already gone
+                print(f"could not remove {tag}: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":
