@@ -488,9 +488,11 @@ def demo(
         None, "--templates", metavar="DIR", help="Folder holding the model templates (default: ./model_templates)"
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute activations and the layer choices"),
+    full: bool = typer.Option(False, "--full", help="Every vision brain benchmark, V4 sessions included (5-10 more minutes)"),
 ) -> None:
     """The main job: build the base and the three vision template images, score each on the vision brain benchmarks
-    of the benchmark tree, and print the ranked board the web shows. A second run re-uses images and activations."""
+    of the benchmark tree (--full: all of them; default: all but the V4 sessions, to stay within 10 minutes on 2
+    cores), and print the ranked board the web shows. A second run re-uses images and activations."""
     from cortexbox.orchestrator import demo as demo_job
     from cortexbox.orchestrator.board_text import board_table
     from cortexbox.orchestrator.web import data
@@ -501,7 +503,7 @@ def demo(
 
     names = list(template or demo_job.TEMPLATES)
     folder = demo_job.templates_dir(templates, names)
-    benchmarks = list(benchmark or demo_job.vision_brain_benchmarks())
+    benchmarks = list(benchmark or demo_job.vision_brain_benchmarks(full=full))
     say(demo_job.intro(names, benchmarks))
     result = demo_job.run(folder, names, benchmarks, use_cache=not no_cache, say=say,
                           events=lambda model, bench: demo_job.ScoreLines(say))
