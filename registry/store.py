@@ -89,13 +89,25 @@ def migrate(engine) -> str:
     with _migration_lock(engine):
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        sqlite = engine.dialect.name == "sqlite"
         with engine.begin() as conn:
+            if sqlite:
+                # SQLite alters a table by copying it and dropping the old one, which foreign keys that point at
+                # it refuse (a registry with scores could not be upgraded). The pragma must come before the
+                # transaction's first statement; the keys are checked once the migration is done, below.
+                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
             config.attributes["connection"] = conn
             current = _current_revision(conn)
             if current is None and inspect(conn).has_table("model"):
                 command.stamp(config, BASELINE_REVISION)
             if current != head:
                 command.upgrade(config, "head")
+            if sqlite:
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
+        if sqlite:
+            engine.dispose()  # no pooled connection keeps foreign keys off; new ones get them on at connect
         with engine.connect() as conn:
             return _current_revision(conn)
 

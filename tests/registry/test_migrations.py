@@ -133,3 +133,41 @@ def test_run_events_revision_upgrades_a_baseline_database_and_downgrades(empty_u
         command.downgrade(_alembic_config(conn), "0001")
         assert not inspect(conn).has_table("run_event") and inspect(conn).has_table("run")
     engine.dispose()
+
+
+def test_a_registry_with_scores_upgrades_on_sqlite(tmp_path):
+    """SQLite rebuilds a table to alter it: with foreign keys on (as the registry connects), dropping the old `model`
+    table that scores point at failed, so a registry with scores could not be opened after an upgrade."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0002")
+    registry_engine = create_engine(url)
+
+    from sqlalchemy import event
+
+    @event.listens_for(registry_engine, "connect")
+    def _on(conn, _):
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    with registry_engine.begin() as conn:
+        conn.execute(text("INSERT INTO model (digest, name, version, image_ref, info, created_at) "
+                          "VALUES ('sha256:aa', 'pixels', '1', 'cortexbox/pixels', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO benchmark (identifier, version, data_hash, region, description, citation, "
+                          "definition, created_at) VALUES ('B.V4-pls', 1, 'h', 'V4', '', '', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO run (model_ref, benchmark_identifier, status, started_at) "
+                          "VALUES ('cortexbox/pixels', 'B.V4-pls', 'succeeded', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO score (run_id, model_id, benchmark_id, raw, layer, provenance, created_at) "
+                          "VALUES (1, 1, 1, 0.5, 'pixels', '{}', CURRENT_TIMESTAMP)"))
+    registry_engine.dispose()
+    engine.dispose()
+
+    registry = Registry(url)  # opening upgrades to head
+    assert registry.revision == _head_revision()
+    [(score, model, bench)] = registry.scores()
+    assert (score.raw, model.name, model.owner, bench.identifier) == (0.5, "pixels", "local", "B.V4-pls")
+    with registry.engine.connect() as conn:  # foreign keys are on again for the registry's own connections
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    registry.engine.dispose()
