@@ -10,6 +10,8 @@ scored run records the budgets it ran under in its provenance (``wire_budgets``)
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from cortexbox.benchmarks.settings import Settings
@@ -66,27 +68,39 @@ class WireBudgets:
         return asdict(self)
 
 
-def parse(text: str) -> dict:
-    """WireBudgets fields from "key=value,..."; UserError names the first bad item."""
-    kinds = {f.name: (float if f.type in ("float", float) else int) for f in fields(WireBudgets)}
+def parse(text: str, cls: type = WireBudgets, *, variable: str = ENV_WIRE,
+          example: str = "stall_timeout_s=30,output_bytes_per_run=2g",
+          strings: dict[str, Callable[[str], str]] | None = None) -> dict:
+    """Fields of the budget dataclass `cls` from "key=value,..." (one parser for ``$CORTEXBOX_WIRE`` and
+    runtime's ``$CORTEXBOX_SANDBOX``): sizes (keys naming bytes) may say k, m, g; numbers must be positive;
+    string fields go through their validator in `strings`. UserError names the first bad item."""
+    names = {f.name: f for f in fields(cls)}
+    strings = strings or {}
     values: dict = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, raw = (x.strip() for x in item.partition("="))
-        if not sep or key not in kinds:
-            raise UserError(f"${ENV_WIRE}: unknown budget {item!r}", f"use key=value with keys {', '.join(kinds)}")
+        if not sep or key not in names:
+            raise UserError(f"${variable}: unknown budget {item!r}", f"use key=value with keys {', '.join(names)}")
+        if key in strings:
+            values[key] = strings[key](raw)
+            continue
         try:
-            value = _size(raw) if "bytes" in key else kinds[key](raw)
+            value = parse_size(raw) if "bytes" in key else (float if names[key].type in ("float", float) else int)(raw)
         except ValueError:
-            raise UserError(f"${ENV_WIRE}: {key}={raw!r} is not a number", "e.g. stall_timeout_s=30,output_bytes_per_run=2g") from None
+            raise UserError(f"${variable}: {key}={raw!r} is not a number", f"e.g. {example}") from None
         if value <= 0:
-            raise UserError(f"${ENV_WIRE}: {key} must be positive")
+            raise UserError(f"${variable}: {key} must be positive")
         values[key] = value
     return values
 
 
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = text.lower().removesuffix("b").removesuffix("i")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+def parse_size(text: str) -> int:
+    """Bytes from ``20g``, ``1.5GiB``, ``500M``, ``64k`` or a plain number (binary units, case-insensitive): the one
+    size parser of budgets, the cache's cap and the CLI's ``--memory``; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

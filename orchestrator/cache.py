@@ -54,7 +54,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import resource
 import secrets
 import tempfile
@@ -68,6 +67,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cortexbox.benchmarks.settings import settings
+from cortexbox.orchestrator import budgets
 from cortexbox.orchestrator.errors import UserError
 
 #: Version of the row-key formulas below; part of every key.
@@ -84,15 +84,14 @@ DEFAULT_DISK_SHARE = 0.5
 MAX_BYTES_ENV = "CORTEXBOX_CACHE_MAX_BYTES"
 #: Eviction after a put frees down to this share of the cap, so that the next puts do not evict again at once.
 _LOW_WATER = 0.9
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_size(text: str) -> int:
-    """Bytes from ``20g``, ``1.5GiB``, ``500M``, ``64k`` or a plain number (binary units, case-insensitive)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text).lower())
-    if not match:
-        raise UserError(f"not a size: {text!r}", "write e.g. 20g, 500m, 1.5GiB or a number of bytes")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    """:func:`budgets.parse_size`, a bad size being the user's mistake."""
+    try:
+        return budgets.parse_size(text)
+    except ValueError:
+        raise UserError(f"not a size: {text!r}", "write e.g. 20g, 500m, 1.5GiB or a number of bytes") from None
 
 
 def default_cache_dir() -> Path:

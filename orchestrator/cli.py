@@ -65,12 +65,11 @@ def _emit_json(data) -> None:
 
 
 def _parse_bytes(text: str, option: str = "--memory") -> int:
+    from cortexbox.orchestrator.budgets import parse_size
     from cortexbox.orchestrator.errors import UserError
 
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    value = text.strip().lower().rstrip("b")
     try:
-        n = int(float(value[:-1]) * units[value[-1]]) if value and value[-1] in units else int(value)
+        n = parse_size(text)
     except ValueError:
         n = 0
     if n <= 0:

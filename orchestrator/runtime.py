@@ -22,10 +22,11 @@ import stat
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cortexbox.benchmarks.settings import settings
+from cortexbox.orchestrator import budgets
 from cortexbox.orchestrator.client import ModelClient, ModelDescription
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.sdk import wire
@@ -115,27 +116,8 @@ class SandboxLimits:
 
 
 def _parse_budgets(text: str, cls=SandboxLimits) -> dict:
-    names = {f.name: f for f in fields(cls)}
-    values: dict = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise UserError(f"${ENV_SANDBOX}: unknown budget {item!r}", f"use key=value with keys {', '.join(names)}")
-        try:
-            if names[key].type in ("str", str):
-                values[key] = _runtime_name(raw.strip())
-                continue
-            if key.endswith("_bytes"):
-                values[key] = _bytes(raw.strip())
-            else:
-                kind = float if names[key].type in ("float", float) else int
-                values[key] = kind(raw.strip())
-        except ValueError:
-            raise UserError(f"${ENV_SANDBOX}: {key}={raw.strip()!r} is not a number", "e.g. pids=96,cpus=1,run_dir_bytes=32m") from None
-        if values[key] <= 0:
-            raise UserError(f"${ENV_SANDBOX}: {key} must be positive")
-    return values
+    return budgets.parse(text, cls, variable=ENV_SANDBOX, example="pids=96,cpus=1,run_dir_bytes=32m",
+                         strings={"runtime": lambda raw: _runtime_name(raw)})
 
 
 def _runtime_name(name: str) -> str:
@@ -154,14 +136,6 @@ def check_runtime(docker, name: str) -> None:
                 "(runsc --network=none --host-uds=all) when the engine is not running" if name == "runsc"
                 else "register it with dockerd --add-runtime")
         raise UserError(f"the Docker engine has no runtime {name!r} (it has {', '.join(sorted(known))})", hint)
-
-
-def _bytes(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = text.lower().removesuffix("b").removesuffix("i")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def docker_client():
