@@ -1,5 +1,6 @@
 """Two benchmarks that show the same images: the second one is assembled from the first one's rows and sends
-no stimulus to the model (the pixels template, on Kriegeskorte 2008's 92 images shared by hIT and mIT)."""
+no stimulus to the model (the pixels template, on Kriegeskorte 2008's 92 images that hIT and the judgements both
+show at 2.9 degrees; mIT shows them at the monkeys' 7 degrees, other pixels, so other rows)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ def test_a_benchmark_sharing_images_sends_none_of_them_again(template_image, _is
     assert first.provenance["activation_cache"] == {"stimuli": 92, "sent": 92}
     assert sum(e["sent"] for e in first_events) == 92
 
-    second, second_events = _score("Kriegeskorte2008.mIT-rdm", image)
+    second, second_events = _score("Kriegeskorte2008.judgements-rdm", image)
     assert second.provenance["activation_cache"] == {"stimuli": 92, "sent": 0}
     assert [e["sent"] for e in second_events] == [0] and second_events[0]["cached"] == 92
     assert second.from_cache and "start_s" not in second.timings  # no container was started
 
+    # the same images at another size are other pixels: a cache hit there would be a wrong one
+    other, _ = _score("Kriegeskorte2008.mIT-rdm", image)
+    assert other.provenance["activation_cache"] == {"stimuli": 92, "sent": 92}
+
     # the same numbers as computing everything afresh
-    fresh, fresh_events = _score("Kriegeskorte2008.mIT-rdm", image, use_cache=False)
+    fresh, fresh_events = _score("Kriegeskorte2008.judgements-rdm", image, use_cache=False)
     assert sum(e["sent"] for e in fresh_events) == 92 and not fresh.from_cache
     assert (fresh.raw, fresh.error, fresh.ceiled) == (second.raw, second.error, second.ceiled)
 
