@@ -42,7 +42,7 @@ def test_each_template_is_scored_with_provenance(scored, docker_client, template
     assert outcome["ceiled"] == pytest.approx(outcome["raw"] ** 2 / outcome["ceiling"])
     prov = outcome["provenance"]
     assert prov["image_digest"] == outcome["digest"]
-    assert prov["benchmark_version"] == 1 and len(prov["data_hash"]) == 64
+    assert prov["benchmark_version"] == 2 and len(prov["data_hash"]) == 64  # v2: 11.2 degrees
     assert prov["code_version"] and prov["sdk_version"] != "unknown"
     assert prov["metric"]["random_state"] == 1
     assert prov["layer"] == outcome["layer"]
@@ -63,8 +63,9 @@ def test_layer_commitments(scored):
 def test_the_pretrained_mobilenet_ranks_first(scored, home):
     ceiled = {name: scored[name]["ceiled"] for name in TEMPLATES}
     assert ceiled["tflite-mobilenet"] > ceiled["pytorch-vision"] > ceiled["pixels"], ceiled
-    board = json.loads(cortexbox("leaderboard", "--json", env=home).stdout)
-    assert [row["model"] for row in board] == ["mobilenet_v2_1.0_224_quant", "alexnet", "pixels"]
+    page = json.loads(cortexbox("leaderboard", "--benchmark", BENCHMARK, "--json", env=home).stdout)
+    assert [(row["rank"], row["model"]) for row in page["scores"]] == [
+        (1, "mobilenet_v2_1.0_224_quant"), (2, "alexnet"), (3, "pixels")]
 
 
 @pytest.mark.parametrize("name", ["pixels", "tflite-mobilenet"])

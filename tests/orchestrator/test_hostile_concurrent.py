@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from cortexbox.orchestrator.runtime import scope_filter
-from tests.orchestrator import test_sandbox
 
-hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
 pytestmark = pytest.mark.docker
 

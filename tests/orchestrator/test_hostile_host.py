@@ -26,10 +26,8 @@ from cortexbox.orchestrator.runtime import (
     runs_root,
     scope_filter,
 )
-from tests.orchestrator import test_sandbox
 from tests.orchestrator.test_sandbox import stimuli
 
-hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
 CANARY = Path("/tmp/cortexbox-hostile-canary")  # tests/models/hostile/model.py plants links to it
 TEST_LIMITS = dict(memory_bytes=512 * 1024**2)

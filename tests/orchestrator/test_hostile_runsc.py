@@ -13,10 +13,8 @@ import pytest
 
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure
 from cortexbox.orchestrator.runtime import SandboxLimits, scope_filter
-from tests.orchestrator import test_sandbox
 from tests.orchestrator.test_sandbox import run_in_sandbox
 
-hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
 pytestmark = [pytest.mark.docker, pytest.mark.runsc]
 

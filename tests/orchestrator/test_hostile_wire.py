@@ -19,10 +19,8 @@ import pytest
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure
 from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, scope_filter
 from cortexbox.sdk import Model, Output, serve, wire
-from tests.orchestrator import test_sandbox
 from tests.orchestrator.test_sandbox import run_in_sandbox, stimuli
 
-hostile_image = test_sandbox.hostile_image  # the fixture that builds the hostile image per mode
 
 SMALL = SandboxLimits(memory_bytes=512 * 1024**2)
 

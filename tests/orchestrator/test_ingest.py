@@ -188,8 +188,8 @@ def test_ingesting_scores_every_registered_model(tmp_path, _isolated_home, templ
     (scored,) = outcome["scored"]
     assert scored["status"] == "succeeded" and scored["benchmark"] == "Test2026.V4-pls"
     assert scored["ceiled"] is None and 0.05 < scored["raw"] < 0.8  # no repetitions: raw r only
-    board = json.loads(cortexbox("leaderboard", "--json").stdout)
-    assert [(r["model"], r["benchmark"], r["version"]) for r in board] == [("pixels", "Test2026.V4-pls", 1)]
+    page = json.loads(cortexbox("leaderboard", "--benchmark", "Test2026.V4-pls", "--json").stdout)
+    assert page["version"] == 1 and [(r["rank"], r["model"]) for r in page["scores"]] == [(1, "pixels")]
 
 
 def test_a_failing_transaction_leaves_neither_rows_nor_data(tmp_path, _isolated_home, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,26 +19,6 @@ from cortexbox.orchestrator.runtime import ContainerSession, SandboxLimits, scop
 
 pytestmark = pytest.mark.docker
 
-HOSTILE = Path(__file__).resolve().parents[1] / "models" / "hostile"
-
-
-@pytest.fixture(scope="session")
-def hostile_image(docker_client, base_image, tmp_path_factory):
-    from cortexbox.orchestrator import images
-
-    built: dict[str, str] = {}
-
-    def build(mode: str) -> str:
-        if mode not in built:
-            project = tmp_path_factory.mktemp(f"hostile-{mode}")
-            shutil.copytree(HOSTILE, project, dirs_exist_ok=True)
-            (project / "MODE").write_text(mode + "\n")
-            built[mode] = images.build_model_image(docker_client, project, tag=f"cortexbox-test/hostile:{mode}").tag
-        return built[mode]
-
-    yield build
-    for tag in built.values():
-        docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture(autouse=True)
