@@ -133,12 +133,18 @@ def test_float64_outputs_are_converted_while_streaming(containers, hostile_image
     results). Buffered whole and converted at the end, the orchestrator's peak grew by about
     1.1 GiB; converted chunk by chunk, by little more than the results themselves."""
     image = hostile_image("float64_wide")
-    done = subprocess.run([sys.executable, "-c", MEASURE, image, "64"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = json.loads(done.stdout.strip().splitlines()[-1])
-    assert m["exact"] and m["dtype"] == "float32" and m["held"] == 64 * 2**20 * 4
-    grown = m["peak"] - m["before"]
-    assert grown < m["held"] + 160 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MiB for {m['held'] / 2**20:.0f} MiB of results"
+    growth = []
+    for _ in range(2):  # once, in a full loaded suite run, a single measurement read 1.5 GiB; buffering whole reads
+        # ~780 MiB every time, so the smaller of two runs still tells the two apart
+        done = subprocess.run([sys.executable, "-c", MEASURE, image, "64"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        m = json.loads(done.stdout.strip().splitlines()[-1])
+        assert m["exact"] and m["dtype"] == "float32" and m["held"] == 64 * 2**20 * 4
+        growth.append(m["peak"] - m["before"])
+        if growth[-1] < m["held"] + 160 * 2**20:
+            break
+    grown = min(growth)
+    assert grown < m["held"] + 160 * 2**20, f"peak RSS grew by {[g // 2**20 for g in growth]} MiB for {m['held'] / 2**20:.0f} MiB of results"
 
 
 @pytest.mark.docker
