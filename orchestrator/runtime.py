@@ -66,6 +66,10 @@ def default_cpus() -> float:
     return float(max(1, host_cpus() - 1))
 
 
+#: The pids limit per OCI runtime when none is configured (see SandboxLimits.pids).
+DEFAULT_PIDS = {"runc": 128, "runsc": 512}
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Everything a model container may take from the host, in one place: configurable
@@ -75,7 +79,10 @@ class SandboxLimits:
     memory_bytes: int = 8 * 1024**3  # RAM + swap; the tmpfs below and the run folder count toward it
     cpus: float = field(default_factory=default_cpus)  # CPU quota (nano_cpus)
     cpu_shares: int = 512  # weight under contention: half an ordinary container's 1024
-    pids: int = 128  # processes + threads: a fork bomb stops here (512 drove the load to 101 on 2 cores)
+    #: Processes + threads; None: the runtime's default (`DEFAULT_PIDS`). Under runc a fork bomb stops here (512
+    #: drove the load to 101 on 2 cores); under runsc the limit also counts gVisor's own host threads, so 128 kills
+    #: the sandbox on 4 ordinary forks, and a fork bomb at 512 still only crashes the sandbox (perf/hostile_zoo.md).
+    pids: int | None = None
     tmpfs_bytes: int = 1024**3  # /tmp in the container
     file_bytes: int = 1 << 30  # the fsize ulimit: one file, anywhere
     #: The run folder on the host (the socket's folder, the only mount) is a tmpfs of this many bytes and
@@ -97,6 +104,8 @@ class SandboxLimits:
 
     def __post_init__(self):
         _runtime_name(self.runtime)
+        if self.pids is None:
+            object.__setattr__(self, "pids", DEFAULT_PIDS.get(self.runtime, DEFAULT_PIDS["runc"]))
 
     @classmethod
     def configured(cls, **overrides) -> "SandboxLimits":

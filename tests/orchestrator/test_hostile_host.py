@@ -267,6 +267,16 @@ def test_budgets_are_configurable_in_one_place(monkeypatch):
         SandboxLimits.configured()
 
 
+def test_the_pids_default_is_sized_for_the_runtime(monkeypatch):
+    """runsc's limit also counts gVisor's own threads: its default leaves room for ordinary forks; a stated value wins."""
+    monkeypatch.delenv("CORTEXBOX_SANDBOX", raising=False)
+    assert SandboxLimits().pids == 128 and SandboxLimits(runtime="runsc").pids == 512
+    assert SandboxLimits(runtime="kata").pids == 128 and SandboxLimits(runtime="runsc", pids=64).pids == 64
+    monkeypatch.setenv("CORTEXBOX_SANDBOX", "runtime=runsc")
+    assert SandboxLimits.configured().to_dict()["pids"] == 512
+    assert SandboxLimits.configured(runtime="runc").pids == 128
+
+
 @pytest.mark.docker
 def test_a_runtime_the_engine_lacks_is_a_users_mistake_before_any_container(docker_client, hostile_image):
     from cortexbox.orchestrator.errors import UserError

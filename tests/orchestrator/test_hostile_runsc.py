@@ -42,6 +42,16 @@ def test_a_well_behaved_model_runs_under_runsc(runsc, hostile_image):
     assert result.outputs["features"][:, 0].tolist() == list(range(8))
 
 
+def test_a_model_that_forks_runs_under_runsc_default_pids(runsc, hostile_image):
+    """runsc's default pids limit (512: it counts the Sentry's own threads) leaves room for ordinary forks, which
+    killed the sandbox at runc's 128; the fork bomb below still stops at it."""
+    assert LIMITS.pids == 512
+    result = run_in_sandbox(runsc, hostile_image("spin"), n=1, timeout_s=120, limits=LIMITS)
+    assert not isinstance(result, ModelFailure), result
+    cpu_s, wall_s = result.outputs["features"][0][:2]
+    assert cpu_s > 0 and wall_s >= 3, (cpu_s, wall_s)
+
+
 def test_the_sandbox_holds_from_inside_under_runsc(runsc, hostile_image):
     """T1, T2, T6: the same facts as under runc (tests/orchestrator/test_sandbox.py), measured inside gVisor's kernel."""
     result = run_in_sandbox(runsc, hostile_image("probe"), n=1, limits=LIMITS)
