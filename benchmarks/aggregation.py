@@ -79,6 +79,8 @@ NOT_AGGREGATED: dict[str, str] = {
     "Geirhos2019.cueconflict-shape_bias": "a property of the model (no ceiling), not a similarity to data",
     "syntaxgym2020": "the mean of the 31 syntaxgym-<suite> leaves in one run; engineering_language/SyntaxGym "
     "averages the suites themselves",
+    "Futrell2018-spillover_dll": "a gain in held-out log-likelihood in nats per word (unbounded, no ceiling): clipping it "
+    "to [0, 1] and averaging it with ceiled scores would mean nothing; language/behaviour keeps Futrell2018-pearsonr",
 }
 
 

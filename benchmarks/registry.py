@@ -21,6 +21,7 @@ from .interface import Benchmark
 from .kriegeskorte2008 import Kriegeskorte2008HumanIT, Kriegeskorte2008Judgements, Kriegeskorte2008MonkeyIT
 from .language import LanguageBenchmark
 from .naturalstories_accuracy import NaturalStoriesAccuracy
+from .reading_times import Futrell2018SpilloverDLL
 from .recordings import Cowley2023V4PLSRecording
 from .shared import shared_instance
 from .syntaxgym import SUITES, SyntaxGym2020, SyntaxGymSuite
@@ -32,6 +33,7 @@ def language_benchmarks() -> dict[str, Callable[..., LanguageBenchmark]]:
     """identifier -> factory (called with ``data_dir`` and ``cache_dir``) of every registered language benchmark."""
     return {
         Futrell2018Pearsonr.identifier: Futrell2018Pearsonr,
+        Futrell2018SpilloverDLL.identifier: Futrell2018SpilloverDLL,
         NaturalStoriesAccuracy.identifier: NaturalStoriesAccuracy,
         **{f"Brennan2016.{roi}-ridge": partial(Brennan2016Ridge, roi) for roi in ROIS},
         SyntaxGym2020.identifier: SyntaxGym2020,
