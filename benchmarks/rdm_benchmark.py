@@ -29,6 +29,7 @@ from .base import BenchmarkBase, Kind
 from .dims import STIMULUS_ID, TIME_BIN
 from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, rdm_bootstrap
 from .metrics.cross_validation import InsufficientDataError, aggregate_splits
+from .metrics.items import rdm_items
 from .metrics.normalization import Normalization, explained_variance
 from .metrics.rsa import rdm, rdm_similarity
 from .score import Score
@@ -232,7 +233,8 @@ class RDMBenchmark(BenchmarkBase):
             ``error`` = their standard error (ddof 0; NaN for one group RDM); ``ceiling``/``ceiled`` =
             ``raw / ceiling`` when the benchmark has a ceiling, else ``None``. ``attrs["bootstrap"]``: the interval of
             Nili et al. (2014)'s stimulus bootstrap (conditions resampled, a condition's pairs with its own copies
-            left out; the subjects kept), raw and ceiled, with its seed.
+            left out; the subjects kept), raw and ceiled, with its seed. ``items``: the RDMs' ranks per stimulus pair
+            (:func:`~.metrics.items.rdm_items`), for paired comparisons over the same stimuli.
 
         Raises
         ------
@@ -267,7 +269,7 @@ class RDMBenchmark(BenchmarkBase):
                 " pairs of a condition with its own copy left out); subjects fixed",
             )
         score = Score(raw=float(raw), error=float(error), values=[float(v) for v in per_subject], attrs=attrs,
-                      bootstrap_samples=samples)
+                      bootstrap_samples=samples, items=rdm_items(target.stimulus_ids, model_rdm, target.rdms))
         ceiling = self.ceiling
         if ceiling is None:
             return dataclasses.replace(score, attrs={**attrs, "normalization": None})

@@ -59,6 +59,10 @@ class Score:
         Optional bootstrap replicates of ``raw`` (see :mod:`cortexbox.benchmarks.metrics.bootstrap`), kept so that
         scores can be combined replicate by replicate (e.g. a mean over sessions); never serialised. The interval
         itself is in ``attrs["bootstrap"]``.
+    items : cortexbox.benchmarks.metrics.items.ItemValues or None
+        Optional per-item values the score was built from (per-stimulus held-out predictions, RDM ranks, ...), which
+        the registry stores apart so that two models can be compared on the same resampled items; never serialised
+        here, and dropped by anything that builds a new score from several (it would not describe the combination).
     """
 
     raw: float
@@ -69,6 +73,7 @@ class Score:
     attrs: dict[str, Any] = field(default_factory=dict)
     split_neuroid_values: np.ndarray | None = field(default=None, repr=False, compare=False)
     bootstrap_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    items: Any = field(default=None, repr=False, compare=False)
 
     @property
     def value(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKeyConstraint, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKeyConstraint, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -152,4 +152,18 @@ class Score(SQLModel, table=True):
     layer: str = ""
     values: list[float] = Field(default_factory=list, sa_column=Column(JSON))  # per split
     provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScoreItems(SQLModel, table=True):
+    """The per-item values a score was built from (cortexbox.benchmarks.metrics.items): its kind ("mean",
+    "predictivity", "rdm"), how many items, and a compressed .npz of the item ids (stimulus ids) and arrays. Kept
+    apart from `score` so the boards never load them; a paired comparison of two models resamples them."""
+
+    __tablename__ = "score_items"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    score_id: int = Field(foreign_key="score.id", unique=True)
+    kind: str
+    n_items: int
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

@@ -26,6 +26,7 @@ from cortexbox.registry.models import (
     Run,
     RunEvent,
     Score,
+    ScoreItems,
     ScoreJob,
     utcnow,
 )
@@ -324,13 +325,25 @@ class Registry:
             s.refresh(row)
             return row
 
-    def add_score(self, **fields: Any) -> Score:
+    def add_score(self, *, items: Any = None, **fields: Any) -> Score:
+        """Stores a score and, when given, the per-item values it was built from (an object with ``kind``,
+        ``n_items`` and ``to_bytes()``: cortexbox.benchmarks.metrics.items.ItemValues), in one transaction."""
         with self.session() as s:
             row = Score(**fields)
             s.add(row)
+            if items is not None:
+                s.flush()  # the score's id
+                s.add(ScoreItems(score_id=row.id, kind=items.kind, n_items=items.n_items, payload=items.to_bytes()))
             s.commit()
             s.refresh(row)
             return row
+
+    def score_items(self, score_ids: list[int]) -> dict[int, ScoreItems]:
+        """The stored per-item values of these scores (scores made without them are left out)."""
+        if not score_ids:
+            return {}
+        with self.session() as s:
+            return {r.score_id: r for r in s.exec(select(ScoreItems).where(ScoreItems.score_id.in_(score_ids)))}
 
     def runs(self, limit: int = 50, status: str | None = None) -> list[Run]:
         with self.session() as s:

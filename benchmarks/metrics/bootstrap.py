@@ -45,6 +45,7 @@ __all__ = [
     "percentile_interval",
     "predictivity_bootstrap",
     "rdm_bootstrap",
+    "rdm_replicates",
     "stratified_block_counts",
     "resampled_means",
     "weighted_pearson",
@@ -266,34 +267,55 @@ def rdm_bootstrap(
 
     Pair ``{u, v}`` of the original conditions appears ``c_u c_v`` times in a replicate (``c`` the counts), so the
     replicate is Spearman's rho (average ranks for ties) on the original pairs weighted by ``c_u c_v``: no resampled
-    RDM is built.
+    RDM is built (:func:`rdm_replicates`).
     """
     n = model_rdm.shape[0]
     iu, ju = np.triu_indices(n, k=1)
-    model_order, model_groups, model_starts = _tie_groups(np.asarray(model_rdm)[iu, ju])
-    subjects = [_tie_groups(np.asarray(r)[iu, ju]) for r in subject_rdms]
-    n_pairs = len(iu)
-    chunk = max(1, min(n_boot, CHUNK_ELEMENTS // max(1, n_pairs)))
+    model = np.asarray(model_rdm)[iu, ju]
+    subjects = np.stack([np.asarray(r)[iu, ju] for r in subject_rdms])
+    chunk = max(1, min(n_boot, CHUNK_ELEMENTS // max(1, len(iu))))
     out = np.empty(n_boot)
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        counts = multinomial_counts(rng, n, b)
-        w = counts[:, iu] * counts[:, ju]  # (b, n_pairs): multiplicity of each original pair
+        out[start : start + b] = rdm_replicates(model, subjects, multinomial_counts(rng, n, b))
+    return out
+
+
+def rdm_replicates(model: np.ndarray, subjects: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``mean over subjects of Spearman(model, subject)`` over the pairs ``{u, v}`` (``u < v``) of the conditions,
+    pair weighted ``counts[r, u] * counts[r, v]``, for each row ``r`` of ``counts`` ``(b, n)``: ``(b,)``.
+
+    ``model`` ``(n_pairs,)`` and ``subjects`` ``(n_subjects, n_pairs)`` are condensed upper triangles (row-major
+    ``triu_indices(n, 1)`` order), or anything with the same order (e.g. their ranks). A row of ones is the plain
+    Spearman rho (average ranks for ties).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    b, n = counts.shape
+    iu, ju = np.triu_indices(n, k=1)
+    if len(model) != len(iu):
+        raise ValueError(f"{n} conditions have {len(iu)} pairs, got {len(model)}")
+    model_order, model_groups, model_starts = _tie_groups(np.asarray(model))
+    sorted_subjects = [_tie_groups(np.asarray(r)) for r in subjects]
+    chunk = max(1, min(b, CHUNK_ELEMENTS // max(1, len(iu))))
+    out = np.empty(b)
+    for start in range(0, b, chunk):
+        c = counts[start : start + chunk]
+        w = c[:, iu] * c[:, ju]  # multiplicity of each original pair
         total = w.sum(axis=1, keepdims=True)
-        model = np.empty_like(w)
-        model[:, model_order] = _weighted_midranks(w[:, model_order], model_groups, model_starts)
+        ranked = np.empty_like(w)
+        ranked[:, model_order] = _weighted_midranks(w[:, model_order], model_groups, model_starts)
         with np.errstate(invalid="ignore", divide="ignore"):
-            model -= (w * model).sum(axis=1, keepdims=True) / total
-        model_var = (w * model * model).sum(axis=1)
-        rhos = np.empty((len(subjects), b))
-        for k, (order, groups, starts) in enumerate(subjects):
+            ranked -= (w * ranked).sum(axis=1, keepdims=True) / total
+        model_var = (w * ranked * ranked).sum(axis=1)
+        rhos = np.empty((len(sorted_subjects), len(c)))
+        for k, (order, groups, starts) in enumerate(sorted_subjects):
             w_sorted = w[:, order]  # work in the subject's sorted order: no scatter
             ranks = _weighted_midranks(w_sorted, groups, starts)
             with np.errstate(invalid="ignore", divide="ignore"):
                 ranks -= (w_sorted * ranks).sum(axis=1, keepdims=True) / total
                 weighted = w_sorted * ranks
-                rhos[k] = (weighted * model[:, order]).sum(axis=1) / np.sqrt(model_var * (weighted * ranks).sum(axis=1))
-        out[start : start + b] = rhos.mean(axis=0)
+                rhos[k] = (weighted * ranked[:, order]).sum(axis=1) / np.sqrt(model_var * (weighted * ranks).sum(axis=1))
+        out[start : start + len(c)] = rhos.mean(axis=0)
     return out
 
 

@@ -40,6 +40,7 @@ from ..dims import NEUROID_ID, STIMULUS_ID
 from ..score import Score
 from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, predictivity_bootstrap
 from .correlation import pearson_r_score
+from .items import predictivity_items
 from .cross_validation import AUTO, CrossValidation, Split, aggregate_splits, make_splits, median_over_neuroids
 from .regression import DEFAULT_BLOCK_SIZE, REGRESSIONS, RegressionKind, fit_predict, row_space_coordinates
 
@@ -67,6 +68,7 @@ def cross_regressed_correlation(
     n_boot: int = 0,
     seed: int | Sequence[int] = DEFAULT_SEED,
     resample_neuroids: bool = True,
+    keep_held_out: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-split, per-neuroid Pearson r of cross-validated predictions (the array form of the metric).
 
@@ -99,6 +101,9 @@ def cross_regressed_correlation(
         Seed of the bootstrap's generator.
     resample_neuroids : bool, default=True
         Resample neuroids as well as stimuli.
+    keep_held_out : bool, default=False
+        Return each split's (held-out rows, predictions) as ``info["held_out"]`` (the per-item values a paired
+        comparison of two models resamples, :mod:`.items`).
 
     Returns
     -------
@@ -150,7 +155,7 @@ def cross_regressed_correlation(
             chosen_alphas.append(fitted["alpha"])
         max_iter_reached.extend([split, component] for component in fitted.get("max_iter_components", ()))
         values[split] = pearson_r_score(target[test], prediction, aggregate="raw_values")
-        if n_boot:
+        if n_boot or keep_held_out:
             held_out.append((test, target[test], np.asarray(prediction, dtype=np.float64)))
     info: dict[str, object] = {"projected": bool(project), "n_features": int(n_features), "rank": rank}
     if chosen_alphas:
@@ -164,6 +169,8 @@ def cross_regressed_correlation(
         info["bootstrap_samples"] = predictivity_bootstrap(
             held_out, n_stimuli, n_boot=n_boot, seed=seed, resample_neuroids=resample_neuroids
         )
+    if keep_held_out:
+        info["held_out"] = [(test, prediction) for test, _, prediction in held_out]
     return values, info
 
 
@@ -323,8 +330,10 @@ class CrossRegressedCorrelation:
             source_order=order,
             n_boot=self.n_boot if bootstrap else 0,
             seed=self.seed if seed is None else seed,
+            keep_held_out=bootstrap,
         )
         samples = info.pop("bootstrap_samples", None)
+        held_out = info.pop("held_out", None)
         per_split = median_over_neuroids(values)
         n_nan = int(np.isnan(values).sum())
         if n_nan:
@@ -360,4 +369,6 @@ class CrossRegressedCorrelation:
             attrs=attrs,
             split_neuroid_values=values,
             bootstrap_samples=samples,
+            # per-stimulus values for paired comparisons of two models (stored apart by the registry)
+            items=None if held_out is None else predictivity_items(target_ids, target.values, held_out),
         )
