@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,8 @@ HOSTILE = Path(__file__).resolve().parents[1] / "models" / "hostile"
 @pytest.fixture(scope="session")
 def hostile_image(docker_client, base_image, tmp_path_factory):
     """Builds the hostile image for a mode once per test session (one definition here, so that every module
-    shares the same builds and the session removes each tag once)."""
+    shares the same builds and the session removes each tag once). The tag names the session's process, so two
+    sessions on one engine never remove each other's images (Docker's layer cache makes the second build cheap)."""
     import docker.errors
 
     from cortexbox.orchestrator import images
@@ -26,7 +28,7 @@ def hostile_image(docker_client, base_image, tmp_path_factory):
             project = tmp_path_factory.mktemp(f"hostile-{mode}")
             shutil.copytree(HOSTILE, project, dirs_exist_ok=True)
             (project / "MODE").write_text(mode + "\n")
-            built[mode] = images.build_model_image(docker_client, project, tag=f"cortexbox-test/hostile:{mode}").tag
+            built[mode] = images.build_model_image(docker_client, project, tag=f"cortexbox-test/hostile:{mode}-{os.getpid()}").tag
         return built[mode]
 
     yield build
