@@ -31,12 +31,31 @@ model beats the other across splits of *these* stimuli; it is not a population e
 permutation p-value over the splits is reported too, labelled uncorrected (it ignores the overlap and is
 anti-conservative). On an **aggregate**, the per-split differences of every shared leaf are combined with the
 leaves' weights in the tree (split ``j`` of each benchmark paired), over the leaves both models have scores on.
+
+**Comparison on stored items, preferred: the paired bootstrap** (:func:`compare_items`,
+:func:`compare_items_aggregate`). Scores made since the registry keeps their per-item values (table
+``score_items``, :mod:`cortexbox.benchmarks.metrics.items`: per-stimulus held-out predictions and recordings for
+regression predictivity, per-pair RDM ranks for RDM benchmarks, per-item values whose mean is the score) are compared
+by resampling the **same items for both models**: the two models' items are aligned by id (stimulus ids), one
+multinomial draw over the shared items per replicate gives both models the same counts, each model's raw score is
+recomputed on them exactly as its point score is defined (per-neuroid r on the resampled held-out stimuli, median
+over neuroids, mean over splits; Spearman over the resampled pairs, mean over subjects; the weighted mean), mapped
+through its ceiling normalisation (the ceiling fixed), and the replicate's difference taken. The interval is the
+percentile interval of ``B`` replicate differences (seed recorded); the p-value is the two-sided bootstrap p
+``min(1, 2 min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (B + 1))`` (Davison & Hinkley 1997, the interval inverted), for
+H0: no difference on these items' population. Items only one model has are left out (the comparison runs on the
+intersection and says how many were dropped; with fewer than 2 shared items it refuses). An aggregate resamples each
+shared leaf's items jointly for both models (independent draws across leaves: different recordings) and recomputes
+the tree-weighted difference of the clipped ceiled values. Like the score intervals it covers the sampling of the
+items given the fitted mappings, not refitting, the layer choice or the ceiling. When either score predates stored
+items, the split-based test above is the fallback; ``basis`` says which was used.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,17 +64,25 @@ import numpy as np
 from scipy import stats
 
 from cortexbox.benchmarks.metrics import normalization
+from cortexbox.benchmarks.metrics.bootstrap import multinomial_counts
+from cortexbox.benchmarks.metrics.items import MIN_ITEMS, ItemValues
 
 __all__ = [
     "Comparison",
     "Interval",
+    "ItemSide",
+    "ItemsMismatch",
+    "PairedReplicates",
     "bootstrap_interval",
     "bootstrap_neuroids",
     "ceil_value",
     "ceiled_split_values",
     "compare_aggregate",
+    "compare_items",
+    "compare_items_aggregate",
     "compare_values",
     "corrected_t_interval",
+    "leaf_seed",
     "score_interval",
     "stored_bootstrap_interval",
     "test_fraction",
@@ -252,6 +279,11 @@ class Comparison:
     n_splits: int
     method: str
     significant: bool
+    basis: str = "splits"  # "splits" (per-split values) or "items" (paired bootstrap over stored items)
+    n_items: int | None = None  # items resampled (summed over leaves for an aggregate)
+    n_boot: int | None = None
+    seed: Any = None  # an int, or [seed, leaf] for a leaf's own stream
+    items_left_out: dict[str, int] | None = None  # items only A / only B has, left out of the paired resample
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -317,3 +349,161 @@ def compare_aggregate(
     diff = sum(weights[k] * (np.clip(a[k], 0, 1) - np.clip(b[k], 0, 1)) for k in shared)
     comparison = compare_values(list(diff), [0.0] * len(diff), test_over_train=test_over_train, level=level)
     return comparison, shared, left_out
+
+
+# -- paired bootstrap over stored items ---------------------------------------------------------------------------------
+N_BOOT_ITEMS = 2000
+#: Replicates per chunk x items: bounds the weight arrays of long item lists (e.g. words).
+_CHUNK_ELEMENTS = 4_000_000
+
+
+class ItemsMismatch(ValueError):
+    """The two models' items cannot be paired (fewer than 2 shared item ids)."""
+
+
+@dataclass(frozen=True)
+class ItemSide:
+    """One model's stored items on one benchmark, and how its raw score is ceiled (the ceiling held fixed)."""
+
+    items: ItemValues
+    ceiling: float | None = None
+    regime: str | None = None
+
+    @classmethod
+    def of(cls, score: Any, items: ItemValues) -> ItemSide | None:
+        """The side of a Score row; None when its normalisation cannot be recomputed from a raw value
+        (``per_split_over_sqrt_ceiling``)."""
+        regime = _regime(score)
+        if regime == "per_split_over_sqrt_ceiling":
+            return None
+        ceiled = score.ceiled is not None and score.ceiling is not None
+        return cls(items, float(score.ceiling) if ceiled else None, regime if ceiled else None)
+
+    def ceiled(self, raw: np.ndarray) -> np.ndarray:
+        if self.ceiling is None:
+            return np.asarray(raw, dtype=np.float64)
+        return np.array([ceil_value(float(v), self.ceiling, self.regime) if math.isfinite(v) else math.nan for v in raw])
+
+
+def _align(a: ItemValues, b: ItemValues) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Positions of the shared item ids in ``a`` and in ``b`` (in sorted id order) and the counts left out."""
+    _, ia, ib = np.intersect1d(a.ids, b.ids, assume_unique=True, return_indices=True)
+    if len(ia) < MIN_ITEMS:
+        raise ItemsMismatch(f"the two scores share {len(ia)} item ids ({a.n_items} vs {b.n_items} items); at least"
+                            f" {MIN_ITEMS} are needed for a paired resample")
+    return ia, ib, {"only_a": a.n_items - len(ia), "only_b": b.n_items - len(ib)}
+
+
+def _weights(counts: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    w = np.zeros((len(counts), n))
+    w[:, positions] = counts
+    return w
+
+
+class PairedReplicates:
+    """Two models' ceiled scores on the same resampled items of one benchmark: ``a`` and ``b`` ``(n_boot,)``, the
+    observed values (every shared item once), the number of shared items ``m``, the items left out, the seed."""
+
+    def __init__(self, a: ItemSide, b: ItemSide, *, n_boot: int = N_BOOT_ITEMS, seed: Any = 0) -> None:
+        ia, ib, self.left_out = _align(a.items, b.items)
+        self.m, self.n_boot, self.seed = len(ia), n_boot, seed
+        ones = np.ones((1, self.m))
+        self.observed = (float(a.ceiled(a.items.replicates(_weights(ones, ia, a.items.n_items)))[0]),
+                         float(b.ceiled(b.items.replicates(_weights(ones, ib, b.items.n_items)))[0]))
+        rng = np.random.default_rng(seed)
+        ra, rb = [], []
+        for size in _chunks(n_boot, max(a.items.n_items, b.items.n_items)):
+            counts = multinomial_counts(rng, self.m, size)  # one draw over the shared items, applied to both
+            ra.append(a.ceiled(a.items.replicates(_weights(counts, ia, a.items.n_items))))
+            rb.append(b.ceiled(b.items.replicates(_weights(counts, ib, b.items.n_items))))
+        self.a, self.b = np.concatenate(ra), np.concatenate(rb)
+        self.kind = a.items.kind
+
+
+def leaf_seed(seed: int, identifier: str) -> list[int]:
+    """A leaf's own stream (``[seed, crc32(identifier)]``): its resample is the same in every node it counts in."""
+    return [int(seed), zlib.crc32(identifier.encode())]
+
+
+def _bootstrap_comparison(observed: float, diffs: np.ndarray, *, n_items: int, n_boot: int, seed: Any, level: float,
+                          alpha: float, left_out: dict[str, int], method: str) -> Comparison:
+    finite = diffs[np.isfinite(diffs)]
+    if finite.size:
+        lo, hi = (float(x) for x in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
+        se: float | None = float(finite.std(ddof=1)) if finite.size > 1 else None
+        p: float | None = min(1.0, 2 * min(int((finite <= 0).sum()) + 1, int((finite >= 0).sum()) + 1) / (finite.size + 1))
+    else:
+        lo = hi = math.nan
+        se = p = None
+    interval = Interval(lo, hi, observed, se, level, "percentile bootstrap of the paired difference", n_items)
+    return Comparison(
+        difference=observed, interval=interval, t=None, df=0, p_value=p, p_sign_flip=None, cohens_dz=None,
+        n_splits=0, method=method, significant=p is not None and p < alpha, basis="items", n_items=n_items,
+        n_boot=n_boot, seed=seed, items_left_out=left_out,
+    )
+
+
+def _chunks(n_boot: int, n_items: int) -> list[int]:
+    size = max(1, min(n_boot, _CHUNK_ELEMENTS // max(1, n_items)))
+    return [min(size, n_boot - start) for start in range(0, n_boot, size)]
+
+
+def compare_items(
+    a: ItemSide, b: ItemSide, *, n_boot: int = N_BOOT_ITEMS, seed: Any = 0, level: float = LEVEL,
+    alpha: float = 0.05, replicates: PairedReplicates | None = None,
+) -> Comparison:
+    """Paired bootstrap comparison of two models on one benchmark over their stored items (see the module
+    docstring): the difference of the ceiled scores (A - B) recomputed on the shared items, its percentile
+    interval and two-sided bootstrap p over ``n_boot`` replicates drawn with ``seed`` (or the ``replicates``
+    already drawn). Raises :class:`ItemsMismatch` when fewer than 2 item ids are shared."""
+    r = replicates or PairedReplicates(a, b, n_boot=n_boot, seed=seed)
+    return _bootstrap_comparison(
+        r.observed[0] - r.observed[1], r.a - r.b, n_items=r.m, n_boot=r.n_boot, seed=r.seed, level=level,
+        alpha=alpha, left_out=r.left_out,
+        method=f"paired bootstrap over the {r.m} shared items ({r.kind}): the same resampled items for both"
+        " models, each score recomputed as defined and ceiled (ceiling fixed); percentile interval, two-sided"
+        " bootstrap p",
+    )
+
+
+def compare_items_aggregate(
+    weights: Mapping[str, float], a: Mapping[str, ItemSide], b: Mapping[str, ItemSide], *,
+    n_boot: int = N_BOOT_ITEMS, seed: int = 0, level: float = LEVEL, alpha: float = 0.05,
+    replicates: dict[str, PairedReplicates] | None = None,
+) -> tuple[Comparison | None, list[str], list[str]]:
+    """Paired bootstrap of an aggregate's difference: every leaf both models have items on resamples its shared
+    items jointly for both (each leaf on its own stream, :func:`leaf_seed`; leaves are different recordings); a
+    replicate is ``sum(w * (clip(ceiled_a) - clip(ceiled_b)))`` over those leaves, as the aggregate's tree weights
+    and [0, 1] clipping. ``replicates``: leaves already drawn (filled in as a cache). Returns (comparison, shared
+    leaves, leaves left out: only one model has items there, or the items cannot be paired)."""
+    cache = {} if replicates is None else replicates
+    shared, left_out = [], []
+    for k in sorted(weights):
+        if k in a and k in b:
+            try:
+                if k not in cache or cache[k].n_boot != n_boot:
+                    cache[k] = PairedReplicates(a[k], b[k], n_boot=n_boot, seed=leaf_seed(seed, k))
+                shared.append(k)
+                continue
+            except ItemsMismatch:
+                pass
+        if k in a or k in b:
+            left_out.append(k)
+    if not shared:
+        return None, shared, left_out
+    diffs = sum(weights[k] * (np.clip(cache[k].a, 0, 1) - np.clip(cache[k].b, 0, 1)) for k in shared)
+    observed = sum(weights[k] * (clip01(cache[k].observed[0]) - clip01(cache[k].observed[1])) for k in shared)
+    dropped = {"only_a": sum(cache[k].left_out["only_a"] for k in shared),
+               "only_b": sum(cache[k].left_out["only_b"] for k in shared)}
+    comparison = _bootstrap_comparison(
+        float(observed), np.asarray(diffs), n_items=sum(cache[k].m for k in shared), n_boot=n_boot, seed=seed,
+        level=level, alpha=alpha, left_out=dropped,
+        method=f"paired bootstrap over the stored items of {len(shared)} leaf benchmark(s), each leaf's items"
+        " resampled jointly for both models (own stream per leaf: [seed, crc32(leaf)]); tree-weighted difference of"
+        " clipped ceiled scores; percentile interval, two-sided bootstrap p",
+    )
+    return comparison, shared, left_out
+
+
+def clip01(x: float) -> float:
+    return min(max(x, 0.0), 1.0) if math.isfinite(x) else x

@@ -131,3 +131,144 @@ def test_weighted_interval_of_independent_parts():
     assert i.estimate == pytest.approx(0.5)
     assert i.se == pytest.approx(np.sqrt(0.01**2 + 0.02**2))
     assert weighted_interval([(1.0, 0.4, None)]) is None
+
+
+# -- paired bootstrap over stored items ------------------------------------------------------------------------------
+def _predictivity_scores():
+    """Two models' PLS scores on one synthetic recording (120 stimuli, 12 neuroids): per-stimulus items."""
+    from cortexbox.benchmarks.metrics import CrossRegressedCorrelation
+    from tests.benchmarks.test_bootstrap_intervals import _assemblies
+
+    source_a, target = _assemblies(seed=0)
+    source_b, _ = _assemblies(seed=1)  # another model: features of other latents, same stimuli
+    source_b = source_b.assign_coords(stimulus_id=source_a.stimulus_id)
+    metric = CrossRegressedCorrelation("pls", n_components=5, n_boot=0)
+    return metric(source_a, target, bootstrap=True), metric(source_b, target, bootstrap=True)
+
+
+def _permuted(items, rng):
+    """The same items stored in another order (ids, recording rows and held-out rows moved together)."""
+    from cortexbox.benchmarks.metrics.items import ItemValues
+
+    p = rng.permutation(items.n_items)
+    inverse = np.argsort(p)
+    a = dict(items.arrays)
+    if items.kind == "predictivity":
+        a["target"], a["rows"] = a["target"][p], inverse[a["rows"]].astype(a["rows"].dtype)
+    else:
+        a["values"] = a["values"][p]
+    return ItemValues(items.kind, items.ids[p], a)
+
+
+def test_paired_item_bootstrap_gives_both_models_the_same_stimuli(monkeypatch):
+    """The resampler instrumented: every replicate weights each stimulus id the same for both models, even with
+    one model's items stored in another order; the order changes nothing."""
+    from cortexbox.benchmarks.metrics.items import ItemValues
+    from cortexbox.orchestrator.statistics import ItemSide, compare_items
+
+    a, b = _predictivity_scores()
+    b_shuffled = _permuted(b.items, np.random.default_rng(3))
+    assert list(b_shuffled.ids) != list(b.items.ids)
+    calls = []
+    original = ItemValues.replicates
+
+    def recording(self, weights):
+        calls.append({i: weights[:, k] for k, i in enumerate(self.ids)})
+        return original(self, weights)
+
+    monkeypatch.setattr(ItemValues, "replicates", recording)
+    shuffled = compare_items(ItemSide(a.items), ItemSide(b_shuffled), n_boot=300, seed=4)
+    resampled = calls[2:]  # after the two observed (all items once) evaluations
+    assert len(resampled) == 2
+    weights_a, weights_b = resampled
+    assert set(weights_a) == set(weights_b) and len(weights_a) == 120
+    assert all(np.array_equal(weights_a[i], weights_b[i]) for i in weights_a)  # the same stimuli, id by id
+    counts = np.array([weights_a[i] for i in sorted(weights_a)])
+    assert (counts.sum(axis=0) == 120).all() and counts.std() > 0  # a real resample of all 120, not the identity
+    monkeypatch.setattr(ItemValues, "replicates", original)
+    ordered = compare_items(ItemSide(a.items), ItemSide(b.items), n_boot=300, seed=4)
+    assert ordered.difference == pytest.approx(shuffled.difference, abs=1e-12)
+    assert ordered.interval.low == pytest.approx(shuffled.interval.low, abs=1e-12)
+    assert ordered.interval.high == pytest.approx(shuffled.interval.high, abs=1e-12)
+    assert ordered.p_value == shuffled.p_value and ordered.basis == "items" and ordered.seed == 4
+    assert ordered.difference == pytest.approx(a.raw - b.raw, abs=1e-6)  # the stored scores' difference
+
+
+def test_identical_items_differ_by_exactly_zero_in_every_resample(monkeypatch):
+    from cortexbox.orchestrator import statistics
+    from cortexbox.orchestrator.statistics import ItemSide, compare_items
+
+    a, _ = _predictivity_scores()
+    seen = []
+    original = statistics._bootstrap_comparison
+
+    def recording(observed, diffs, **kwargs):
+        seen.append(diffs.copy())
+        return original(observed, diffs, **kwargs)
+
+    monkeypatch.setattr(statistics, "_bootstrap_comparison", recording)
+    same = compare_items(ItemSide(a.items, 0.6, "r2_over_ceiling"), ItemSide(a.items, 0.6, "r2_over_ceiling"), n_boot=200)
+    assert len(seen[0]) == 200 and (seen[0] == 0).all()
+    assert same.difference == 0 and same.interval.low == same.interval.high == 0 and same.p_value == 1.0
+    reordered = compare_items(ItemSide(a.items), ItemSide(_permuted(a.items, np.random.default_rng(1))), n_boot=200)
+    assert np.abs(seen[1]).max() < 1e-12 and not reordered.significant
+
+
+def test_paired_item_bootstrap_holds_its_level_and_pairing_gives_power():
+    """Items with a shared difficulty: under the null (same expected value) p < 0.05 about 5% of the time; with a
+    small true difference the paired interval excludes 0 while the two models' own intervals overlap."""
+    from cortexbox.benchmarks.metrics.bootstrap import percentile_interval, resampled_means
+    from cortexbox.benchmarks.metrics.items import mean_items
+    from cortexbox.orchestrator.statistics import ItemSide, compare_items
+
+    rng = np.random.default_rng(0)
+    ids = [f"w{i}" for i in range(200)]
+    rejections = 0
+    reps = 200
+    for _ in range(reps):
+        difficulty = rng.normal(size=200)
+        a, b = difficulty + 0.3 * rng.normal(size=200), difficulty + 0.3 * rng.normal(size=200)
+        rejections += compare_items(ItemSide(mean_items(ids, a)), ItemSide(mean_items(ids, b)), n_boot=400,
+                                    seed=int(rng.integers(2**31))).p_value < 0.05
+    assert 0.01 <= rejections / reps <= 0.10
+    difficulty = rng.normal(size=200)
+    a, b = difficulty + 0.1 + 0.3 * rng.normal(size=200), difficulty + 0.3 * rng.normal(size=200)
+    paired = compare_items(ItemSide(mean_items(ids, a)), ItemSide(mean_items(ids, b)), n_boot=1000)
+    assert paired.interval.low > 0 and paired.p_value < 0.01
+    own_a = percentile_interval(resampled_means(np.random.default_rng(1), a))
+    own_b = percentile_interval(resampled_means(np.random.default_rng(2), b))
+    assert own_a[0] < own_b[1]  # unpaired, the two scores' intervals overlap
+
+
+def test_items_align_by_id_on_the_intersection_and_refuse_without_one():
+    from cortexbox.benchmarks.metrics.items import mean_items
+    from cortexbox.orchestrator.statistics import ItemSide, ItemsMismatch, compare_items
+
+    a = mean_items(["x", "y", "z", "extra"], [1.0, 2.0, 3.0, 100.0])
+    b = mean_items(["z", "y", "x"], [3.0, 2.0, 1.0])
+    c = compare_items(ItemSide(a), ItemSide(b), n_boot=100)
+    assert c.difference == 0 and c.n_items == 3 and c.items_left_out == {"only_a": 1, "only_b": 0}
+    with pytest.raises(ItemsMismatch, match="share 1 item ids"):
+        compare_items(ItemSide(a), ItemSide(mean_items(["x", "q"], [1.0, 2.0])))
+
+
+def test_aggregate_item_bootstrap_resamples_each_leaf_and_weights_clipped_differences():
+    from cortexbox.benchmarks.metrics.items import mean_items
+    from cortexbox.orchestrator.statistics import ItemSide, compare_items_aggregate
+
+    ids = [f"s{i}" for i in range(50)]
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, size=50)
+    a = {"V4": ItemSide(mean_items(ids, base + 0.1)), "IT": ItemSide(mean_items(ids, base)),
+         "only-a": ItemSide(mean_items(ids, base))}
+    b = {"V4": ItemSide(mean_items(ids, base)), "IT": ItemSide(mean_items(ids, base))}
+    weights = {"V4": 0.25, "IT": 0.25, "only-a": 0.5}
+    c, shared, left_out = compare_items_aggregate(weights, a, b, n_boot=300, seed=2)
+    assert shared == ["IT", "V4"] and left_out == ["only-a"]
+    assert c.basis == "items" and c.n_items == 100 and c.seed == 2
+    assert c.difference == pytest.approx(0.25 * 0.1, abs=1e-6)  # float32 storage
+    assert c.interval.low == pytest.approx(0.025, abs=1e-6) and c.interval.high == pytest.approx(0.025, abs=1e-6)
+    clipped = {"V4": ItemSide(mean_items(ids, base + 5.0)), "IT": a["IT"]}  # a ceiled value above 1 counts as 1
+    c2, _, _ = compare_items_aggregate(weights, clipped, b, n_boot=50)
+    assert c2.difference == pytest.approx(0.25 * (1 - base.mean()), abs=1e-6)
+    assert compare_items_aggregate(weights, {}, b)[0] is None
