@@ -57,6 +57,14 @@ class WireBudgets:
     metadata_entries: int = 64
     metadata_value_chars: int = 1000
     error_chars: int = 2000
+    #: The shared-memory area a run offers a model that lists "transport.shared_memory" (a sealed
+    #: memfd, one per client; its pages count toward the memory of whoever first writes them, the
+    #: container). Each tensor up to its size minus the 4 KiB control page travels through it instead
+    #: of the stream. 0 turns the path off: every tensor is chunked over gRPC.
+    shared_memory_bytes: int = 256 * 1024**2
+
+    #: Fields for which 0 means "off" rather than a mistake.
+    ZERO_MEANS_OFF = ("shared_memory_bytes",)
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "WireBudgets":
@@ -88,7 +96,7 @@ def parse(text: str, cls: type = WireBudgets, *, variable: str = ENV_WIRE,
             value = parse_size(raw) if "bytes" in key else (float if names[key].type in ("float", float) else int)(raw)
         except ValueError:
             raise UserError(f"${variable}: {key}={raw!r} is not a number", f"e.g. {example}") from None
-        if value <= 0:
+        if value < 0 or (value == 0 and key not in getattr(cls, "ZERO_MEANS_OFF", ())):
             raise UserError(f"${variable}: {key} must be positive")
         values[key] = value
     return values

@@ -9,14 +9,26 @@ results and no full-size temporary, whatever dtype the model sends.
 
 A container's socket is pinned by inode (`PinnedSocket`): every connection of the channel,
 reconnections included, reaches the socket that was checked and passed the handshake.
+
+Over a unix socket, a model that lists "transport.shared_memory" gets a shared-memory area
+(`SharedArea`, a sealed memfd handed over in the socket's folder) and may announce tensors as
+blocks of it. Each block is checked (inside the area, after the control page, aligned, exactly
+the header's size), copied out into the results and only then checked (checksum, NaN): what is
+accepted is our own copy, so a model that writes into a block after announcing it can change
+nothing that was checked, and the checksum catches it as a protocol violation.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import math
+import mmap
 import os
 import secrets
+import socket
 import stat
+import struct
 import threading
 import time
 import unicodedata
@@ -39,6 +51,7 @@ from cortexbox.orchestrator.errors import (
 )
 from cortexbox.sdk import wire
 
+log = logging.getLogger("cortexbox.client")
 #: Upper bounds on what a model may declare, so a hostile ModelInfo cannot make us allocate
 #: absurd amounts or loop forever. The budgets of a run are in orchestrator/budgets.py.
 MAX_OUTPUTS = 10_000
@@ -213,6 +226,8 @@ class RunResult:
     wall_s: float
     bytes_received: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Of bytes_received, those that came through the shared-memory area (0: all chunked).
+    shared_memory_bytes: int = 0
 
 
 ProgressCallback = Callable[[int, int], None]  # (stimuli_done, n_stimuli)
@@ -294,6 +309,110 @@ class PinnedSocket:
             self.fd = None
 
 
+#: Blocks are copied out of the area, checksummed and checked in pieces of this size, each while cache-hot.
+_SHM_PIECE = 512 * 1024
+
+
+class SharedArea:
+    """The orchestrator's side of the shared-memory transport: one sealed memfd per client, reused
+    by its runs. The seals (no shrinking, no growing, no new seals) mean that nothing the model
+    does to the file can make our mapping fault; its pages are charged to the container, which
+    writes them first. We write only the control page: the run's token and the released count."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.control_bytes = wire.SHM_CONTROL_BYTES
+        self.alignment = wire.SHM_ALIGNMENT
+        fd = os.memfd_create("cortexbox-shm", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd: int | None = fd
+        self.view = np.frombuffer(self.map, np.uint8)
+        self._released_word = self.view[wire.SHM_RELEASED_OFFSET : wire.SHM_RELEASED_OFFSET + 8].view("<u8")
+        self.released = 0
+
+    def begin(self) -> bytes:
+        """A new run: a fresh token in the control page, nothing released yet."""
+        token = secrets.token_bytes(wire.SHM_TOKEN_BYTES)
+        self.view[: wire.SHM_TOKEN_BYTES] = np.frombuffer(token, np.uint8)
+        self.released = 0
+        self._released_word[0] = 0
+        return token
+
+    def release(self) -> None:
+        """The oldest announced block is read: the model may write over it."""
+        self.released += 1
+        self._released_word[0] = self.released
+
+    def close(self) -> None:
+        if self.fd is None:
+            return
+        del self.view, self._released_word
+        try:
+            self.map.close()
+        except BufferError:  # a view escaped; the mapping goes with it
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+class _Handover(threading.Thread):
+    """Listens on a SOCK_SEQPACKET socket in the model socket's folder for one run and hands the
+    area's memfd to the first peer of the sandbox's uid (any peer for an endpoint we did not start)."""
+
+    def __init__(self, folder: str, area: SharedArea, owner_uid: int | None):
+        super().__init__(name="cortexbox-shm-handover", daemon=True)
+        self.area, self.owner_uid = area, owner_uid
+        self.name = f"shm-{secrets.token_hex(8)}"
+        self.done = threading.Event()
+        self.folder_fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            path = wire._unix_path(self.folder_fd, os.path.join(folder, self.name))
+            self.sock.bind(path)
+            os.chmod(path, 0o666)  # the sandbox user connects; the folder around it is private
+            self.sock.listen(4)
+            self.sock.settimeout(0.2)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                if self.owner_uid is not None:
+                    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+                    if uid != self.owner_uid:
+                        continue
+                try:
+                    socket.send_fds(conn, [wire.SHM_HELLO], [self.area.fd])
+                except OSError:
+                    continue
+            return
+
+    def close(self) -> None:
+        self.done.set()
+        if self.is_alive():
+            self.join(2)
+        self.sock.close()
+        try:
+            os.unlink(self.name, dir_fd=self.folder_fd)
+        except OSError:
+            pass
+        os.close(self.folder_fd)
+
+
 class _Watchdog(threading.Thread):
     """Stops a Run whose model has sent no new valid bytes for `stall_timeout_s`, or whose rate
     so far cannot finish within the run's deadline, by cancelling the call; `reason` says why."""
@@ -338,12 +457,19 @@ class ModelClient:
         call_timeout_s: float = 10.0,
         budgets: WireBudgets | None = None,
         pin: PinnedSocket | None = None,
+        shared_memory: bool = True,
+        owner_uid: int | None = None,
     ):
         self.target = target
         self.nonce = nonce
         self.call_timeout_s = call_timeout_s
         self.budgets = budgets or WireBudgets.from_env()
         self.pin = pin
+        # The shared-memory area needs the folder of a unix socket (the hand-over socket goes next to it).
+        path = pin.path if pin is not None else target[len("unix://") :] if target.startswith("unix://") else None
+        self.socket_dir = os.path.dirname(path) if shared_memory and path else None
+        self.owner_uid = owner_uid
+        self._area: SharedArea | None = None
         self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.ModelServiceStub(self.channel)
         # Run's chunks are parsed by hand, without copying their payload (wire.decode_run_response).
@@ -356,16 +482,44 @@ class ModelClient:
 
     @classmethod
     def for_socket(
-        cls, path: Path | str, *, nonce: str | None, owner_uid: int | None = None, budgets: WireBudgets | None = None
+        cls,
+        path: Path | str,
+        *,
+        nonce: str | None,
+        owner_uid: int | None = None,
+        budgets: WireBudgets | None = None,
+        shared_memory: bool = True,
     ) -> "ModelClient":
         """A client whose every connection reaches the socket now at `path` (see PinnedSocket)."""
         pin = PinnedSocket(path, owner_uid)
-        return cls(pin.target, nonce=nonce, budgets=budgets, pin=pin)
+        return cls(pin.target, nonce=nonce, budgets=budgets, pin=pin, shared_memory=shared_memory, owner_uid=owner_uid)
 
     def close(self) -> None:
         self.channel.close()
         if self.pin is not None:
             self.pin.close()
+        if self._area is not None:
+            self._area.close()
+            self._area = None
+
+    def _shared_area(self, description: ModelDescription) -> SharedArea | None:
+        """This client's area when the model and the budgets allow the shared-memory path, else None."""
+        size = -(-self.budgets.shared_memory_bytes // wire.SHM_ALIGNMENT) * wire.SHM_ALIGNMENT
+        if self.socket_dir is None or size <= wire.SHM_CONTROL_BYTES:
+            return None
+        if wire.CAPABILITY_SHARED_MEMORY not in description.raw.capabilities:
+            return None
+        if self._area is None or self._area.size != size:
+            if self._area is not None:
+                self._area.close()
+                self._area = None
+            try:
+                self._area = SharedArea(size)
+            except OSError as e:
+                log.warning("no shared-memory area (%s): runs chunk their tensors", e)
+                self.socket_dir = None
+                return None
+        return self._area
 
     def __enter__(self) -> "ModelClient":
         return self
@@ -461,22 +615,32 @@ class ModelClient:
             name: np.empty((n, description.outputs[name].features), dtype=object if _is_string(description.outputs[name]) else np.float32)
             for name in requested
         }
-        received = RunReceiver(description, requested, index, results, budgets=self.budgets)
+        area = self._shared_area(description)
+        handover = offer = None
+        if area is not None:
+            try:
+                token = area.begin()
+                handover = _Handover(self.socket_dir, area, self.owner_uid)
+                handover.start()
+                offer = pb.SharedMemoryOffer(
+                    socket_name=handover.name, area_bytes=area.size, control_bytes=area.control_bytes,
+                    alignment_bytes=area.alignment, token=token,
+                )
+            except OSError as e:
+                log.warning("no shared-memory hand-over in %s (%s): this run chunks its tensors", self.socket_dir, e)
+        received = RunReceiver(description, requested, index, results, budgets=self.budgets, area=area if offer else None)
         max_chunk = description.raw.limits.max_chunk_bytes
         sent: list[str] = []
         refused: list[ValueError] = []
         exhausted: list[bool] = []  # the caller's iterable ran out (else the model ended the stream first)
 
         def requests() -> Iterator[pb.RunRequest]:
-            yield pb.RunRequest(
-                config=pb.RunConfig(
-                    run_id=run_id,
-                    layers=list(layers),
-                    behaviours=list(behaviours),
-                    batch_size=batch_size,
-                    max_chunk_bytes=max_chunk,
-                )
+            config = pb.RunConfig(
+                run_id=run_id, layers=list(layers), behaviours=list(behaviours), batch_size=batch_size, max_chunk_bytes=max_chunk
             )
+            if offer is not None:
+                config.shared_memory.CopyFrom(offer)
+            yield pb.RunRequest(config=config)
             for item in stimuli:
                 sid, content = item[0], item[1]
                 context_id = item[2] if len(item) > 2 else ""
@@ -506,6 +670,8 @@ class ModelClient:
         finally:
             watchdog.done.set()
             call.cancel()  # a no-op after a clean end; stops the model on any other exit
+            if handover is not None:
+                handover.close()
         if not exhausted and len(sent) < n:
             swapped = self.pin is not None and self.pin.replaced()
             raise ProtocolViolation(f"Run: the model ended the run after taking {len(sent)} of {n} stimuli"
@@ -520,6 +686,7 @@ class ModelClient:
             wall_s=time.perf_counter() - start,
             bytes_received=received.bytes_received,
             timings_s=dict(received.summary.timings_s),
+            shared_memory_bytes=received.shared_memory_bytes,
         )
 
 
@@ -593,8 +760,11 @@ class RunReceiver:
         index: dict[str, int],
         results: dict,
         budgets: WireBudgets | None = None,
+        area: SharedArea | None = None,
     ):
         self.description = description
+        self.area = area  # the run's shared-memory area, when it offered one
+        self.shared_memory_bytes = 0
         self.requested = set(requested)
         self.index = index
         self.results = results
@@ -708,6 +878,59 @@ class RunReceiver:
             self.flat = self.results[h.name][first : first + k].reshape(-1)
             if dtype == np.float32:
                 self.buffer = self.flat.view(np.uint8)  # chunks land in their final place
+        if h.HasField("shared_memory"):
+            self._read_block(h, h.shared_memory)
+
+    def _read_block(self, h: pb.TensorHeader, block: pb.SharedMemoryBlock) -> None:
+        """A tensor announced in the shared-memory area: checked against the area, copied out piece by
+        piece (each piece checksummed and checked for NaN from our copy while cache-hot), then released."""
+        area = self.area
+        if area is None:
+            raise ProtocolViolation(f"tensor {h.name!r} is announced in a shared-memory area, but this run offered none")
+        if self.dtype == wire.STRING_DTYPE:
+            raise ProtocolViolation(f"string tensor {h.name!r} is announced in shared memory; strings are chunked")
+        start, length = block.offset, block.length
+        if length != h.byte_size:
+            raise ProtocolViolation(f"tensor {h.name!r}: its shared-memory block has {length} bytes; the header says {h.byte_size}")
+        if start < area.control_bytes or start % area.alignment or start + length > area.size:
+            raise ProtocolViolation(
+                f"tensor {h.name!r}: a block at bytes {start}..{start + length} is not an aligned block of the area "
+                f"({area.control_bytes}..{area.size}, alignment {area.alignment})"
+            )
+        source = area.view[start : start + length]
+        checksum, bad = 0, None
+        bounce = None if self.buffer is not None else np.empty(min(_SHM_PIECE, length), np.uint8)
+        for pos in range(0, length, _SHM_PIECE):
+            end = min(pos + _SHM_PIECE, length)
+            self.buffer_fill = pos
+            try:
+                if bounce is None:  # float32 into consecutive rows: straight into the results
+                    np.copyto(self.buffer[pos:end], source[pos:end])
+                    checksum = wire.block_checksum(self.buffer[pos:end], checksum)
+                    self._check_finite(self.flat[pos // 4 : end // 4])
+                else:  # converted (or scattered) from a private copy of the piece
+                    piece = bounce[: end - pos]
+                    np.copyto(piece, source[pos:end])
+                    checksum = wire.block_checksum(piece, checksum)
+                    e1 = self.elements + piece.size // self.dtype.itemsize
+                    self._store(piece.view(self.dtype))
+            except BadOutput as e:  # reported after the checksum: a block written again is a violation first
+                bad = bad or e
+                if bounce is not None:
+                    self.elements = e1
+        if checksum != block.checksum:
+            raise ProtocolViolation(
+                f"tensor {h.name!r}: its shared-memory block does not match its checksum: it was written again after "
+                "it was announced (or announced with a wrong checksum)"
+            )
+        if bad is not None:
+            raise bad
+        area.release()
+        self.buffer_fill = length
+        self.bytes_received += length
+        self.shared_memory_bytes += length
+        self.last_bytes_at = time.monotonic()
+        self._complete()
 
     def _chunk(self, c: wire.ChunkView) -> None:
         h = self.header

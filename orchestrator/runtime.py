@@ -453,8 +453,11 @@ class ContainerSession(ModelSession):
             time.sleep(0.1)
         try:
             # Pinned by inode: no reconnection can reach another server than the one that passed the handshake.
+            # The shared-memory transport (a memfd handed over in the run folder, no new mount) only under runc:
+            # whether gVisor passes a host memfd into its sandbox as shared memory is not tested.
             self.client = ModelClient.for_socket(
-                self.socket_path, nonce=self.nonce, owner_uid=SANDBOX_UID if os.geteuid() == 0 else None
+                self.socket_path, nonce=self.nonce, owner_uid=SANDBOX_UID if os.geteuid() == 0 else None,
+                shared_memory=self.limits.runtime == "runc",
             )
             self.client.wait_until_serving(self.limits.load_timeout_s, lambda: self._raise_if_exited("while loading"))
             self.client.handshake()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import mmap
 import os
 import queue
 import signal
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from concurrent import futures
 from typing import Iterator, Mapping, Sequence
 
@@ -39,6 +41,10 @@ _QUEUE_DEPTH = 2
 _POLL_S = 0.1
 #: Most parts one text context may have (the SDK holds a context's parts until it ends).
 MAX_CONTEXT_PARTS = 200_000
+#: How long a run waits for the client's shared-memory hand-over before it chunks instead.
+_SHM_HANDOVER_S = 5.0
+#: A tensor is copied into the area (and checksummed) in pieces of this size, each while cache-hot.
+_SHM_PIECE = 512 * 1024
 
 
 class _Undecodable:
@@ -87,10 +93,20 @@ def _spec(output: Output, kind: pb.OutputKind) -> pb.OutputSpec:
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """Serves one Model. One run at a time; info and health stay responsive during a run."""
 
-    def __init__(self, model: Model, nonce: str | None = None, max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES):
+    def __init__(
+        self,
+        model: Model,
+        nonce: str | None = None,
+        max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        socket_dir: str | None = None,
+        shared_memory: bool = True,
+    ):
         self.model = model
         self.nonce = nonce
         self.max_chunk_bytes = min(max_chunk_bytes, wire.MAX_CHUNK_BYTES)
+        # The shared-memory transport needs the folder of our unix socket, where the client's hand-over socket is.
+        self.socket_dir = socket_dir if shared_memory and os.environ.get(wire.ENV_SHARED_MEMORY, "1") != "0" else None
+        self._area: tuple[tuple[int, int], mmap.mmap] | None = None  # the last run's mapping, by (st_dev, st_ino)
         self.ready = threading.Event()
         self.last_activity = time.monotonic()
         self._run_lock = threading.Lock()
@@ -137,7 +153,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 max_stimulus_bytes=wire.MAX_MESSAGE_BYTES - 4096,
                 max_context_tokens=int(self.model.max_context_tokens),
             ),
-            capabilities=["cancel_between_batches"],
+            capabilities=["cancel_between_batches"] + ([wire.CAPABILITY_SHARED_MEMORY] if self.socket_dir else []),
             metadata=metadata,
             commitment_layers=list(self.model.commitment_layers),
         )
@@ -178,18 +194,39 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 config = self._read_config(request_iterator)
             except RunAborted as e:
                 _abort(context, e.code, e.reason, e.message)
+            ring = self._attach_area(config)
             worker = threading.Thread(
                 target=self._compute, args=(config, request_iterator, results, stop), name="cortexbox-compute", daemon=True
             )
             worker.start()
             try:
-                yield from self._send(config, results, stop)
+                yield from self._send(config, results, stop, ring)
             except RunAborted as e:
                 _abort(context, e.code, e.reason, e.message)
         finally:
             stop.set()
             self.last_activity = time.monotonic()
             self._run_lock.release()
+
+    def _attach_area(self, config: pb.RunConfig) -> "_SharedRing | None":
+        """The ring in the client's shared-memory area, when it offered one and it works; else None
+        (the run chunks its tensors). The mapping is kept for the next run of the same area."""
+        offer = config.shared_memory
+        if not config.HasField("shared_memory") or self.socket_dir is None:
+            return None
+        try:
+            fd = wire.receive_area(self.socket_dir, offer.socket_name, _SHM_HANDOVER_S)
+            try:
+                st = os.fstat(fd)
+                key = (st.st_dev, st.st_ino)
+                if self._area is None or self._area[0] != key or len(self._area[1]) != st.st_size:
+                    self._area = (key, mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+            finally:
+                os.close(fd)
+            return _SharedRing(self._area[1], offer)
+        except (OSError, ValueError) as e:
+            log.warning("the client's shared-memory area is not usable (%s); this run chunks its tensors", e)
+            return None
 
     def _read_config(self, request_iterator) -> pb.RunConfig:
         first = next(request_iterator, None)
@@ -409,7 +446,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             checked[name] = wire.to_wire_array(array)
         return checked
 
-    def _send(self, config: pb.RunConfig, results: queue.Queue, stop: threading.Event) -> Iterator[pb.RunResponse | bytes]:
+    def _send(
+        self, config: pb.RunConfig, results: queue.Queue, stop: threading.Event, ring: "_SharedRing | None" = None
+    ) -> Iterator[pb.RunResponse | bytes]:
         # Chunks go out pre-serialized (bytes, copied once by wire.encode_chunk); the Run handler's response
         # serializer passes bytes through and serializes messages.
         chunk = min(config.max_chunk_bytes or self.max_chunk_bytes, self.max_chunk_bytes)
@@ -448,25 +487,87 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 else:
                     raw = memoryview(array).cast("B")
                     data_type = wire.data_type_of(array.dtype)
-                yield pb.RunResponse(
-                    header=pb.TensorHeader(
-                        tensor_id=tensor_id,
-                        name=name,
-                        kind=self._outputs[name][1],
-                        stimulus_ids=ids,
-                        data_type=data_type,
-                        shape=list(array.shape),
-                        byte_size=raw.nbytes,
-                    )
+                header = pb.TensorHeader(
+                    tensor_id=tensor_id,
+                    name=name,
+                    kind=self._outputs[name][1],
+                    stimulus_ids=ids,
+                    data_type=data_type,
+                    shape=list(array.shape),
+                    byte_size=raw.nbytes,
                 )
-                for offset in range(0, raw.nbytes, chunk):
-                    yield wire.encode_chunk(tensor_id, offset, raw[offset : offset + chunk])
+                if ring is not None and data_type != pb.DATA_TYPE_STRING and 0 < raw.nbytes <= ring.capacity:
+                    block = ring.write(raw, stop)
+                    if block is None:  # the run was stopped while the area was full
+                        return
+                    header.shared_memory.CopyFrom(block)
+                    yield pb.RunResponse(header=header)
+                else:
+                    yield pb.RunResponse(header=header)
+                    for offset in range(0, raw.nbytes, chunk):
+                        yield wire.encode_chunk(tensor_id, offset, raw[offset : offset + chunk])
                 sent_bytes += raw.nbytes
                 tensor_id += 1
             done += len(ids)
             yield pb.RunResponse(progress=pb.Progress(stimuli_received=received, stimuli_done=done))
             send_s += time.perf_counter() - t0
             self.last_activity = time.monotonic()
+
+
+class _SharedRing:
+    """The server's side of a run's shared-memory area: tensors go into blocks of a ring after the
+    client's control page, each announced by its header; a block's space is used again only once
+    the client's released count (which it writes into the control page) covers it."""
+
+    def __init__(self, area: mmap.mmap, offer: pb.SharedMemoryOffer):
+        size = len(area)
+        align, control = offer.alignment_bytes, offer.control_bytes
+        if offer.area_bytes != size or not (align and align & (align - 1) == 0 and align % 8 == 0):
+            raise ValueError(f"the offer (area {offer.area_bytes} bytes, alignment {align}) does not fit the area of {size} bytes")
+        if not wire.SHM_RELEASED_OFFSET + 8 <= control < size or control % align:
+            raise ValueError(f"the offer's control page of {control} bytes does not fit")
+        self.view = np.frombuffer(area, np.uint8)
+        if bytes(self.view[: wire.SHM_TOKEN_BYTES]) != offer.token or len(offer.token) != wire.SHM_TOKEN_BYTES:
+            raise ValueError("the area does not hold the run's token: it is not shared with the client")
+        self.released = self.view[wire.SHM_RELEASED_OFFSET : wire.SHM_RELEASED_OFFSET + 8].view("<u8")
+        self.start, self.end, self.align = control, size, align
+        self.capacity = size - control
+        self.announced = 0
+        self.live: deque[tuple[int, int, int]] = deque()  # (block index, offset, end), oldest first
+
+    def _place(self, nbytes: int) -> int | None:
+        """An offset where `nbytes` overlap no block the client still holds, or None."""
+        released = min(int(self.released[0]), self.announced)
+        while self.live and self.live[0][0] < released:
+            self.live.popleft()
+        if not self.live:
+            return self.start
+        tail, head = self.live[0][1], -(-self.live[-1][2] // self.align) * self.align
+        if head >= tail:  # live blocks in [tail, head): room after them, else at the start
+            if head + nbytes <= self.end:
+                return head
+            return self.start if self.start + nbytes <= tail else None
+        return head if head + nbytes <= tail else None  # wrapped: room between them
+
+    def write(self, raw: memoryview, stop: threading.Event) -> pb.SharedMemoryBlock | None:
+        """Copies `raw` into the ring (waiting while the client holds the space) and returns its block;
+        None if the run is stopped first."""
+        nbytes = raw.nbytes
+        wait = 50e-6
+        while (offset := self._place(nbytes)) is None:
+            if stop.is_set():
+                return None
+            time.sleep(wait)
+            wait = min(wait * 2, 2e-3)
+        source = np.frombuffer(raw, np.uint8)
+        checksum = 0
+        for start in range(0, nbytes, _SHM_PIECE):
+            piece = source[start : start + _SHM_PIECE]
+            self.view[offset + start : offset + start + piece.size] = piece
+            checksum = wire.block_checksum(piece, checksum)
+        self.live.append((self.announced, offset, offset + nbytes))
+        self.announced += 1
+        return pb.SharedMemoryBlock(offset=offset, length=nbytes, checksum=checksum)
 
 
 def _put_until_stopped(results: queue.Queue, item, stop: threading.Event) -> bool:
@@ -532,20 +633,33 @@ def _abort(context, code: grpc.StatusCode, reason: str, message: str):
 
 
 def serve(
-    model: Model, address: str | None = None, *, block: bool = True, max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES
+    model: Model,
+    address: str | None = None,
+    *,
+    block: bool = True,
+    max_chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+    shared_memory: bool = True,
 ) -> tuple[grpc.Server, ModelServicer]:
     """Serves `model` on `address` ("unix:///path/model.sock" or "host:port").
 
     Without an address, listens on the unix socket named by $CORTEXBOX_SOCKET, as the
     orchestrator arranges. Health is NOT_SERVING until `model.load()` has returned; a load
     that raises ends the process with exit code 3, so the failure shows up with its log.
+    On a unix socket the server offers the shared-memory transport (``shared_memory=False``
+    or $CORTEXBOX_SHARED_MEMORY=0 turns it off: every tensor is chunked).
     """
     if address is None:
         path = os.environ.get(wire.ENV_SOCKET)
         if not path:
             raise SystemExit(f"no address given and ${wire.ENV_SOCKET} is not set")
         address = f"unix://{path}"
-    servicer = ModelServicer(model, nonce=os.environ.get(wire.ENV_NONCE) or None, max_chunk_bytes=max_chunk_bytes)
+    servicer = ModelServicer(
+        model,
+        nonce=os.environ.get(wire.ENV_NONCE) or None,
+        max_chunk_bytes=max_chunk_bytes,
+        socket_dir=os.path.dirname(address[len("unix://") :]) if address.startswith("unix://") else None,
+        shared_memory=shared_memory,
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="cortexbox-grpc"),
         options=[

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cortexbox/model/v1/model_service.proto\x12\x12\x63ortexbox.model.v1\"\x15\n\x13GetModelInfoRequest\"\x9d\x01\n\nOutputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.cortexbox.model.v1.OutputKind\x12/\n\tdata_type\x18\x03 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"q\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12max_stimulus_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x04\"\xd9\x04\n\tModelInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x08modality\x18\x05 \x01(\x0e\x32\x1c.cortexbox.model.v1.Modality\x12.\n\x06layers\x18\x06 \x03(\x0b\x32\x1e.cortexbox.model.v1.OutputSpec\x12\x32\n\nbehaviours\x18\x07 \x03(\x0b\x32\x1e.cortexbox.model.v1.OutputSpec\x12\x46\n\rregion_layers\x18\x08 \x03(\x0b\x32/.cortexbox.model.v1.ModelInfo.RegionLayersEntry\x12\x16\n\x0evisual_degrees\x18\t \x01(\x01\x12*\n\x06limits\x18\n \x01(\x0b\x32\x1a.cortexbox.model.v1.Limits\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\x12=\n\x08metadata\x18\x0c \x03(\x0b\x32+.cortexbox.model.v1.ModelInfo.MetadataEntry\x12\x19\n\x11\x63ommitment_layers\x18\r \x03(\t\x1a\x33\n\x11RegionLayersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x10HandshakeRequest\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"\"\n\x11HandshakeResponse\x12\r\n\x05proof\x18\x01 \x01(\x0c\"w\n\nRunRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.cortexbox.model.v1.RunConfigH\x00\x12\x30\n\x08stimulus\x18\x02 \x01(\x0b\x32\x1c.cortexbox.model.v1.StimulusH\x00\x42\x06\n\x04item\"r\n\tRunConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x12\n\nbehaviours\x18\x03 \x03(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\x04J\x04\x08\x06\x10\n\"V\n\x06Tensor\x12/\n\tdata_type\x18\x01 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xe8\x01\n\x08Stimulus\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06pixels\x18\x02 \x01(\x0b\x32\x1a.cortexbox.model.v1.TensorH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x12\n\ncontext_id\x18\x04 \x01(\t\x12@\n\nattributes\x18\x05 \x03(\x0b\x32,.cortexbox.model.v1.Stimulus.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"\xe0\x01\n\x0bRunResponse\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .cortexbox.model.v1.TensorHeaderH\x00\x12\x30\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1f.cortexbox.model.v1.TensorChunkH\x00\x12\x30\n\x08progress\x18\x03 \x01(\x0b\x32\x1c.cortexbox.model.v1.ProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.cortexbox.model.v1.RunSummaryH\x00\x42\x06\n\x04item\"\xcc\x01\n\x0cTensorHeader\x12\x11\n\ttensor_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.cortexbox.model.v1.OutputKind\x12\x14\n\x0cstimulus_ids\x18\x04 \x03(\t\x12/\n\tdata_type\x18\x05 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x06 \x03(\x03\x12\x11\n\tbyte_size\x18\x07 \x01(\x04J\x04\x08\x08\x10\x10\">\n\x0bTensorChunk\x12\x11\n\ttensor_id\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\":\n\x08Progress\x12\x18\n\x10stimuli_received\x18\x01 \x01(\r\x12\x14\n\x0cstimuli_done\x18\x02 \x01(\r\"\xbf\x01\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07stimuli\x18\x02 \x01(\r\x12\x0f\n\x07tensors\x18\x03 \x01(\r\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12?\n\ttimings_s\x18\x05 \x03(\x0b\x32,.cortexbox.model.v1.RunSummary.TimingsSEntry\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*K\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02*\xbf\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x06\x12\x14\n\x10\x44\x41TA_TYPE_STRING\x10\x07*[\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_KIND_LAYER\x10\x01\x12\x19\n\x15OUTPUT_KIND_BEHAVIOUR\x10\x02*\xbf\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nBAD_CONFIG\x10\x01\x12\x12\n\x0eUNKNOWN_OUTPUT\x10\x02\x12\x10\n\x0c\x42\x41\x44_STIMULUS\x10\x03\x12\x0f\n\x0bUNSUPPORTED\x10\x04\x12\r\n\tNOT_READY\x10\x05\x12\x08\n\x04\x42USY\x10\x06\x12\x11\n\rOUT_OF_MEMORY\x10\x07\x12\x0f\n\x0bMODEL_ERROR\x10\x08\x12\x0e\n\nBAD_OUTPUT\x10\t2\x8c\x02\n\x0cModelService\x12V\n\x0cGetModelInfo\x12\'.cortexbox.model.v1.GetModelInfoRequest\x1a\x1d.cortexbox.model.v1.ModelInfo\x12X\n\tHandshake\x12$.cortexbox.model.v1.HandshakeRequest\x1a%.cortexbox.model.v1.HandshakeResponse\x12J\n\x03Run\x12\x1e.cortexbox.model.v1.RunRequest\x1a\x1f.cortexbox.model.v1.RunResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cortexbox/model/v1/model_service.proto\x12\x12\x63ortexbox.model.v1\"\x15\n\x13GetModelInfoRequest\"\x9d\x01\n\nOutputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.cortexbox.model.v1.OutputKind\x12/\n\tdata_type\x18\x03 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"q\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12max_stimulus_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x04\"\xd9\x04\n\tModelInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x08modality\x18\x05 \x01(\x0e\x32\x1c.cortexbox.model.v1.Modality\x12.\n\x06layers\x18\x06 \x03(\x0b\x32\x1e.cortexbox.model.v1.OutputSpec\x12\x32\n\nbehaviours\x18\x07 \x03(\x0b\x32\x1e.cortexbox.model.v1.OutputSpec\x12\x46\n\rregion_layers\x18\x08 \x03(\x0b\x32/.cortexbox.model.v1.ModelInfo.RegionLayersEntry\x12\x16\n\x0evisual_degrees\x18\t \x01(\x01\x12*\n\x06limits\x18\n \x01(\x0b\x32\x1a.cortexbox.model.v1.Limits\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\x12=\n\x08metadata\x18\x0c \x03(\x0b\x32+.cortexbox.model.v1.ModelInfo.MetadataEntry\x12\x19\n\x11\x63ommitment_layers\x18\r \x03(\t\x1a\x33\n\x11RegionLayersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x10HandshakeRequest\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"\"\n\x11HandshakeResponse\x12\r\n\x05proof\x18\x01 \x01(\x0c\"w\n\nRunRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.cortexbox.model.v1.RunConfigH\x00\x12\x30\n\x08stimulus\x18\x02 \x01(\x0b\x32\x1c.cortexbox.model.v1.StimulusH\x00\x42\x06\n\x04item\"\xbc\x01\n\tRunConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x12\n\nbehaviours\x18\x03 \x03(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\x04\x12<\n\rshared_memory\x18\x07 \x01(\x0b\x32%.cortexbox.model.v1.SharedMemoryOfferJ\x04\x08\x06\x10\x07J\x04\x08\x08\x10\tJ\x04\x08\t\x10\n\"{\n\x11SharedMemoryOffer\x12\x13\n\x0bsocket_name\x18\x01 \x01(\t\x12\x12\n\narea_bytes\x18\x02 \x01(\x04\x12\x15\n\rcontrol_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61lignment_bytes\x18\x04 \x01(\x04\x12\r\n\x05token\x18\x05 \x01(\x0c\"V\n\x06Tensor\x12/\n\tdata_type\x18\x01 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xe8\x01\n\x08Stimulus\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06pixels\x18\x02 \x01(\x0b\x32\x1a.cortexbox.model.v1.TensorH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x12\n\ncontext_id\x18\x04 \x01(\t\x12@\n\nattributes\x18\x05 \x03(\x0b\x32,.cortexbox.model.v1.Stimulus.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"\xe0\x01\n\x0bRunResponse\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .cortexbox.model.v1.TensorHeaderH\x00\x12\x30\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1f.cortexbox.model.v1.TensorChunkH\x00\x12\x30\n\x08progress\x18\x03 \x01(\x0b\x32\x1c.cortexbox.model.v1.ProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.cortexbox.model.v1.RunSummaryH\x00\x42\x06\n\x04item\"\x8a\x02\n\x0cTensorHeader\x12\x11\n\ttensor_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.cortexbox.model.v1.OutputKind\x12\x14\n\x0cstimulus_ids\x18\x04 \x03(\t\x12/\n\tdata_type\x18\x05 \x01(\x0e\x32\x1c.cortexbox.model.v1.DataType\x12\r\n\x05shape\x18\x06 \x03(\x03\x12\x11\n\tbyte_size\x18\x07 \x01(\x04\x12<\n\rshared_memory\x18\x08 \x01(\x0b\x32%.cortexbox.model.v1.SharedMemoryBlockJ\x04\x08\t\x10\x10\"E\n\x11SharedMemoryBlock\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x06\">\n\x0bTensorChunk\x12\x11\n\ttensor_id\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\":\n\x08Progress\x12\x18\n\x10stimuli_received\x18\x01 \x01(\r\x12\x14\n\x0cstimuli_done\x18\x02 \x01(\r\"\xbf\x01\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07stimuli\x18\x02 \x01(\r\x12\x0f\n\x07tensors\x18\x03 \x01(\r\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12?\n\ttimings_s\x18\x05 \x03(\x0b\x32,.cortexbox.model.v1.RunSummary.TimingsSEntry\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*K\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02*\xbf\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x06\x12\x14\n\x10\x44\x41TA_TYPE_STRING\x10\x07*[\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_KIND_LAYER\x10\x01\x12\x19\n\x15OUTPUT_KIND_BEHAVIOUR\x10\x02*\xbf\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nBAD_CONFIG\x10\x01\x12\x12\n\x0eUNKNOWN_OUTPUT\x10\x02\x12\x10\n\x0c\x42\x41\x44_STIMULUS\x10\x03\x12\x0f\n\x0bUNSUPPORTED\x10\x04\x12\r\n\tNOT_READY\x10\x05\x12\x08\n\x04\x42USY\x10\x06\x12\x11\n\rOUT_OF_MEMORY\x10\x07\x12\x0f\n\x0bMODEL_ERROR\x10\x08\x12\x0e\n\nBAD_OUTPUT\x10\t2\x8c\x02\n\x0cModelService\x12V\n\x0cGetModelInfo\x12\'.cortexbox.model.v1.GetModelInfoRequest\x1a\x1d.cortexbox.model.v1.ModelInfo\x12X\n\tHandshake\x12$.cortexbox.model.v1.HandshakeRequest\x1a%.cortexbox.model.v1.HandshakeResponse\x12J\n\x03Run\x12\x1e.cortexbox.model.v1.RunRequest\x1a\x1f.cortexbox.model.v1.RunResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STIMULUS_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_RUNSUMMARY_TIMINGSSENTRY']._loaded_options = None
   _globals['_RUNSUMMARY_TIMINGSSENTRY']._serialized_options = b'8\001'
-  _globals['_MODALITY']._serialized_start=2351
-  _globals['_MODALITY']._serialized_end=2426
-  _globals['_DATATYPE']._serialized_start=2429
-  _globals['_DATATYPE']._serialized_end=2620
-  _globals['_OUTPUTKIND']._serialized_start=2622
-  _globals['_OUTPUTKIND']._serialized_end=2713
-  _globals['_ERRORREASON']._serialized_start=2716
-  _globals['_ERRORREASON']._serialized_end=2907
+  _globals['_MODALITY']._serialized_start=2684
+  _globals['_MODALITY']._serialized_end=2759
+  _globals['_DATATYPE']._serialized_start=2762
+  _globals['_DATATYPE']._serialized_end=2953
+  _globals['_OUTPUTKIND']._serialized_start=2955
+  _globals['_OUTPUTKIND']._serialized_end=3046
+  _globals['_ERRORREASON']._serialized_start=3049
+  _globals['_ERRORREASON']._serialized_end=3240
   _globals['_GETMODELINFOREQUEST']._serialized_start=62
   _globals['_GETMODELINFOREQUEST']._serialized_end=83
   _globals['_OUTPUTSPEC']._serialized_start=86
@@ -65,26 +65,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDSHAKERESPONSE']._serialized_end=1037
   _globals['_RUNREQUEST']._serialized_start=1039
   _globals['_RUNREQUEST']._serialized_end=1158
-  _globals['_RUNCONFIG']._serialized_start=1160
-  _globals['_RUNCONFIG']._serialized_end=1274
-  _globals['_TENSOR']._serialized_start=1276
-  _globals['_TENSOR']._serialized_end=1362
-  _globals['_STIMULUS']._serialized_start=1365
-  _globals['_STIMULUS']._serialized_end=1597
-  _globals['_STIMULUS_ATTRIBUTESENTRY']._serialized_start=1537
-  _globals['_STIMULUS_ATTRIBUTESENTRY']._serialized_end=1586
-  _globals['_RUNRESPONSE']._serialized_start=1600
-  _globals['_RUNRESPONSE']._serialized_end=1824
-  _globals['_TENSORHEADER']._serialized_start=1827
-  _globals['_TENSORHEADER']._serialized_end=2031
-  _globals['_TENSORCHUNK']._serialized_start=2033
-  _globals['_TENSORCHUNK']._serialized_end=2095
-  _globals['_PROGRESS']._serialized_start=2097
-  _globals['_PROGRESS']._serialized_end=2155
-  _globals['_RUNSUMMARY']._serialized_start=2158
-  _globals['_RUNSUMMARY']._serialized_end=2349
-  _globals['_RUNSUMMARY_TIMINGSSENTRY']._serialized_start=2302
-  _globals['_RUNSUMMARY_TIMINGSSENTRY']._serialized_end=2349
-  _globals['_MODELSERVICE']._serialized_start=2910
-  _globals['_MODELSERVICE']._serialized_end=3178
+  _globals['_RUNCONFIG']._serialized_start=1161
+  _globals['_RUNCONFIG']._serialized_end=1349
+  _globals['_SHAREDMEMORYOFFER']._serialized_start=1351
+  _globals['_SHAREDMEMORYOFFER']._serialized_end=1474
+  _globals['_TENSOR']._serialized_start=1476
+  _globals['_TENSOR']._serialized_end=1562
+  _globals['_STIMULUS']._serialized_start=1565
+  _globals['_STIMULUS']._serialized_end=1797
+  _globals['_STIMULUS_ATTRIBUTESENTRY']._serialized_start=1737
+  _globals['_STIMULUS_ATTRIBUTESENTRY']._serialized_end=1786
+  _globals['_RUNRESPONSE']._serialized_start=1800
+  _globals['_RUNRESPONSE']._serialized_end=2024
+  _globals['_TENSORHEADER']._serialized_start=2027
+  _globals['_TENSORHEADER']._serialized_end=2293
+  _globals['_SHAREDMEMORYBLOCK']._serialized_start=2295
+  _globals['_SHAREDMEMORYBLOCK']._serialized_end=2364
+  _globals['_TENSORCHUNK']._serialized_start=2366
+  _globals['_TENSORCHUNK']._serialized_end=2428
+  _globals['_PROGRESS']._serialized_start=2430
+  _globals['_PROGRESS']._serialized_end=2488
+  _globals['_RUNSUMMARY']._serialized_start=2491
+  _globals['_RUNSUMMARY']._serialized_end=2682
+  _globals['_RUNSUMMARY_TIMINGSSENTRY']._serialized_start=2635
+  _globals['_RUNSUMMARY_TIMINGSSENTRY']._serialized_end=2682
+  _globals['_MODELSERVICE']._serialized_start=3243
+  _globals['_MODELSERVICE']._serialized_end=3511
 # @@protoc_insertion_point(module_scope)

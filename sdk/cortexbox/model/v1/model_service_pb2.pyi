@@ -162,18 +162,34 @@ class RunRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RunConfig, _Mapping]] = ..., stimulus: _Optional[_Union[Stimulus, _Mapping]] = ...) -> None: ...
 
 class RunConfig(_message.Message):
-    __slots__ = ("run_id", "layers", "behaviours", "batch_size", "max_chunk_bytes")
+    __slots__ = ("run_id", "layers", "behaviours", "batch_size", "max_chunk_bytes", "shared_memory")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOURS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     layers: _containers.RepeatedScalarFieldContainer[str]
     behaviours: _containers.RepeatedScalarFieldContainer[str]
     batch_size: int
     max_chunk_bytes: int
-    def __init__(self, run_id: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., behaviours: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    shared_memory: SharedMemoryOffer
+    def __init__(self, run_id: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., behaviours: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., shared_memory: _Optional[_Union[SharedMemoryOffer, _Mapping]] = ...) -> None: ...
+
+class SharedMemoryOffer(_message.Message):
+    __slots__ = ("socket_name", "area_bytes", "control_bytes", "alignment_bytes", "token")
+    SOCKET_NAME_FIELD_NUMBER: _ClassVar[int]
+    AREA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    socket_name: str
+    area_bytes: int
+    control_bytes: int
+    alignment_bytes: int
+    token: bytes
+    def __init__(self, socket_name: _Optional[str] = ..., area_bytes: _Optional[int] = ..., control_bytes: _Optional[int] = ..., alignment_bytes: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("data_type", "shape", "data")
@@ -219,7 +235,7 @@ class RunResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[TensorHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
 
 class TensorHeader(_message.Message):
-    __slots__ = ("tensor_id", "name", "kind", "stimulus_ids", "data_type", "shape", "byte_size")
+    __slots__ = ("tensor_id", "name", "kind", "stimulus_ids", "data_type", "shape", "byte_size", "shared_memory")
     TENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +243,7 @@ class TensorHeader(_message.Message):
     DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     tensor_id: int
     name: str
     kind: OutputKind
@@ -234,7 +251,18 @@ class TensorHeader(_message.Message):
     data_type: DataType
     shape: _containers.RepeatedScalarFieldContainer[int]
     byte_size: int
-    def __init__(self, tensor_id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., stimulus_ids: _Optional[_Iterable[str]] = ..., data_type: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., byte_size: _Optional[int] = ...) -> None: ...
+    shared_memory: SharedMemoryBlock
+    def __init__(self, tensor_id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[OutputKind, str]] = ..., stimulus_ids: _Optional[_Iterable[str]] = ..., data_type: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., byte_size: _Optional[int] = ..., shared_memory: _Optional[_Union[SharedMemoryBlock, _Mapping]] = ...) -> None: ...
+
+class SharedMemoryBlock(_message.Message):
+    __slots__ = ("offset", "length", "checksum")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    length: int
+    checksum: int
+    def __init__(self, offset: _Optional[int] = ..., length: _Optional[int] = ..., checksum: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("tensor_id", "offset", "data")
