@@ -308,7 +308,7 @@ class Futrell2018SpilloverDLL(LanguageBenchmark):
             "folds": details,
             **self._provenance(),
             "alignment": "statistics listed at zone z-1 assigned to the word at zone z",
-            "item_values": delta,
+            "item_values": delta.tolist(),  # plain floats: attrs are stored as JSON with the score
             "item_ids": item_ids,
         }
         samples = None

@@ -3,6 +3,7 @@ and the benchmark on the real Natural Stories data with synthetic and precompute
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -157,6 +158,7 @@ def test_real_data_oracle_random_collinear_and_gpt3(natural_stories):
     assert gpt3.attrs["n_words"] > 9600 and gpt3.ceiling is None and gpt3.ceiled is None
     items, item_ids = np.asarray(gpt3.attrs["item_values"]), gpt3.attrs["item_ids"]
     assert items.shape == (gpt3.attrs["n_words"],) and items.mean() == pytest.approx(gpt3.raw)
+    json.dumps(gpt3.attrs)  # stored as JSON with the score, as it is
     assert len(set(item_ids)) == len(item_ids) and item_ids[0] == "1:4"  # zone 1 has no RT, zones 2-3 lack three previous words
     assert len(gpt3.values) == 10 and np.average(gpt3.values, weights=gpt3.attrs["folds"]["n_test"]) == pytest.approx(gpt3.raw)
     low, high = gpt3.attrs["bootstrap"]["raw"]["low"], gpt3.attrs["bootstrap"]["raw"]["high"]
