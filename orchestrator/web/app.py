@@ -139,7 +139,7 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     def api_compare(a: int, b: int, snap: Snap) -> dict:
         model_or_404(snap, a)
         model_or_404(snap, b)
-        return data.compare(snap, a, b)
+        return data.compare(snap, a, b, registry=registry)
 
     @api.get("/runs", tags=["runs"], summary="Run history, newest first (failure class and log tail of failures)")
     def api_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -267,7 +267,7 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         if a is not None and b is not None:
             model_or_404(snap, a)
             model_or_404(snap, b)
-            result = data.compare(snap, a, b)
+            result = data.compare(snap, a, b, registry=registry)
         models = sorted(snap.models.values(), key=lambda m: m.name)
         return page("compare.html", c=result, models=models, a=a, b=b, title="Compare")
 

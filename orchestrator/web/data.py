@@ -26,9 +26,15 @@ from cortexbox.orchestrator.aggregation import (
     unaggregated,
 )
 from cortexbox.orchestrator.statistics import (
+    ItemSide,
+    ItemsMismatch,
+    PairedReplicates,
     ceiled_split_values,
     compare_aggregate,
+    compare_items,
+    compare_items_aggregate,
     compare_values,
+    leaf_seed,
     score_interval,
     test_fraction,
     weighted_interval,
@@ -479,17 +485,67 @@ def benchmarks_list(snap: Snapshot) -> list[dict[str, Any]]:
 
 
 # -- comparison ------------------------------------------------------------------------------------------------------
-def compare(snap: Snapshot, a: int, b: int) -> dict[str, Any]:
+#: Replicates and seed of the paired bootstrap over stored items on the compare page and API.
+COMPARE_N_BOOT = 2000
+COMPARE_SEED = 0
+
+
+def _item_sides(registry: Registry | None, scores: list[Score]) -> dict[int, ItemSide]:
+    """Each score's stored items as a comparison side (scores without items, or whose items cannot be read or
+    re-normalised, are left out: they are compared on their splits)."""
+    from cortexbox.benchmarks.metrics.items import ItemValues
+
+    if registry is None:
+        return {}
+    sides: dict[int, ItemSide] = {}
+    by_id = {s.id: s for s in scores}
+    for score_id, row in registry.score_items(list(by_id)).items():
+        try:
+            side = ItemSide.of(by_id[score_id], ItemValues.from_bytes(row.kind, row.payload))
+        except ValueError as e:
+            logger.warning("items of score %s cannot be read: %s", score_id, e)
+            continue
+        if side is not None:
+            sides[score_id] = side
+    return sides
+
+
+def compare(snap: Snapshot, a: int, b: int, *, registry: Registry | None = None, n_boot: int = COMPARE_N_BOOT,
+            seed: int = COMPARE_SEED) -> dict[str, Any]:
+    """Paired comparison of models ``a`` and ``b`` per benchmark and per aggregate node: on the stored per-item values
+    when both scores have them (``registry`` gives access to them), else on the per-split values; each comparison's
+    ``basis`` says which."""
     la, lb = snap.leaves.get(a, {}), snap.leaves.get(b, {})
     benches = []
     split_values: dict[int, dict[str, list[float]]] = {a: {}, b: {}}
     test_over_train: dict[str, float] = {}
+    item_sides: dict[int, dict[str, ItemSide]] = {a: {}, b: {}}
+    replicates: dict[str, PairedReplicates] = {}
+    scored = {m: {k: snap.score_by_id.get(leaf.score_id) for k, leaf in ls.items() if leaf.status == "scored"}
+              for m, ls in ((a, la), (b, lb))}
+    sides = _item_sides(registry, [s for m in (a, b) for s in scored[m].values() if s is not None])
     for identifier in snap.tree.leaves() + list(snap.unaggregated):
         row: dict[str, Any] = {"benchmark": identifier, "a": la.get(identifier, Leaf(identifier, "not scored")).to_dict(),
                                "b": lb.get(identifier, Leaf(identifier, "not scored")).to_dict(), "comparison": None, "note": ""}
-        sa = snap.score_by_id.get(la[identifier].score_id) if identifier in la and la[identifier].status == "scored" else None
-        sb = snap.score_by_id.get(lb[identifier].score_id) if identifier in lb and lb[identifier].status == "scored" else None
-        if sa and sb:
+        sa = scored[a].get(identifier)
+        sb = scored[b].get(identifier)
+        if sa and sb and sa.id in sides and sb.id in sides:
+            try:
+                paired = PairedReplicates(sides[sa.id], sides[sb.id], n_boot=n_boot, seed=leaf_seed(seed, identifier))
+            except ItemsMismatch as e:
+                row["note"] = f"items cannot be paired ({e}); "
+            else:
+                replicates[identifier] = paired
+                item_sides[a][identifier], item_sides[b][identifier] = sides[sa.id], sides[sb.id]
+                row["comparison"] = compare_items(sides[sa.id], sides[sb.id], replicates=paired).to_dict()
+                row["difference"] = la[identifier].value - lb[identifier].value
+                left = paired.left_out
+                if left["only_a"] or left["only_b"]:
+                    row["note"] = (f"on the {paired.m} shared items ({left['only_a']} only A, {left['only_b']} only B"
+                                   " left out)")
+        elif sa and sb:
+            row["note"] = "no stored items (scored before they were kept): "
+        if sa and sb and row["comparison"] is None:
             train, test = test_fraction(sa.provenance)
             tot = test / train
             same_splits = len(sa.values) == len(sb.values) >= 2 and \
@@ -500,9 +556,10 @@ def compare(snap: Snapshot, a: int, b: int) -> dict[str, Any]:
                 test_over_train[identifier] = tot
                 row["comparison"] = compare_values(ca, cb, test_over_train=tot).to_dict()
                 row["difference"] = la[identifier].value - lb[identifier].value
+                row["note"] += "paired over splits" if row["note"] else ""
             else:
-                row["note"] = "splits differ: no paired test"
-        else:
+                row["note"] += "splits differ: no paired test"
+        elif not (sa and sb):
             row["note"] = "not scored for both models"
         benches.append(row)
     nodes = []
@@ -511,8 +568,13 @@ def compare(snap: Snapshot, a: int, b: int) -> dict[str, Any]:
         if na.leaf is not None:
             continue
         weights = _node_leaf_weights(na)
-        tot = max(test_over_train.values(), default=0.1 / 0.9)
-        comparison, shared, left_out = compare_aggregate(weights, split_values[a], split_values[b], test_over_train=tot)
+        both = sorted(k for k in weights if k in scored[a] and k in scored[b])
+        if both and all(k in replicates for k in both):  # every leaf both models were scored on has paired items
+            comparison, shared, left_out = compare_items_aggregate(
+                weights, item_sides[a], item_sides[b], n_boot=n_boot, seed=seed, replicates=replicates)
+        else:
+            tot = max(test_over_train.values(), default=0.1 / 0.9)
+            comparison, shared, left_out = compare_aggregate(weights, split_values[a], split_values[b], test_over_train=tot)
         nodes.append({
             "path": na.path, "name": na.name,
             "a": {"value": na.value, "scored_value": na.scored_value, "missing": na.missing},
@@ -526,9 +588,13 @@ def compare(snap: Snapshot, a: int, b: int) -> dict[str, Any]:
         "b": {"model_id": b, "model": snap.models[b].name, "digest": snap.models[b].digest},
         "benchmarks": benches,
         "aggregates": nodes,
-        "method": "paired over cross-validation splits (same stimuli and random_state); corrected resampled t-test "
-        "(Nadeau & Bengio 2003), two-sided, alpha 0.05; effect size Cohen's d_z over splits; aggregates over the "
-        "leaves both models were scored on, weighted as in the tree",
+        "method": f"paired bootstrap over the stored per-item values where both scores have them ({n_boot} replicates,"
+        f" seed {seed}, one stream per benchmark): the same resampled stimuli (items) for both models, each score"
+        " recomputed as defined and ceiled with its ceiling fixed, percentile interval and two-sided bootstrap p;"
+        " aggregates resample every leaf that way when all their shared leaves have items. Otherwise (scores made"
+        " before items were kept) paired over cross-validation splits (same stimuli and random_state); corrected"
+        " resampled t-test (Nadeau & Bengio 2003), two-sided, alpha 0.05; effect size Cohen's d_z over splits;"
+        " aggregates over the leaves both models were scored on, weighted as in the tree",
     }
 
 
