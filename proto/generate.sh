@@ -7,4 +7,5 @@ here=$(cd "$(dirname "$0")" && pwd)
 out="$here/../sdk"
 python -m grpc_tools.protoc -I "$here" \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-  "$here/cortexbox/model/v1/model_service.proto"
+  "$here/cortexbox/model/v1/model_service.proto" \
+  "$here/cortexbox/inference/v2/grpc_predict_v2.proto"
