@@ -670,12 +670,18 @@ def serve(
         ],
     )
     server.add_generic_rpc_handlers((_method_handlers(servicer),))
+    # The Open Inference Protocol beside ours (oip.py). Imported here: a process that only reads models (the
+    # orchestrator imports this module) keeps protobuf's `inference` names free, e.g. for tritonclient's stubs.
+    from cortexbox.sdk import oip
+
+    oip.add_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", wire.SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (wire.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (wire.SERVICE_NAME, oip.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
     )
     if server.add_insecure_port(address) == 0 and not address.startswith("unix"):
         raise SystemExit(f"could not listen on {address}")
