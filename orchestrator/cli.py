@@ -122,8 +122,8 @@ def score(
 ) -> None:
     """Score a model image (or a running model server) on a benchmark and store the score."""
     from cortexbox.orchestrator.errors import UserError
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
     from cortexbox.orchestrator.runtime import SandboxLimits
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
 
     request = ScoreRequest(
         benchmark=benchmark,
@@ -281,7 +281,8 @@ def _emit_json_line(data) -> None:
 def benchmarks_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every benchmark with its version, region and ceiling."""
     from cortexbox.benchmarks import list_benchmarks
-    from cortexbox.orchestrator.ingest import ingested_identifiers, resolve_benchmark
+    from cortexbox.orchestrator.ingest import ingested_identifiers
+    from cortexbox.orchestrator.scoring import resolve_benchmark
     from cortexbox.registry import Registry
 
     registry = Registry()
@@ -325,7 +326,7 @@ def benchmarks_sync(
 ) -> None:
     """Register the built-in benchmarks through the ingestion path: a version per data hash, its ceiling, and a
     queued scoring job for every registered model; all new versions in one transaction."""
-    from cortexbox.orchestrator.ingest import run_queued_jobs, sync_builtins
+    from cortexbox.orchestrator.scoring import run_queued_jobs, sync_builtins
 
     with err.status("hashing data and computing ceilings"):
         plans = sync_builtins(identifiers or None, dry_run=dry_run)
@@ -362,7 +363,8 @@ def benchmarks_ingest(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Turn a recording into a versioned benchmark and score every registered model on it."""
-    from cortexbox.orchestrator.ingest import ingest_recording, run_queued_jobs
+    from cortexbox.orchestrator.ingest import ingest_recording
+    from cortexbox.orchestrator.scoring import run_queued_jobs
 
     plan = ingest_recording(assembly, stimuli, identifier=identifier, region=region, visual_degrees=visual_degrees,
                             modality=modality, stimuli_zip=stimuli_zip, description=description, citation=citation, dry_run=dry_run)
@@ -386,7 +388,7 @@ def benchmarks_ingest(
 @app.command()
 def worker(as_json: bool = typer.Option(False, "--json")) -> None:
     """Run every queued scoring job (e.g. those an ingestion queued with --no-score)."""
-    from cortexbox.orchestrator.ingest import run_queued_jobs
+    from cortexbox.orchestrator.scoring import run_queued_jobs
 
     results = run_queued_jobs()
     if as_json:

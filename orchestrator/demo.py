@@ -159,7 +159,7 @@ def run(
     line to show, ``events(model, benchmark)`` a progress sink per score. A model's failure on one benchmark is
     reported and the demo goes on; a user's mistake (no Docker, no data) ends it."""
     from cortexbox.orchestrator import images
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
     from cortexbox.orchestrator.runtime import docker_client
     from cortexbox.registry import Registry
 

@@ -37,7 +37,7 @@ def main() -> None:
     from cortexbox.benchmarks import get_benchmark, list_benchmarks
     from cortexbox.orchestrator import images
     from cortexbox.orchestrator.errors import CortexboxError
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
     from cortexbox.orchestrator.runtime import docker_client
 
     vision = [b for b in list_benchmarks() if getattr(get_benchmark(b), "modality", "image") == "image"

@@ -387,7 +387,7 @@ def _benchmark_facts(identifier: str, data_hash: str) -> dict[str, Any]:
     """#stimuli, #neuroids and metric of a benchmark, read from its definition (cached per data hash); {} where it
     cannot be loaded here."""
     try:
-        from cortexbox.orchestrator.ingest import resolve_benchmark
+        from cortexbox.orchestrator.scoring import resolve_benchmark
 
         bench = resolve_benchmark(identifier)
         if bench.data_hash != data_hash:

@@ -15,7 +15,6 @@ import itertools
 import logging
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from queue import Queue
@@ -207,12 +206,8 @@ class LiveRuns:
             self._execute(live)
 
     def _execute(self, live: LiveRun) -> None:
-        from cortexbox.orchestrator.errors import ModelFailure, UserError
-        from cortexbox.orchestrator.jobs import ScoreRequest
+        from cortexbox.orchestrator.scoring import ScoreRequest, execute
 
-        score = self._score
-        if score is None:
-            from cortexbox.orchestrator.jobs import score_model as score
         live.status = "running"
         live.emit("status", {"status": "running"})
         failed = False
@@ -221,18 +216,13 @@ class LiveRuns:
             request = ScoreRequest(benchmark=benchmark, image=live.model, use_cache=live.use_cache,
                                    database_url=self.registry.url, cache_dir=self.cache_dir)
             runs_before = len(live.run_ids)
-            try:
-                score(request, registry=_RecordingRegistry(self.registry, live), events=None)
+            result = execute(request, registry=_RecordingRegistry(self.registry, live), score=self._score)
+            if result["status"] != "failed":
                 continue  # its score is among the run's events
-            except ModelFailure as e:
-                failure = {"failure_class": e.failure.value, "error": e.message, "log_tail": e.log_tail}
-            except UserError as e:
-                failure = {"failure_class": "user error", "error": str(e), "hint": e.hint}
-            except Exception as e:  # noqa: BLE001 - the web process must outlive any run
-                logger.exception("run %s failed", live.id)
-                failure = {"failure_class": "error", "error": f"{type(e).__name__}: {e}", "log_tail": traceback.format_exc()[-2000:]}
             failed = True
             if len(live.run_ids) == runs_before:  # failed before a run existed (e.g. an unknown benchmark)
-                live.emit("failed", {"benchmark": benchmark} | failure)
+                failure = result["failure"]
+                live.emit("failed", {"benchmark": benchmark, "failure_class": failure["failure_class"], "error": failure["error"],
+                                     "log_tail": failure["log_tail"]} | ({"hint": failure["hint"]} if failure["hint"] else {}))
         live.status = "failed" if failed else "succeeded"
         live.emit("done", {"status": live.status, "run_ids": live.run_ids})

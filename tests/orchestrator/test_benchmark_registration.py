@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from cortexbox.benchmarks import get_benchmark
-from cortexbox.orchestrator import ingest
 from cortexbox.orchestrator.errors import UserError
-from cortexbox.orchestrator.ingest import register_benchmark, sync_builtins
+from cortexbox.orchestrator.scoring import run_queued_jobs, versions
+from cortexbox.orchestrator.scoring.versions import register_benchmark, sync_builtins
 from cortexbox.registry import Registry
 from tests.orchestrator.test_cli import cortexbox
 
@@ -114,7 +114,7 @@ def test_a_failure_while_planning_names_the_benchmark_and_changes_nothing(data_d
 
 
 def test_score_time_registers_through_the_same_function(data_dir, monkeypatch, tmp_path):
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
     from cortexbox.sdk import serve
     from tests.orchestrator.test_score_endpoint import TwoLayers
 
@@ -127,7 +127,7 @@ def test_score_time_registers_through_the_same_function(data_dir, monkeypatch, t
         calls.append((source.identifier, source.kind, kwargs.get("dry_run", False)))
         raise RuntimeError("stop after registration")
 
-    monkeypatch.setattr(ingest, "register_benchmark_version", spy)
+    monkeypatch.setattr(versions, "register_benchmark_version", spy)
     registry = Registry()
     try:
         with pytest.raises(RuntimeError, match="stop after registration"):
@@ -180,10 +180,9 @@ def test_cowley2023_is_defined_by_the_ingested_recording_with_the_same_numbers(d
     assert plan.ceiling == bench.ceiling.raw and plan.ceiling_error == bench.ceiling.error
 
 
-def test_the_worker_never_scores_a_job_of_an_older_version_under_the_newer_one(tmp_path, monkeypatch):
+def test_the_worker_never_scores_a_job_of_an_older_version_under_the_newer_one(tmp_path):
     from types import SimpleNamespace
 
-    from cortexbox.orchestrator import jobs
     from cortexbox.registry import Benchmark
 
     registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
@@ -196,8 +195,7 @@ def test_the_worker_never_scores_a_job_of_an_older_version_under_the_newer_one(t
         scored.append(request.benchmark)
         return SimpleNamespace(run_id=None, benchmark_version=2, raw=0.5, ceiled=0.6)
 
-    monkeypatch.setattr(jobs, "score_model", fake_score_model)
-    results = ingest.run_queued_jobs(registry)
+    results = run_queued_jobs(registry, score=fake_score_model)
     assert [(r["version"], r["status"]) for r in results] == [(1, "superseded"), (2, "succeeded")]
     assert results[0]["by_version"] == 2 and scored == ["Smith2026.V4-pls"]  # v1's job was not scored
     assert not registry.queued_jobs()

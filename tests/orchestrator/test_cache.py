@@ -167,7 +167,7 @@ class _FakeClient:
 
 
 def _job(tmp_path, use_cache=True):
-    from cortexbox.orchestrator.jobs import ScoreRequest, _Job
+    from cortexbox.orchestrator.scoring.job import ScoreRequest, _Job
 
     job = _Job(ScoreRequest(benchmark="-", image="some/image", use_cache=use_cache), registry=None,
                cache=ActivationCache(tmp_path), events=lambda e, d: None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+from cortexbox.orchestrator.scoring import ScoreRequest, score_model
 
 pytestmark = pytest.mark.docker
 

@@ -168,7 +168,8 @@ def test_text_recording_is_ingested_versioned_and_scored(tmp_path, _isolated_hom
 
 def test_without_repetitions_the_score_is_raw_only(tmp_path, _isolated_home):
     from cortexbox.benchmarks import neuroid_assembly
-    from cortexbox.orchestrator.ingest import ingest_recording, resolve_benchmark
+    from cortexbox.orchestrator.ingest import ingest_recording
+    from cortexbox.orchestrator.scoring import resolve_benchmark
 
     assembly, sentences = make_text_recording(tmp_path / "rec", subjects=SUBJECTS[:4], repeats=False)
     plan = ingest_recording(assembly, sentences, identifier="Smith2026.alice-linear", region="language", modality="text")

@@ -12,7 +12,7 @@ from cortexbox.benchmarks import neuroid_assembly, registry
 from cortexbox.benchmarks.futrell2018 import Futrell2018Pearsonr
 from cortexbox.benchmarks.syntaxgym import SyntaxGymSuite
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure
-from cortexbox.orchestrator.jobs import ScoreRequest, score_model
+from cortexbox.orchestrator.scoring import ScoreRequest, score_model
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.docker

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from cortexbox.orchestrator.jobs import ScoreOutcome
+from cortexbox.orchestrator.scoring import ScoreOutcome
 from cortexbox.registry import Registry
 from cortexbox.sdk import Model, Output
 

@@ -1,9 +1,10 @@
 """Scoring one model on one benchmark, as one self-contained job.
 
-`score_model` takes only plain, serialisable arguments (a ScoreRequest) and reaches
-everything else (Docker, the registry, the activation cache) from them, so the same function
-can later run in a worker of a distributed queue. It records the run before doing anything,
-and records its end (score, or failure class with the container's log) on every path.
+`score_model` takes only plain, serialisable arguments (a ScoreRequest) and reaches everything else (Docker, the
+registry, the activation cache) from them, so the same function runs in `cortexbox score`, the queue's consumer
+(orchestrator/scoring/queue.py: a worker, the web app, an ingestion) or a Celery worker. It records the run before
+doing anything, attaches it to the benchmark's registered version (scoring/versions.py), and records its end
+(score, or the failure of scoring/failures.py with the container's log) on every path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
 from cortexbox.orchestrator.run_events import RunEventLog, owner
 from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
+from cortexbox.orchestrator.scoring import versions
+from cortexbox.orchestrator.scoring.failures import failure_of
 from cortexbox.registry import Registry
 from cortexbox.registry.store import NameTaken
 
@@ -309,11 +312,9 @@ def score_model(
     events: EventSink | None = None,
 ) -> ScoreOutcome:
     """Scores one model on one benchmark and stores the result; see the module docstring."""
-    from cortexbox.orchestrator.ingest import register_benchmark, resolve_benchmark
-
     events = events or _no_events
     registry = registry or Registry(request.database_url)
-    bench = resolve_benchmark(request.benchmark, registry)
+    bench = versions.resolve_benchmark(request.benchmark, registry)
     cache = cache or ActivationCache(request.cache_dir)
     job = _Job(request, registry, cache, events)
     try:
@@ -331,7 +332,7 @@ def score_model(
         ceiling = bench.ceiling
         # The same registration path as `cortexbox benchmarks ingest` / `sync`: new or changed data
         # becomes the next version, with jobs queued for the other registered models.
-        bench_row = register_benchmark(
+        bench_row = versions.register_benchmark(
             bench, registry=registry,
             exclude_models=lambda m: bool(request.image) and request.image in (m.image_ref, m.digest),
         )
@@ -425,20 +426,16 @@ def score_model(
                                     | {"model_id": job.model_row.id}))
         registry.update_run(run, status="succeeded", timings=job.timings)
         return outcome
-    except ModelFailure as e:
-        failure = job.session.diagnose(e) if job.session is not None else e
-        events.finish("failed", ("failed", {"failure_class": failure.failure.value, "error": failure.message, "log_tail": failure.log_tail}))
-        registry.update_run(
-            run, status="failed", failure_class=failure.failure.value, error=failure.message, log_tail=failure.log_tail, timings=job.timings
-        )
-        raise failure from None
-    except KeyboardInterrupt:
-        events.finish("failed", ("failed", {"failure_class": FailureClass.CANCELLED.value, "error": "interrupted"}))
-        registry.update_run(run, status="failed", failure_class=FailureClass.CANCELLED.value, error="interrupted", timings=job.timings)
-        raise
     except BaseException as e:
-        events.finish("failed", ("failed", {"failure_class": None, "error": f"{type(e).__name__}: {e}"[:4000]}))
-        registry.update_run(run, status="failed", error=f"{type(e).__name__}: {e}"[:4000], timings=job.timings)
+        # a model's failure is classified from its container's state and log; every failure is recorded the same way
+        diagnosed = job.session.diagnose(e) if isinstance(e, ModelFailure) and job.session is not None else e
+        failure = failure_of(diagnosed)
+        events.finish("failed", ("failed", failure.event()))
+        registry.update_run(run, **failure.run_fields(), timings=job.timings)
+        if isinstance(diagnosed, Exception):
+            diagnosed.run_id = run.id  # type: ignore[attr-defined] - lets a queue link its job to the failed run
+        if diagnosed is not e:
+            raise diagnosed from None
         raise
     finally:
         events.close()
