@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
@@ -171,3 +172,50 @@ def test_a_registry_with_scores_upgrades_on_sqlite(tmp_path):
     with registry.engine.connect() as conn:  # foreign keys are on again for the registry's own connections
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     registry.engine.dispose()
+
+
+def test_score_items_revision_upgrades_a_database_with_scores_stores_items_and_downgrades(empty_url):
+    """Revision 0004 adds score_items to a registry whose scores predate it (they have no items, and keep their
+    rows); a score stored with items reads them back byte for byte; downgrading to 0003 drops the table."""
+    from alembic import command
+
+    from cortexbox.benchmarks.metrics.items import ItemValues, mean_items
+
+    engine = create_engine(empty_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+        conn.execute(text("INSERT INTO model_name (name, owner, digest, created_at) "
+                          "VALUES ('pixels', 'local', 'sha256:aa', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO model (digest, name, owner, version, image_ref, info, created_at) "
+                          "VALUES ('sha256:aa', 'pixels', 'local', '1', 'cortexbox/pixels', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO benchmark (identifier, version, data_hash, region, description, citation, "
+                          "definition, created_at) VALUES ('B.V4-pls', 1, 'h', 'V4', '', '', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO run (model_ref, benchmark_identifier, status, started_at) "
+                          "VALUES ('cortexbox/pixels', 'B.V4-pls', 'succeeded', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO score (run_id, model_id, benchmark_id, raw, layer, provenance, created_at) "
+                          "VALUES (1, 1, 1, 0.5, 'pixels', '{}', CURRENT_TIMESTAMP)"))
+        assert not inspect(conn).has_table("score_items")
+    registry = Registry(empty_url)  # opening upgrades to head
+    assert registry.revision == _head_revision()
+    [(old, _, _)] = registry.scores()
+    assert old.raw == 0.5 and registry.score_items([old.id]) == {}
+    items = mean_items([f"word{i}" for i in range(1000)], np.random.default_rng(0).normal(size=1000))
+    new = registry.add_score(run_id=1, model_id=1, benchmark_id=1, raw=items.estimate(), layer="pixels", items=items)
+    stored = registry.score_items([old.id, new.id])
+    assert list(stored) == [new.id] and stored[new.id].kind == "mean" and stored[new.id].n_items == 1000
+    assert stored[new.id].payload == items.to_bytes()
+    back = ItemValues.from_bytes("mean", stored[new.id].payload)
+    assert list(back.ids) == list(items.ids) and back.estimate() == pytest.approx(items.estimate())
+    import sqlalchemy.exc
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):  # one item row per score
+        with registry.session() as s:
+            from cortexbox.registry.models import ScoreItems
+
+            s.add(ScoreItems(score_id=new.id, kind="mean", n_items=1, payload=b"x"))
+            s.commit()
+    registry.engine.dispose()
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0003")
+        assert not inspect(conn).has_table("score_items") and inspect(conn).has_table("score")
+    engine.dispose()
