@@ -20,6 +20,6 @@ lint: setup
 
 # Re-pin the dev environment after a deliberate upgrade (then run `make test` and commit constraints.txt).
 lock: setup
-	@{ sed -n '1,/^# Regenerate/p' constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | LC_ALL=C sort -f; } > constraints.txt.new
+	@{ grep '^#' constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | LC_ALL=C sort -f; } > constraints.txt.new
 	@mv constraints.txt.new constraints.txt
 	@echo "constraints.txt rewritten from $(VENV)"

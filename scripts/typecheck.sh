@@ -9,6 +9,7 @@ trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/cortexbox"
 ln -s "$repo/sdk/cortexbox/sdk" "$tree/cortexbox/sdk"
 ln -s "$repo/sdk/cortexbox/model" "$tree/cortexbox/model"
+ln -s "$repo/sdk/cortexbox/inference" "$tree/cortexbox/inference"
 ln -s "$repo/benchmarks" "$tree/cortexbox/benchmarks"
 cd "$tree"
 "$repo/.venv/bin/mypy" --config-file "$repo/pyproject.toml" cortexbox/sdk cortexbox/benchmarks
