@@ -369,6 +369,7 @@ def score_model(
         error = score.error if score.error is not None and math.isfinite(score.error) else None  # e.g. a single RDM comparison
         job.timings["score_s"] = time.perf_counter() - t0
         job.timings["total_s"] = time.perf_counter() - t_start
+        items = _score_items(score)  # per-item values, stored apart (score_items) for paired comparisons
         info = job.info
         provenance = {
             "image_digest": job.model_row.digest,
@@ -386,6 +387,8 @@ def score_model(
             "libraries": library_versions(),
             "wire_budgets": job.session.client.budgets.to_dict() if job.session is not None else None,
             "metric": score.attrs,
+            "items": None if items is None else {"kind": items.kind, "n_items": items.n_items,
+                                                 "bytes": len(items.to_bytes())},
             "ceiling": None if ceiling is None else ceiling.to_dict(),
             "layer": layer,
             "layer_commitment": commitment,
@@ -406,6 +409,7 @@ def score_model(
             layer=layer,
             values=list(score.values),
             provenance=provenance,
+            items=items,
         )
         outcome = ScoreOutcome(
             run_id=run.id,
@@ -442,3 +446,17 @@ def score_model(
         cache.close()  # the run's last pins on cache shards (its indexes are gone with its extractions)
         if job.session is not None:
             job.session.close()
+
+
+def _score_items(score):
+    """The per-item values a benchmark score was built from (``Score.items`` or the simple ``item_values`` form),
+    or None: a malformed simple form costs the paired comparisons, not the score."""
+    from cortexbox.benchmarks.metrics.items import item_values_of
+
+    try:
+        return item_values_of(score)
+    except ValueError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("the score's per-item values are not stored: %s", e)
+        return None

@@ -96,3 +96,48 @@ def test_compare_page_and_api_show_the_basis(registry):
         assert "items: 120 resampled, B=2000" in html and "items: 300 resampled" in html
         html_old = client.get(f"/compare?a={ids['strong']}&b={ids['old']}").text
         assert "splits: 10" in html_old
+
+
+def test_scoring_stores_per_stimulus_items_and_compare_pairs_the_same_stimuli(tmp_path, monkeypatch, data_dir):
+    """The recording path (score_model, no Docker: two model servers in this process) stores each V4 score's
+    per-stimulus items beside it, and the compare API pairs the two models on the 640 scored stimuli."""
+    from cortexbox.benchmarks.metrics.items import ItemValues
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
+    from cortexbox.orchestrator.web import data
+    from cortexbox.sdk import serve
+    from tests.orchestrator.test_score_endpoint import TwoLayers
+
+    class NoiseOnly(TwoLayers):
+        model_id = "noise-only"
+
+        def layers(self):
+            return [layer for layer in super().layers() if layer.name == "noise"]
+
+    monkeypatch.setenv("CORTEXBOX_DATA_DIR", str(data_dir))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    servers, outcomes = [], []
+    try:
+        for k, model in enumerate((TwoLayers(), NoiseOnly())):
+            address = f"unix://{tmp_path}/m{k}.sock"
+            servers.append(serve(model, address, block=False)[0])
+            outcomes.append(score_model(ScoreRequest(benchmark="Cowley2023.V4-pls", endpoint=address, database_url=url,
+                                                     cache_dir=str(tmp_path / "cache"))))
+    finally:
+        for server in servers:
+            server.stop(0)
+    reg = Registry(url)
+    scores = {model.name: score for score, model, _ in reg.scores()}
+    stored = reg.score_items([s.id for s in scores.values()])
+    assert len(stored) == 2
+    for outcome, score in zip(outcomes, (scores["two-layers"], scores["noise-only"])):
+        items = ItemValues.from_bytes(stored[score.id].kind, stored[score.id].payload)
+        assert items.kind == "predictivity" and items.n_items == 640 and items.ids[0] == "210325/image0001"
+        assert items.estimate() == pytest.approx(outcome.raw, abs=1e-6)
+        assert score.provenance["items"] == {"kind": "predictivity", "n_items": 640, "bytes": len(stored[score.id].payload)}
+    ids = {m.name: m.id for m in reg.models()}
+    c = data.compare(data.load(reg), ids["two-layers"], ids["noise-only"], registry=reg, n_boot=300)
+    v4 = [r for r in c["benchmarks"] if r["benchmark"] == "Cowley2023.V4-pls"][0]["comparison"]
+    assert v4["basis"] == "items" and v4["n_items"] == 640 and v4["items_left_out"] == {"only_a": 0, "only_b": 0}
+    assert v4["difference"] == pytest.approx(scores["two-layers"].ceiled - scores["noise-only"].ceiled, abs=1e-5)
+    assert v4["interval"]["low"] > 0  # pixels beat noise on V4
+    reg.engine.dispose()
