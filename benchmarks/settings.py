@@ -79,6 +79,12 @@ class Settings:
     wheelhouse: Path = _setting(
         "CORTEXBOX_WHEELHOUSE", "$XDG_CACHE_HOME/cortexbox/wheelhouse (~/.cache/...)",
         "host-side cache of the wheels that model images install offline")
+    image_registry: str | None = _setting(
+        "CORTEXBOX_IMAGE_REGISTRY", "none: images stay on the engine that built them",
+        "HOST:PORT of our image registry (`cortexbox registry serve`, e.g. 127.0.0.1:5000): models add pushes there, workers pull by digest")
+    broker_url: str | None = _setting(
+        "CORTEXBOX_BROKER_URL", "none: jobs run in the process that asks for them",
+        "Celery broker of `cortexbox worker`: redis://127.0.0.1:6379/0, redis+socket:///path.sock, or amqp://... (RabbitMQ)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -118,6 +124,8 @@ class Settings:
             cache_max_bytes=get("CORTEXBOX_CACHE_MAX_BYTES"),
             asset_roots=tuple(Path(p) for p in get("CORTEXBOX_ASSET_ROOTS").split(os.pathsep) if p),
             wheelhouse=Path(get("CORTEXBOX_WHEELHOUSE") or cache / "cortexbox" / "wheelhouse"),
+            image_registry=get("CORTEXBOX_IMAGE_REGISTRY") or None,
+            broker_url=get("CORTEXBOX_BROKER_URL") or None,
         )
 
     @property
@@ -150,6 +158,8 @@ def describe(environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         value: Any = getattr(current, f.name)
         if f.name == "database_url":
             value = _hide_password(current.registry_url)
+        elif f.name == "broker_url" and value:
+            value = _hide_password(value)
         elif isinstance(value, tuple):
             value = os.pathsep.join(map(str, value))
         elif isinstance(value, Path):

@@ -51,6 +51,8 @@ models_app = typer.Typer(no_args_is_help=True, help="Models known to the registr
 app.add_typer(models_app, name="models")
 cache_app = typer.Typer(help="The activation cache: usage by model and output, cap, free disk, pruning.")
 app.add_typer(cache_app, name="cache")
+registry_app = typer.Typer(no_args_is_help=True, help="Our image registry: model images travel between Docker engines by digest.")
+app.add_typer(registry_app, name="registry")
 
 #: Characters of a model's log tail shown (the end of it).
 LOG_TAIL_CHARS = 8000
@@ -400,17 +402,63 @@ def worker(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @models_app.command("add")
 def models_add(image: str = typer.Argument(..., help="Docker image tag or id"), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Register a model image (reads its info from a sandboxed container)."""
-    from cortexbox.orchestrator.runtime import open_session
+    """Register a model image (reads its info from a sandboxed container). With $CORTEXBOX_IMAGE_REGISTRY set, the
+    image is pushed there first and registered by its reference by registry digest, which other engines pull."""
+    from cortexbox.orchestrator import image_registry
+    from cortexbox.orchestrator.runtime import docker_client, open_session
     from cortexbox.registry import Registry
 
+    pushed = None
+    if registry := image_registry.configured_registry():
+        with err.status(untrusted(f"pushing {image} to {registry}", oneline=True, limit=200)):
+            pushed = image_registry.push(docker_client(), image, registry=registry)
+        image = pushed.reference
     with open_session(image=image) as session:
         info = session.description.to_dict()
         row = Registry().upsert_model(session.image_id, info["model_id"], info["model_version"], image, info)
+    pinned = {"reference": pushed.reference, "registry_digest": pushed.digest} if pushed else {}
     if as_json:
-        _emit_json({"model": row.name, "digest": row.digest})
+        _emit_json({"model": row.name, "digest": row.digest, **pinned})
     else:
-        out.print(untrusted(f"{row.name} {row.digest}", oneline=True, limit=400), soft_wrap=True)
+        out.print(untrusted(" ".join([row.name, row.digest, *pinned.values()][:3]), oneline=True, limit=600), soft_wrap=True)
+
+
+@registry_app.command("serve")
+def registry_serve(
+    address: str = typer.Option("", "--address", help="HOST:PORT on loopback (default $CORTEXBOX_IMAGE_REGISTRY, else 127.0.0.1:5000)"),
+    data: Path = typer.Option(None, "--data", help="storage folder (default $CORTEXBOX_HOME/registry-data)"),
+) -> None:
+    """Run the image registry (Debian's docker-registry) in the foreground until Ctrl-C."""
+    from cortexbox.orchestrator import image_registry
+
+    address = address or image_registry.configured_registry() or image_registry.DEFAULT_ADDRESS
+    image_registry.serve(address, data, log=lambda line: err.print(line, markup=False, highlight=False))
+
+
+@registry_app.command("push")
+def registry_push(image: str = typer.Argument(..., help="Docker image tag or id"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Push an image to $CORTEXBOX_IMAGE_REGISTRY and print its reference by registry digest."""
+    from cortexbox.orchestrator import image_registry
+    from cortexbox.orchestrator.runtime import docker_client
+
+    pushed = image_registry.push(docker_client(), image)
+    if as_json:
+        _emit_json({"reference": pushed.reference, "registry_digest": pushed.digest, "image_id": pushed.image_id})
+    else:
+        out.print(pushed.reference, markup=False, highlight=False, soft_wrap=True)
+
+
+@registry_app.command("pull")
+def registry_pull(reference: str = typer.Argument(..., help="REGISTRY/NAME@sha256:..."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Pull an image by registry digest onto this Docker engine ($DOCKER_HOST) and check it."""
+    from cortexbox.orchestrator import image_registry
+    from cortexbox.orchestrator.runtime import docker_client
+
+    pulled = image_registry.ensure_image(docker_client(), reference)
+    if as_json:
+        _emit_json({"reference": pulled.reference, "registry_digest": pulled.digest, "image_id": pulled.image_id})
+    else:
+        out.print(f"{pulled.reference} {pulled.image_id}", markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("list")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cortexbox.benchmarks.settings import settings
-from cortexbox.orchestrator import budgets
+from cortexbox.orchestrator import budgets, image_registry
 from cortexbox.orchestrator.client import ModelClient, ModelDescription
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.sdk import wire
@@ -358,14 +358,8 @@ class ContainerSession(ModelSession):
         self.limits = limits or SandboxLimits()
         self.container = None
         self.run_dir: Path | None = None
-        try:
-            image_obj = docker.images.get(image)
-        except docker_sdk.errors.ImageNotFound:
-            raise UserError(
-                f"no Docker image {image!r} on this machine",
-                "build one with `cortexbox image build <project dir>` or list them with `docker images`",
-            ) from None
-        self.image_id = image_obj.id
+        # A reference by digest that names our registry is pulled when this engine lacks it, and checked.
+        self.image_id = image_registry.local_image(docker, image).id
         check_runtime(docker, self.limits.runtime)
         try:
             self._start(docker_sdk, run_root)

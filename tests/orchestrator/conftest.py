@@ -37,3 +37,44 @@ def hostile_image(docker_client, base_image, tmp_path_factory):
             docker_client.images.remove(tag, force=True)
         except docker.errors.ImageNotFound:
             pass
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_client):
+    """A second Docker engine (its own dockerd, data root, exec root and socket; tests/orchestrator/engines.py)
+    standing in for another host: it starts with no images. Stopped, and its state removed, at the end of the
+    session; a container of ours left on it fails the session, as on the first engine."""
+    from cortexbox.orchestrator.runtime import scope_filter
+    from tests.orchestrator.engines import DockerEngine, EngineError
+
+    try:
+        engine = DockerEngine().start()
+    except EngineError as e:
+        pytest.fail(f"cannot start a second Docker engine: {e}")
+    try:
+        yield engine
+        leftovers = engine.client.containers.list(all=True, filters=scope_filter())
+        assert not leftovers, f"containers left behind on the second engine: {[c.name for c in leftovers]}"
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def image_registry_server(tmp_path_factory):
+    """Our image registry (Debian's docker-registry) on a free loopback port with its own storage, for the session."""
+    import socket
+
+    from cortexbox.orchestrator.image_registry import RegistryServer
+
+    if shutil.which("docker-registry") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("docker-registry is not installed in CI (scripts/setup.sh installs it)")
+        pytest.skip("docker-registry is not installed (scripts/setup.sh installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RegistryServer(f"127.0.0.1:{port}", tmp_path_factory.mktemp("registry-data")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
