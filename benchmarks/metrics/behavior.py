@@ -24,6 +24,7 @@ trial-by-trial pairing the kappa needs is kept), subjects fixed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ import xarray as xr
 from ..dims import PRESENTATION, STIMULUS_ID
 from ..score import Score
 from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, multinomial_counts
+from .items import error_consistency_items
 
 __all__ = ["I2n", "Accuracy", "AccuracyDistance", "ErrorConsistency", "cohens_kappa"]
 
@@ -256,6 +258,8 @@ class ErrorConsistency:
                 cells.append((ids[t], source_values[s] == source_truth[s], responses[t] == truth[t]))
             grid.append(row)
         score = self._aggregate(np.asarray(grid), {"subjects": [str(s) for s in _subjects(target)]})
+        # per-image values for paired comparisons of two models (stored apart by the registry)
+        score = dataclasses.replace(score, items=error_consistency_items(cells, np.asarray(grid).shape))
         if not self.n_boot:
             return score
         samples = self._bootstrap(cells, np.asarray(grid).shape)
@@ -264,7 +268,8 @@ class ErrorConsistency:
             method="percentile bootstrap over images (the same resampled images for the model and every subject,"
             " trial pairing kept); subjects fixed",
         )}
-        return Score(raw=score.raw, error=score.error, values=score.values, attrs=attrs, bootstrap_samples=samples)
+        return Score(raw=score.raw, error=score.error, values=score.values, attrs=attrs, bootstrap_samples=samples,
+                     items=score.items)
 
     def _bootstrap(self, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
         """Replicates of ``|mean over subjects of mean over conditions of kappa|`` with images resampled."""

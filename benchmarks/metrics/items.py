@@ -18,6 +18,11 @@ one row per bootstrap replicate, a row of ones giving the point score):
     subject's. A replicate is Nili et al. (2014)'s stimulus bootstrap: pair ``{u, v}`` weighted ``c_u c_v``, the
     mean over subjects of the weighted Spearman rho (:func:`.bootstrap.rdm_replicates`). Spearman depends only on
     the ranks, so storing ranks loses nothing.
+``kind="error_consistency"``
+    Geirhos et al.'s error consistency: per (subject, condition) cell, each trial's image (a row of ``ids``) and
+    whether the model and the subject were correct. A replicate weights every trial by its image's count (the trial
+    pairing kept), recomputes each cell's kappa, and takes ``|mean over subjects of mean over conditions|``, as
+    :class:`~.behavior.ErrorConsistency`.
 
 Metrics put them in ``Score.items`` (never serialised with the score; a score built from several, such as a mean over
 sessions, has none unless it builds its own). Items are named by stimulus ids (``ids``) so that two models' items align by id whatever their order. Arrays are
@@ -35,9 +40,9 @@ import numpy as np
 
 from .bootstrap import correlation_bootstrap, rdm_replicates
 
-__all__ = ["KINDS", "ItemValues", "item_values_of", "SIMPLE_ATTRS", "mean_items", "predictivity_items", "rdm_items"]
+__all__ = ["KINDS", "ItemValues", "item_values_of", "SIMPLE_ATTRS", "error_consistency_items", "mean_items", "predictivity_items", "rdm_items"]
 
-KINDS = ("mean", "predictivity", "rdm")
+KINDS = ("mean", "predictivity", "rdm", "error_consistency")
 #: The attrs keys of the simple form a benchmark may set itself (JSON lists; the recording path moves them out).
 SIMPLE_ATTRS = ("item_values", "item_ids")
 #: Fewest items a resample can be drawn over.
@@ -87,6 +92,12 @@ class ItemValues:
                 raise ValueError("predictivity items: split sizes, rows and predictions disagree")
             if len(rows) and (rows.min() < 0 or rows.max() >= n):
                 raise ValueError("predictivity items: a held-out row outside the items")
+        elif self.kind == "error_consistency":
+            rows, sizes, shape = a["rows"], a["sizes"], a["shape"]
+            if sizes.sum() != len(rows) or a["source"].shape != rows.shape or a["target"].shape != rows.shape:
+                raise ValueError("error consistency items: cell sizes, rows and correctness disagree")
+            if len(shape) != 2 or int(np.prod(shape)) != len(sizes) or (len(rows) and (rows.min() < 0 or rows.max() >= n)):
+                raise ValueError("error consistency items: cells do not fill the (subject, condition) grid")
         else:
             m = n * (n - 1) // 2
             if a["model"].shape != (m,) or a["subjects"].ndim != 2 or a["subjects"].shape[1] != m:
@@ -113,6 +124,8 @@ class ItemValues:
                 tests, row_counts=lambda first, b: [w[first : first + b][:, rows] for rows, _, _ in tests],
                 n_columns=target.shape[1], resample_columns=False, rng=np.random.default_rng(0), n_boot=len(w),
             )
+        if self.kind == "error_consistency":
+            return _error_consistency(w, a)
         return rdm_replicates(a["model"], a["subjects"], w)
 
     def estimate(self) -> float:
@@ -184,6 +197,38 @@ def rdm_items(ids: Sequence[Any] | np.ndarray, model_rdm: np.ndarray, subject_rd
         "model": _doubled_ranks(np.asarray(model_rdm)[iu, ju]),
         "subjects": np.stack([_doubled_ranks(np.asarray(r)[iu, ju]) for r in subject_rdms]),
     })
+
+
+def error_consistency_items(
+    cells: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], shape: tuple[int, int]
+) -> ItemValues:
+    """Error-consistency items from (trial image ids, model correct, subject correct) per (subject, condition)
+    cell, cells in row-major ``shape`` order; the items are the images."""
+    images, inverse = np.unique(np.concatenate([np.asarray(c[0]).astype(str) for c in cells]), return_inverse=True)
+    return ItemValues("error_consistency", images, {
+        "rows": inverse.astype(np.int32),
+        "sizes": np.array([len(c[0]) for c in cells], dtype=np.int32),
+        "source": np.concatenate([np.asarray(c[1], dtype=bool) for c in cells]),
+        "target": np.concatenate([np.asarray(c[2], dtype=bool) for c in cells]),
+        "shape": np.asarray(shape, dtype=np.int32),
+    })
+
+
+def _error_consistency(w: np.ndarray, a: Mapping[str, np.ndarray]) -> np.ndarray:
+    bounds = np.r_[0, np.cumsum(a["sizes"])]
+    kappas = np.empty((len(a["sizes"]), len(w)))
+    for k in range(len(a["sizes"])):
+        cell = slice(bounds[k], bounds[k + 1])
+        weights = w[:, a["rows"][cell]]
+        source, target = a["source"][cell].astype(np.float64), a["target"][cell].astype(np.float64)
+        n = weights.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc_s, acc_t = weights @ source / n, weights @ target / n
+            observed = weights @ (source == target).astype(np.float64) / n
+            expected = acc_s * acc_t + (1 - acc_s) * (1 - acc_t)
+            kappas[k] = np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
+    subjects, conditions = (int(x) for x in a["shape"])
+    return np.abs(kappas.reshape(subjects, conditions, len(w)).mean(axis=1).mean(axis=0))
 
 
 def item_values_of(score: Any) -> ItemValues | None:

@@ -79,3 +79,34 @@ def test_bytes_round_trip_and_refuse_what_is_not_items():
     with pytest.raises(ValueError, match="outside"):
         ItemValues("predictivity", np.array(["a", "b"]), {"target": np.zeros((2, 1)), "rows": np.array([0, 5]),
                                                          "sizes": np.array([2]), "predictions": np.zeros((2, 1))})
+
+
+def test_error_consistency_items_recompute_the_score_and_its_image_bootstrap():
+    import xarray as xr
+
+    from cortexbox.benchmarks.metrics import ErrorConsistency
+
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = np.array([f"img{i:02d}" for i in range(n)], dtype=object)
+    truth = rng.choice(["a", "b"], size=n).astype(object)
+    conditions = np.array(["c1", "c2"] * (n // 2), dtype=object)
+
+    def answers(p_correct):
+        return np.where(rng.random(n) < p_correct, truth, np.where(truth == "a", "b", "a")).astype(object)
+
+    def trials(values, **coords):
+        return xr.DataArray(values, dims=("presentation",),
+                            coords={k: ("presentation", np.asarray(v, dtype=object)) for k, v in coords.items()})
+
+    model = trials(answers(0.7), stimulus_id=ids, truth=truth, condition=conditions)
+    human = xr.concat([trials(answers(0.6), stimulus_id=ids, truth=truth, condition=conditions, subject=[s] * n)
+                       for s in ("x", "y", "z")], "presentation")
+    metric = ErrorConsistency(n_boot=50, seed=3)
+    score = metric(model, human)
+    items = score.items
+    assert items.kind == "error_consistency" and items.n_items == n and items.estimate() == pytest.approx(score.raw, abs=1e-12)
+    counts = multinomial_counts(np.random.default_rng(3), n, 50)  # the metric's own draw
+    assert items.replicates(counts) == pytest.approx(score.bootstrap_samples, abs=1e-12, nan_ok=True)
+    back = ItemValues.from_bytes("error_consistency", items.to_bytes())
+    assert back.estimate() == pytest.approx(score.raw, abs=1e-12)
