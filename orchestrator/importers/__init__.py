@@ -1,0 +1,1 @@
+"""Bringing models from other platforms in as cortexbox model projects (``cortexbox import ...``)."""
