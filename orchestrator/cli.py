@@ -51,6 +51,8 @@ models_app = typer.Typer(no_args_is_help=True, help="Models known to the registr
 app.add_typer(models_app, name="models")
 cache_app = typer.Typer(help="The activation cache: usage by model and output, cap, free disk, pruning.")
 app.add_typer(cache_app, name="cache")
+import_app = typer.Typer(no_args_is_help=True, help="Bring models from other platforms in as model projects and images.")
+app.add_typer(import_app, name="import")
 registry_app = typer.Typer(no_args_is_help=True, help="Our image registry: model images travel between Docker engines by digest.")
 app.add_typer(registry_app, name="registry")
 
@@ -721,6 +723,33 @@ def web(
     application = create_app(database_url)
     err.print(f"cortexbox web on http://{host}:{port} (registry {application.state.registry.engine.url.render_as_string(hide_password=True)})")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@import_app.command("brainscore")
+def import_brainscore(
+    plugin: str = typer.Argument(..., help="A Brain-Score model identifier or plugin folder name (e.g. pixels), or a plugin folder's path"),
+    model: Optional[str] = typer.Option(None, "--model", metavar="ID", help="The model to serve when the plugin registers several"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Where the project goes (default <home>/imports/brainscore/<name>)"),
+    tag: Optional[str] = typer.Option(None, help="Image tag (default cortexbox/brainscore-<id>:latest)"),
+    build: bool = typer.Option(True, "--build/--no-build", help="Build the image (or only write the project)"),
+    templates: Optional[Path] = typer.Option(None, "--templates", metavar="DIR", help="The folder holding brainscore-plugin (default ./model_templates)"),
+    force: bool = typer.Option(False, "--force", help="Replace whatever --out holds"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Wrap a Brain-Score vision model plugin into a model project and build its image (refused if it downloads)."""
+    from cortexbox.orchestrator.importers.brainscore import import_and_build
+
+    with err.status(f"importing Brain-Score plugin {plugin}") as status:
+        project, built = import_and_build(plugin, out_dir, model=model, tag=tag, build=build, templates=templates,
+                                          force=force, log=_status_line(status))
+    result = {**project.to_dict(), "tag": built.tag if built else None, "digest": built.image_id if built else None}
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"{project.project_dir} ({project.identifier}, plugin {project.plugin_folder}; "
+              f"extra pins: {', '.join(project.requirements) or 'none'})", soft_wrap=True, markup=False, highlight=False)
+    if built:
+        out.print(f"{built.tag} {built.image_id}", markup=False, highlight=False)
 
 
 def _raise_interrupt(signum, frame):
