@@ -502,18 +502,25 @@ class RegistryServer:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_until_answering(timeout_s)
+        except BaseException:  # also Ctrl-C or SIGTERM while waiting: the process is ours to stop
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_answering(self, timeout_s: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
-                code, self.process = self.process.returncode, None
-                raise RegistryError(f"the image registry exited at start (code {code}): {self.log_tail(300)}",
+                raise RegistryError(f"the image registry exited at start (code {self.process.returncode}): {self.log_tail(300)}",
                                     f"see {self.log_path}")
             try:
                 ping(self.address)
-                return self
+                return
             except RegistryUnavailable:
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise RegistryError(f"the image registry did not answer on {self.address} within {timeout_s:.0f} s",
                                         f"see {self.log_path}") from None
                 time.sleep(0.1)
@@ -545,8 +552,8 @@ def serve(address: str = DEFAULT_ADDRESS, root: str | Path | None = None, log: L
     """Runs the registry in the foreground until it exits or the process is interrupted (Ctrl-C, SIGTERM)."""
     server = RegistryServer(address, root)
     log(f"image registry on {address}, storage {server.root} (Ctrl-C stops it)")
-    server.start()
     try:
+        server.start()
         assert server.process is not None
         code = server.process.wait()
         if code:

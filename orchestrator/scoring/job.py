@@ -18,6 +18,7 @@ import numpy as np
 
 from cortexbox.benchmarks import neuroid_assembly
 from cortexbox.benchmarks.rdm_benchmark import DegenerateRDM
+from cortexbox.orchestrator import image_registry
 from cortexbox.orchestrator.cache import ActivationCache, stimulus_keys
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
@@ -131,7 +132,10 @@ class _Job:
 
             docker = docker_client()
             try:
-                self.image_digest = docker.images.get(self.request.image).id
+                # A reference by digest that names our registry is pulled when this engine lacks it, and checked.
+                self.image_digest = image_registry.local_image(docker, self.request.image).id
+            except UserError:
+                raise
             except Exception:  # noqa: BLE001 - ImageNotFound and friends
                 raise UserError(
                     f"no Docker image {self.request.image!r} on this machine",
@@ -374,6 +378,8 @@ def score_model(
         provenance = {
             "image_digest": job.model_row.digest,
             "image_ref": request.image or request.endpoint,
+            # The registry's (manifest) digest when the image was run by reference by digest (image_registry).
+            "registry_digest": request.image.rsplit("@", 1)[1] if request.image and image_registry.is_digest_reference(request.image) else None,
             "model_id": info["model_id"],
             "model_version": info["model_version"],
             "sdk_version": info.get("metadata", {}).get("cortexbox_sdk_version", ""),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from cortexbox.orchestrator import image_registry
 from cortexbox.orchestrator.scoring import job as job_module
 from cortexbox.orchestrator.scoring.failures import failure_of
 from cortexbox.orchestrator.scoring.job import EventSink, ScoreRequest
@@ -76,6 +77,8 @@ def run_queued_jobs(registry: Registry | None = None, events: EventSink | None =
             results.append({"model": model.name, "benchmark": bench.identifier, "version": bench.version,
                             "status": "superseded", "by_version": latest})
             continue
-        request = ScoreRequest(benchmark=bench.identifier, image=model.digest, database_url=registry.url)
+        # A model pushed to our registry is run by its reference by digest, so a worker on another engine pulls it.
+        image = model.image_ref if image_registry.is_digest_reference(model.image_ref) else model.digest
+        request = ScoreRequest(benchmark=bench.identifier, image=image, database_url=registry.url)
         results.append(execute(request, registry=registry, events=events, queued=queued, score=score))
     return results

@@ -104,6 +104,23 @@ def test_registry_serve_stops_on_sigterm_and_keeps_nothing_running(tmp_path):
     with pytest.raises(RegistryUnavailable):  # the registry process went with it
         image_registry.ping(address)
     assert (tmp_path / "data" / "config.yml").is_file()
+    deadline = time.monotonic() + 10  # and no registry process of this config is left (terminated as it came up)
+    while (left := _processes_with(str(tmp_path / "data" / "config.yml"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left
+
+
+def _processes_with(word: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds `word`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and word in (proc / "cmdline").read_bytes().decode("utf-8", "replace") \
+                    and ") Z " not in (proc / "stat").read_text():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 # -- a real push and pulls on a second engine ----------------------------------------------------
@@ -285,3 +302,27 @@ def test_registry_help_texts_are_plain():
         result = cortexbox(*command, "--help", env={"COLUMNS": "200"})
         assert result.returncode == 0 and "Usage: cortexbox" in result.stdout, (command, result.stderr)
         assert "``" not in result.stdout and "<bool>" not in result.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_score_on_the_second_engine_runs_the_pulled_image_and_records_the_registry_digest(
+        second_engine, pushed, data_dir, tmp_path):
+    """`cortexbox score` bound to the second engine (DOCKER_HOST) by reference: pulled, checked, scored; the
+    score's provenance names the registry digest and the image id the registry's manifest names."""
+    import json
+
+    from cortexbox.registry import Registry
+
+    _forget_on(second_engine, pushed.reference)
+    home = tmp_path / "home"
+    result = cortexbox("score", "--model", pushed.reference, "--benchmark", "Kriegeskorte2008.hIT-rdm", "--json",
+                       env={"DOCKER_HOST": second_engine.host, "CORTEXBOX_HOME": str(home), "CORTEXBOX_DATA_DIR": str(data_dir)},
+                       timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["digest"] == pushed.image_id
+    assert second_engine.client.images.get(pushed.reference).id == pushed.image_id
+    ((score, model, _),) = list(Registry(f"sqlite:///{home / 'registry.db'}").scores())
+    assert score.provenance["registry_digest"] == pushed.digest
+    assert score.provenance["image_ref"] == pushed.reference and score.provenance["image_digest"] == pushed.image_id
+    assert model.image_ref == pushed.reference
