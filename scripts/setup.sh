@@ -14,10 +14,17 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # WordNet 3.0, to rebuild the Geirhos 16-class ImageNet table in tests.
 [ -d /usr/share/wordnet ] || need_apt+=(wordnet-base)
+# The CNCF Distribution registry (Debian's docker-registry 2.8): `cortexbox registry serve` runs our own, on
+# loopback, when CORTEXBOX_IMAGE_REGISTRY is wanted; nothing here starts it (the demo scores on this engine).
+command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); fresh_registry=1; }
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The package's own service listens on every interface at :5000 and is not ours: where systemd started it, stop it.
+if [ -n "${fresh_registry:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 # gVisor (Debian's runsc), the optional `--runtime runsc` sandbox: optional here too (its tests skip without it).
