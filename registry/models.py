@@ -167,3 +167,106 @@ class ScoreItems(SQLModel, table=True):
     n_items: int
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# -- community: accounts, teams, competitions, submissions (orchestrator/community; migration 0006) ---------------
+class Account(SQLModel, table=True):
+    """Someone who may call the community API: a submitter, an organiser, or an admin (who may create
+    competitions and act on any of them)."""
+
+    __tablename__ = "account"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of an account, stored only as a salted SHA-256 of its secret part. ``token_id`` is the
+    token's public prefix, so a lookup is one indexed row and the secret is compared in constant time.
+    ``kind``: "api" (made by `cortexbox users add`) or "session" (a web login, with an expiry)."""
+
+    __tablename__ = "api_token"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    token_id: str = Field(unique=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    salt: str
+    secret_hash: str
+    kind: str = "api"
+    expires_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Team(SQLModel, table=True):
+    __tablename__ = "team"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TeamMember(SQLModel, table=True):
+    """An account belongs to at most one team: the team it submits for."""
+
+    __tablename__ = "team_member"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="team.id", index=True)
+    account_id: int = Field(foreign_key="account.id", unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Competition(SQLModel, table=True):
+    """A competition: ``spec`` holds its tracks (benchmark trees, public or private), phases (opening and
+    closing times), quota and upload caps, as validated by orchestrator/community/competitions.py.
+    ``status``: draft | open | closed; private scores are shown to teams only once ``revealed``."""
+
+    __tablename__ = "competition"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True)
+    title: str = ""
+    organiser_id: int = Field(foreign_key="account.id")
+    status: str = "draft"
+    revealed: bool = False
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Submission(SQLModel, table=True):
+    """One image a team submitted to a competition, pinned by its digest (the engine's image id, or the
+    image registry's digest once pushed). ``status``: queued | running | succeeded | failed (the model's
+    fault: counts against the quota) | platform_failed (ours: never counts, ``counts_quota`` False).
+    ``duplicate_of``: another team's earlier submission with the same digest (flagged)."""
+
+    __tablename__ = "submission"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    competition_id: int = Field(foreign_key="competition.id", index=True)
+    team_id: int = Field(foreign_key="team.id", index=True)
+    account_id: int = Field(foreign_key="account.id")
+    digest: str = Field(index=True)
+    image_ref: str  # what the engine runs: the local image id, or the registry reference pinned by digest
+    registry_digest: Optional[str] = None
+    upload_bytes: int = 0
+    unpacked_bytes: int = 0
+    phase: str = ""
+    status: str = "queued"
+    failure_class: Optional[str] = None
+    counts_quota: bool = True
+    duplicate_of: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class SubmissionRun(SQLModel, table=True):
+    """A submission scored on one benchmark of its competition: the registry run (None if it failed before a
+    run existed) and whether the benchmark is private (its score, error and log stay hidden from teams)."""
+
+    __tablename__ = "submission_run"
+    __table_args__ = (UniqueConstraint("submission_id", "benchmark", "attempt"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    submission_id: int = Field(foreign_key="submission.id", index=True)
+    benchmark: str
+    attempt: int = 0  # 0: the submission's own scoring; 1, 2, ...: organiser rescoring from the digest
+    private: bool = False
+    run_id: Optional[int] = Field(default=None, foreign_key="run.id")
+    status: str = "queued"  # queued | running | succeeded | failed
+    failure_class: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow)

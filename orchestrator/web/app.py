@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from cortexbox.orchestrator.aggregation import BenchmarkTreeError
 from cortexbox.orchestrator.web import data, plots
+from cortexbox.orchestrator.web.community import community_router
 from cortexbox.orchestrator.web.live import STREAM_S, LiveRuns, follow_batch, follow_run
 from cortexbox.registry import Registry
 
@@ -66,10 +67,12 @@ def _templates() -> Environment:
     return env
 
 
-def create_app(database_url: str | None = None, *, score=None, cache_dir: str | None = None, tree: Any = None) -> FastAPI:
+def create_app(database_url: str | None = None, *, score=None, cache_dir: str | None = None, tree: Any = None,
+               community_url: str | None = None) -> FastAPI:
     """The web app over the registry at ``database_url`` (default: ``$CORTEXBOX_DATABASE_URL`` or the SQLite file in
     the cortexbox home). ``tree`` replaces the benchmark tree (a nested spec, see ``aggregation.tree_from_spec``);
-    ``score`` replaces ``score_model`` for live runs (tests)."""
+    ``score`` replaces ``score_model`` for live runs (tests). ``community_url``: the community registry of accounts,
+    competitions and submissions (web/community.py; default: community.db in the cortexbox home)."""
     registry = Registry(database_url)
     live_runs = LiveRuns(registry, score=score, cache_dir=cache_dir)
     templates = _templates()
@@ -77,6 +80,7 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     async def lifespan(_app: FastAPI):
         yield
         live_runs.close(timeout=1)
+        community.state.close(timeout=1)
 
     app = FastAPI(title="cortexbox", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Leaderboard, scores with intervals and provenance, comparisons and live runs.")
@@ -233,6 +237,9 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     app.include_router(api)
+    community = community_router(community_url, score=score, cache_dir=cache_dir, templates=templates)
+    app.include_router(community)
+    app.state.community = community.state
 
     # -- pages --------------------------------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -1,0 +1,311 @@
+"""Submissions: a checked archive goes into the engine, is pinned by digest, stored, and scored on every
+benchmark of its competition by a queue worker; what a team may see of it.
+
+Two seams, each one line to switch when issue 12 lands:
+
+* ``pin``: today the engine's image id is the digest (content-addressed: sha256 of the image config). With
+  ``cortexbox.orchestrator.image_registry`` present, ``push(image)`` gives the registry digest and the submission
+  runs by it.
+* ``SubmissionQueue``: today an in-process worker thread (the pattern of the web app's live runs) calls
+  ``score_model`` once per benchmark, writing into the community registry, so the run events the live pages read
+  are the same. Issue 12's queue consumer replaces ``SubmissionQueue.enqueue``'s body.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timezone
+from pathlib import Path
+from queue import Queue
+from typing import Any, Callable
+
+from sqlmodel import select
+
+from cortexbox.orchestrator.community import competitions
+from cortexbox.orchestrator.community.accounts import Caller, Forbidden
+from cortexbox.orchestrator.community.archive import ArchiveInfo, ArchiveRejected, load_stream
+from cortexbox.orchestrator.community.competitions import PLATFORM_FAILURES, NotFound
+from cortexbox.orchestrator.errors import ModelFailure, UserError
+from cortexbox.registry import Registry, Run
+from cortexbox.registry.models import Competition, Submission, SubmissionRun, Team, utcnow
+
+logger = logging.getLogger(__name__)
+
+#: Submitted images get a tag of their own, so the engine's garbage collection keeps them and an operator sees
+#: whose they are; the archive's own tags are never loaded.
+TAG_REPOSITORY = "cortexbox-submission"
+
+
+class EngineUnavailable(UserError):
+    """The engine could not be reached or failed on its side: HTTP 503, nothing stored, no quota used."""
+
+
+def load_into_engine(path: Path, info: ArchiveInfo, tag: str) -> str:
+    """Loads a checked archive (without its tags) and tags it; returns the image id, which must be the archive's
+    config digest. ArchiveRejected if the engine refuses the archive, EngineUnavailable if the engine fails."""
+    import docker.errors
+
+    from cortexbox.orchestrator.runtime import docker_client
+
+    try:
+        client = docker_client()
+        messages = list(client.api.load_image(load_stream(path)))
+    except docker.errors.APIError as e:
+        if e.status_code is not None and 400 <= e.status_code < 500:
+            raise ArchiveRejected(f"the engine refused the image: {e.explanation or e}"[:500], "use `docker save`") from None
+        raise EngineUnavailable(f"the container engine failed: {e}"[:500], "try again later") from None
+    except (docker.errors.DockerException, OSError) as e:
+        raise EngineUnavailable(f"the container engine is not reachable: {type(e).__name__}", "try again later") from None
+    errors = [m.get("error") or m.get("errorDetail", {}).get("message") for m in messages if isinstance(m, dict)
+              and (m.get("error") or m.get("errorDetail"))]
+    if errors:
+        raise ArchiveRejected(f"the engine refused the image: {errors[0]}"[:500], "use `docker save`")
+    try:
+        image = client.images.get(info.image_id)
+    except docker.errors.ImageNotFound:
+        raise ArchiveRejected("the engine did not load the image the archive's manifest names", "use `docker save`") from None
+    repository, _, name = tag.rpartition(":")
+    image.tag(repository, name)
+    return image.id
+
+
+def pin(image_id: str, repository: str) -> tuple[str, str | None]:
+    """(what the scoring job runs, the image registry's digest or None). With an image registry configured
+    (``$CORTEXBOX_IMAGE_REGISTRY``, issue 12's orchestrator/image_registry.py) the image is pushed and runs as
+    ``REGISTRY/REPOSITORY@sha256:...``; without one, by its engine image id (content-addressed as well)."""
+    try:
+        from cortexbox.orchestrator import image_registry
+    except ImportError:  # pragma: no cover - the tree before the image registry
+        return image_id, None
+    if not image_registry.configured_registry():
+        return image_id, None
+    from cortexbox.orchestrator.runtime import docker_client
+
+    try:
+        pushed = image_registry.push(docker_client(), image_id, repository=repository)
+    except UserError as e:
+        raise EngineUnavailable(f"the image registry failed: {e}"[:500], "try again later") from None
+    return pushed.reference, pushed.digest
+
+
+def store(registry: Registry, comp: Competition, caller: Caller, info: ArchiveInfo, image_ref: str,
+          registry_digest: str | None) -> Submission:
+    """Stores the submission (the phase and quota checked again: another upload may have landed meanwhile); a
+    digest another team submitted before is flagged with that submission's id."""
+    phase = competitions.check_submission(registry, comp, caller)
+    with registry.session() as s:
+        other = s.exec(select(Submission).where(Submission.competition_id == comp.id, Submission.digest == info.image_id,
+                                                Submission.team_id != caller.team_id).order_by(Submission.id)).first()
+        row = Submission(competition_id=comp.id, team_id=caller.team_id, account_id=caller.account_id,
+                         digest=info.image_id, image_ref=image_ref, registry_digest=registry_digest,
+                         upload_bytes=info.upload_bytes, unpacked_bytes=info.unpacked_bytes, phase=phase,
+                         duplicate_of=other.id if other else None)
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+    if row.duplicate_of is not None:
+        logger.warning("submission %s of team %s has the digest of submission %s of another team",
+                       row.id, caller.team, row.duplicate_of)
+    return row
+
+
+def get(registry: Registry, submission_id: int, caller: Caller) -> tuple[Submission, Competition]:
+    """The submission, if the caller's team made it or the caller organises its competition (404 for anyone
+    else: another team learns nothing, not even that it exists)."""
+    with registry.session() as s:
+        sub = s.get(Submission, submission_id)
+        comp = s.get(Competition, sub.competition_id) if sub is not None else None
+    if sub is None or comp is None or not (sub.team_id == caller.team_id or competitions.may_organise(caller, comp)):
+        raise NotFound(f"no submission {submission_id} of yours", "see your team's page")
+    return sub, comp
+
+
+def runs_of(registry: Registry, submission_id: int) -> list[SubmissionRun]:
+    with registry.session() as s:
+        return list(s.exec(select(SubmissionRun).where(SubmissionRun.submission_id == submission_id)
+                           .order_by(SubmissionRun.attempt, SubmissionRun.id)))
+
+
+def private_hidden(caller: Caller | None, comp: Competition) -> bool:
+    """Whether private scores are hidden from this caller (teams, until the organiser reveals them)."""
+    return not competitions.may_see_final(caller, comp)
+
+
+def view(registry: Registry, sub: Submission, comp: Competition, caller: Caller) -> dict[str, Any]:
+    """What the caller may see of a submission. Of a private run a team sees its status and failure class only
+    (its score once revealed); its error message and log never, since they could carry held-out data."""
+    organiser = competitions.may_organise(caller, comp)
+    hidden = private_hidden(caller, comp)
+    runs = []
+    by_run: dict[int, Run] = {}
+    srs = runs_of(registry, sub.id)
+    with registry.session() as s:
+        for r in s.exec(select(Run).where(Run.id.in_([x.run_id for x in srs if x.run_id is not None]))):
+            by_run[r.id] = r
+        from cortexbox.registry import Score
+
+        scores = {x.run_id: x for x in s.exec(select(Score).where(Score.run_id.in_(list(by_run))))}
+    for sr in srs:
+        entry: dict[str, Any] = {"benchmark": sr.benchmark, "private": sr.private, "attempt": sr.attempt,
+                                 "status": sr.status, "failure_class": sr.failure_class}
+        run = by_run.get(sr.run_id) if sr.run_id is not None else None
+        score = scores.get(sr.run_id) if sr.run_id is not None else None
+        if not sr.private or organiser:
+            entry["run_id"] = sr.run_id
+            if run is not None and run.status == "failed":
+                entry |= {"error": run.error, "log_tail": run.log_tail}
+        if score is not None and (not sr.private or not hidden):
+            entry |= {"raw": score.raw, "ceiled": score.ceiled, "error_estimate": score.error, "layer": score.layer}
+        runs.append(entry)
+    with registry.session() as s:
+        team = s.get(Team, sub.team_id)
+    return {"submission": sub.id, "competition": comp.slug, "team": team.name if team else None, "digest": sub.digest,
+            "registry_digest": sub.registry_digest, "phase": sub.phase, "status": sub.status,
+            "failure_class": sub.failure_class, "counts_quota": sub.counts_quota, "duplicate_of": sub.duplicate_of,
+            "upload_bytes": sub.upload_bytes, "unpacked_bytes": sub.unpacked_bytes,
+            "submitted_at": sub.created_at.replace(tzinfo=sub.created_at.tzinfo or timezone.utc).isoformat(timespec="seconds"),
+            "private_hidden": hidden, "runs": runs,
+            "live_url": f"/submissions/{sub.id}/live", "events_url": f"/api/submissions/{sub.id}/events"}
+
+
+def team_submissions(registry: Registry, comp: Competition, team_id: int | None) -> list[Submission]:
+    with registry.session() as s:
+        query = select(Submission).where(Submission.competition_id == comp.id)
+        if team_id is not None:
+            query = query.where(Submission.team_id == team_id)
+        return list(s.exec(query.order_by(Submission.id.desc())))
+
+
+# -- scoring -------------------------------------------------------------------------------------------------------
+class _LinkingRegistry:
+    """The community registry, linking each run ``score_model`` starts to its submission's row at once (so the
+    submitter can follow it live from its first event)."""
+
+    def __init__(self, registry: Registry, submission_run_id: int):
+        self._registry = registry
+        self._id = submission_run_id
+
+    def start_run(self, *args, **kwargs):
+        run = self._registry.start_run(*args, **kwargs)
+        _update(self._registry, SubmissionRun, self._id, run_id=run.id, status="running")
+        return run
+
+    def __getattr__(self, name: str):
+        return getattr(self._registry, name)
+
+
+def _update(registry: Registry, table, row_id: int, **fields: Any) -> None:
+    with registry.session() as s:
+        row = s.get(table, row_id)
+        for key, value in fields.items():
+            setattr(row, key, value)
+        s.add(row)
+        s.commit()
+
+
+class SubmissionQueue:
+    """Scores submissions one at a time in a background thread of this process. ``score`` replaces
+    ``score_model`` (tests)."""
+
+    def __init__(self, registry: Registry, score: Callable[..., Any] | None = None, cache_dir: str | None = None):
+        self.registry = registry
+        self._score = score
+        self.cache_dir = cache_dir
+        self._queue: Queue[tuple[int, int] | None] = Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def enqueue(self, submission_id: int, attempt: int = 0) -> None:
+        self.idle.clear()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="cortexbox-submissions", daemon=True)
+                self._thread.start()
+        self._queue.put((submission_id, attempt))
+
+    def close(self, timeout: float | None = None) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self.execute(*item)
+            except Exception:  # noqa: BLE001 - the worker outlives any submission
+                logger.exception("submission %s: the worker failed", item[0])
+            finally:
+                if self._queue.empty():
+                    self.idle.set()
+
+    def execute(self, submission_id: int, attempt: int = 0) -> str:
+        """Scores the submission on every benchmark of its competition (``attempt`` > 0: an organiser's rescoring
+        from the stored digest, without the activation cache); returns the submission's status."""
+        from cortexbox.orchestrator.community.seams import ScoreRequest, score_model
+
+        score = self._score or score_model
+        with self.registry.session() as s:
+            sub = s.get(Submission, submission_id)
+            comp = s.get(Competition, sub.competition_id)
+        if attempt == 0:
+            _update(self.registry, Submission, sub.id, status="running")
+        model_failure, platform_failure = None, None
+        for benchmark, private in competitions.benchmarks(comp):
+            with self.registry.session() as s:
+                sr = SubmissionRun(submission_id=sub.id, benchmark=benchmark, attempt=attempt, private=private, status="running")
+                s.add(sr)
+                s.commit()
+                s.refresh(sr)
+            request = ScoreRequest(benchmark=benchmark, image=sub.image_ref, use_cache=attempt == 0,
+                                   database_url=self.registry.url, cache_dir=self.cache_dir)
+            try:
+                score(request, registry=_LinkingRegistry(self.registry, sr.id), events=None)
+                _update(self.registry, SubmissionRun, sr.id, status="succeeded")
+                continue
+            except ModelFailure as e:
+                failure = e.failure.value
+            except UserError as e:  # the image vanished from the engine, the data is missing: ours
+                logger.error("submission %s on %s: %s", sub.id, benchmark, e)
+                failure = "internal"
+            except Exception:  # noqa: BLE001 - our code or the engine: a platform failure
+                logger.exception("submission %s on %s failed on the platform's side", sub.id, benchmark)
+                failure = "internal"
+            with self.registry.session() as s:
+                run_id = s.get(SubmissionRun, sr.id).run_id
+                run = s.get(Run, run_id) if run_id is not None else None
+            if run is not None and (run.status == "running" or run.failure_class is None):  # ours, not the model's
+                self.registry.update_run(run, status="failed", failure_class=failure, error=run.error or "the platform failed")
+            _update(self.registry, SubmissionRun, sr.id, status="failed", failure_class=failure)
+            if failure in PLATFORM_FAILURES:
+                platform_failure = platform_failure or failure
+            else:
+                model_failure = model_failure or failure
+        if attempt:
+            return "rescored"
+        if model_failure is None and platform_failure is None:
+            status, failure, counts = "succeeded", None, True
+        elif model_failure is not None:
+            status, failure, counts = "failed", model_failure, True
+        else:
+            status, failure, counts = "platform_failed", platform_failure, False
+        _update(self.registry, Submission, sub.id, status=status, failure_class=failure, counts_quota=counts,
+                finished_at=utcnow())
+        return status
+
+
+def rescore(registry: Registry, queue: SubmissionQueue, comp: Competition, caller: Caller) -> list[int]:
+    """Queues every team's entry of the competition again, by its stored digest and without cached activations
+    (an organiser's check that the final ranking is reproducible); the newest attempt replaces the board's values."""
+    if not competitions.may_organise(caller, comp):
+        raise Forbidden(f"only the organiser of {comp.slug} may rescore it")
+    entries = [row["submission"] for row in competitions.board(registry, comp, "public")["rows"]]
+    for submission_id in entries:
+        attempts = [sr.attempt for sr in runs_of(registry, submission_id)]
+        queue.enqueue(submission_id, attempt=max(attempts, default=0) + 1)
+    return entries

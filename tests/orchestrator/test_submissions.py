@@ -1,0 +1,245 @@
+"""Submitted image archives are checked before the engine sees them, and every API refuses what it must, with a
+clear one-line error and nothing stored (no Docker needed: every refusal here comes before the engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import tarfile
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from cortexbox.orchestrator.community import competitions
+from cortexbox.orchestrator.community.archive import (
+    ArchiveRejected,
+    Limits,
+    UploadTooLarge,
+    check_archive,
+    load_stream,
+    receive,
+)
+from cortexbox.registry import Registry
+from cortexbox.registry.models import Competition, Submission, SubmissionRun
+from tests.orchestrator.test_competitions_helpers import _add, bearer, image_archive, layer_bytes, people, spec
+
+
+# -- the archive checks -----------------------------------------------------------------------------------------------
+def test_a_docker_save_shaped_archive_passes_and_its_id_is_its_config_digest(tmp_path):
+    import hashlib
+
+    path = image_archive(tmp_path / "ok.tar", layers=2)
+    info = check_archive(path)
+    with tarfile.open(path) as tar:
+        config = tar.extractfile(info.config).read()
+    assert info.image_id == "sha256:" + hashlib.sha256(config).hexdigest()
+    assert len(info.layers) == 2 and info.repo_tags == ["evil/base:latest"]
+    assert info.unpacked_bytes == sum(m.size for m in tarfile.open(path).getmembers())
+
+
+def _symlink(name, target):
+    def add(tar):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        tar.addfile(info)
+    return add
+
+
+def _hardlink(name, target):
+    def add(tar):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.LNKTYPE, target
+        tar.addfile(info)
+    return add
+
+
+def _device(tar):
+    info = tarfile.TarInfo("dev/sda")
+    info.type, info.devmajor, info.devminor = tarfile.BLKTYPE, 8, 0
+    tar.addfile(info)
+
+
+def _entry(name, data=b"x"):
+    return lambda tar: _add(tar, name, data)
+
+
+BAD = {
+    "two images": dict(manifest=[{"Config": "a.json", "Layers": ["l0/layer.tar"]}] * 2),
+    "no image": dict(manifest=[]),
+    "manifest not a list": dict(manifest={"Config": "a.json"}),
+    "layer outside the archive": dict(manifest=[{"Config": "x.json", "Layers": ["../../etc/passwd"]}]),
+    "absolute layer path": dict(manifest=[{"Config": "x.json", "Layers": ["/etc/passwd"]}]),
+    "missing config": dict(manifest=[{"Config": "nope.json", "Layers": ["l0/layer.tar"]}]),
+    "absolute entry": dict(extra=_entry("/etc/cron.d/evil")),
+    "dot-dot entry": dict(extra=_entry("a/../../evil")),
+    "symlink escaping": dict(extra=_symlink("l9/layer.tar", "../../../etc/shadow")),
+    "absolute symlink": dict(extra=_symlink("l9/layer.tar", "/etc/shadow")),
+    "hardlink escaping": dict(extra=_hardlink("l9/layer.tar", "../outside")),
+    "device file": dict(extra=_device),
+    "rootfs not matching the layers": dict(config={"rootfs": {"diff_ids": []}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_malformed_archive_is_refused_with_a_reason(tmp_path, case):
+    path = image_archive(tmp_path / "bad.tar", **BAD[case])
+    with pytest.raises(ArchiveRejected) as e:
+        check_archive(path)
+    assert "\n" not in str(e.value) and e.value.hint
+
+
+def test_not_a_tar_and_a_duplicate_entry_are_refused(tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is no tar archive" * 100)
+    with pytest.raises(ArchiveRejected, match="not a tar archive"):
+        check_archive(junk)
+    twice = image_archive(tmp_path / "twice.tar", extra=_entry("manifest.json", b"[]"))
+    with pytest.raises(ArchiveRejected, match="twice"):
+        check_archive(twice)
+
+
+def test_absurd_layer_counts_and_sizes_are_refused(tmp_path):
+    many = image_archive(tmp_path / "many.tar", layers=5)
+    with pytest.raises(ArchiveRejected, match="5 layers, more than 4"):
+        check_archive(many, Limits(layers=4))
+    big = image_archive(tmp_path / "big.tar", layer_data=layer_bytes({"blob": b"\0" * 300_000}))
+    with pytest.raises(ArchiveRejected, match="unpacks to"):
+        check_archive(big, Limits(unpacked_bytes=200_000))
+    # a gzip bomb: 20 MB of zeros compressed to ~20 KB; its unpacked size is counted, not trusted
+    bomb = image_archive(tmp_path / "bomb.tar", layer_data=gzip.compress(b"\0" * 20_000_000))
+    assert (tmp_path / "bomb.tar").stat().st_size < 200_000
+    with pytest.raises(ArchiveRejected, match="layers unpack to more than"):
+        check_archive(bomb, Limits(unpacked_bytes=5_000_000))
+    assert check_archive(bomb, Limits(unpacked_bytes=30_000_000)).unpacked_bytes > 20_000_000
+    entries = image_archive(tmp_path / "entries.tar", extra=lambda tar: [_add(tar, f"f{i}", b"") for i in range(30)])
+    with pytest.raises(ArchiveRejected, match="more than 20 entries"):
+        check_archive(entries, Limits(entries=20))
+
+
+def test_the_engine_gets_the_archive_without_its_tags(tmp_path):
+    path = image_archive(tmp_path / "tagged.tar", extra=_entry("repositories", b'{"cortexbox/base": {"bookworm": "x"}}'))
+    info = check_archive(path)
+    assert info.repo_tags == ["evil/base:latest"] and info.dropped == ["repositories"]
+    loaded = tarfile.open(fileobj=io.BytesIO(b"".join(load_stream(path))))
+    names = loaded.getnames()
+    assert "repositories" not in names and set(names) == set(tarfile.open(path).getnames()) - {"repositories"}
+    assert json.loads(loaded.extractfile("manifest.json").read())[0]["RepoTags"] is None
+    with tarfile.open(path) as original:
+        assert loaded.extractfile(info.layers[0]).read() == original.extractfile(info.layers[0]).read()
+
+
+def test_an_upload_is_counted_as_it_streams_and_cut_off_past_the_cap(tmp_path):
+    async def chunks(n):
+        for _ in range(n):
+            yield b"x" * 1000
+
+    dest = tmp_path / "up.tar"
+    assert asyncio.run(receive(chunks(5), dest, 5000)) == 5000 and dest.stat().st_size == 5000
+    with pytest.raises(UploadTooLarge):
+        asyncio.run(receive(chunks(10_000), dest, 5000))
+    assert not dest.exists()
+
+
+# -- the HTTP API refuses, and stores nothing -------------------------------------------------------------------------
+@pytest.fixture
+def server(tmp_path):
+    from cortexbox.orchestrator.web import create_app
+
+    community = f"sqlite:///{tmp_path / 'community.db'}"
+    registry = Registry(community)
+    tokens = people(registry)
+    app = create_app(f"sqlite:///{tmp_path / 'main.db'}", community_url=community)
+    app.state.community.upload_dir = tmp_path / "uploads"
+    with TestClient(app) as client:
+        for name, closes in (("open", timedelta(days=1)), ("late", timedelta(seconds=-1))):
+            body = spec(name, closes_in=closes, limits={"upload": "64k"})
+            if closes.total_seconds() < 0:
+                body["phases"][0]["opens"] = body["phases"][0]["closes"][:4] + "-01-01T00:00:00+00:00"
+                body["phases"][0]["opens"] = "2000-01-01T00:00:00+00:00"
+            r = client.post("/api/competitions", json=body, headers=bearer(tokens["org"]))
+            assert r.status_code == 201, r.text
+            with registry.session() as s:  # opened without registering its benchmarks (no data needed here)
+                row = s.exec(select(Competition).where(Competition.slug == name)).one()
+                row.status = "open"
+                s.add(row)
+                s.commit()
+        yield client, registry, tokens, tmp_path
+
+
+def _nothing_stored(registry, tmp_path):
+    with registry.session() as s:
+        assert s.exec(select(Submission)).all() == [] and s.exec(select(SubmissionRun)).all() == []
+    assert not list((tmp_path / "uploads").glob("*")) if (tmp_path / "uploads").exists() else True
+
+
+def test_every_api_refuses_a_wrong_or_missing_token(server):
+    client, registry, tokens, tmp_path = server
+    good = tokens["alice"]
+    wrong = [None, "nonsense", good[:-1] + ("A" if good[-1] != "A" else "B"), "cbx_" + "0" * 16 + "_" + good.split("_")[2]]
+    calls = [("post", "/api/competitions/open/submissions"), ("post", "/api/teams"), ("post", "/api/teams/red/members"),
+             ("post", "/api/competitions"), ("post", "/api/competitions/open/close"), ("get", "/api/me"),
+             ("get", "/api/competitions/open/quota"), ("get", "/api/competitions/open/submissions"),
+             ("get", "/api/submissions/1"), ("get", "/api/competitions/open/export")]
+    for token in wrong:
+        for method, url in calls:
+            r = getattr(client, method)(url, headers=bearer(token) if token else {}, **({"content": b"x"} if method == "post" else {}))
+            assert r.status_code == 401, (token, url, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert "hint:" in detail and "\n" not in detail and (token is None or token not in detail)
+    assert client.get("/api/me", headers=bearer(good)).json()["team"] == "red"
+    assert client.post("/api/competitions/open/close", headers=bearer(good)).status_code == 403  # not the organiser
+    assert client.post("/api/competitions", json=spec("x"), headers=bearer(good)).status_code == 403  # not an admin
+    _nothing_stored(registry, tmp_path)
+
+
+def test_oversize_malformed_late_and_teamless_uploads_are_refused_and_nothing_is_stored(server):
+    client, registry, tokens, tmp_path = server
+    alice = bearer(tokens["alice"])
+    # declared too large: refused before a byte is read
+    r = client.post("/api/competitions/open/submissions", content=b"x" * 70_000, headers=alice)
+    assert r.status_code == 413 and "cap of 65536 bytes" in r.json()["detail"], r.text
+    # no declared length (chunked): cut off by the running count
+
+    def chunks():
+        for _ in range(100):
+            yield b"y" * 1000
+
+    r = client.post("/api/competitions/open/submissions", content=chunks(), headers=alice)
+    assert r.status_code == 413, r.text
+    r = client.post("/api/competitions/open/submissions", content=b"not a tarball" * 10, headers=alice)
+    assert r.status_code == 400 and "not a tar archive" in r.json()["detail"]
+    bad = image_archive(tmp_path / "two.tar", manifest=[{"Config": "a", "Layers": []}] * 2).read_bytes()
+    r = client.post("/api/competitions/open/submissions", content=bad, headers=alice)
+    assert r.status_code == 400 and "exactly one image" in r.json()["detail"]
+    ok = image_archive(tmp_path / "ok.tar").read_bytes()
+    r = client.post("/api/competitions/late/submissions", content=ok, headers=alice)
+    assert r.status_code == 403 and r.json()["detail"].startswith("late submission refused: phase main of late closed at")
+    r = client.post("/api/competitions/open/submissions", content=ok, headers=bearer(tokens["eve"]))
+    assert r.status_code == 403 and "in no team" in r.json()["detail"]
+    r = client.post("/api/competitions/nope/submissions", content=ok, headers=alice)
+    assert r.status_code == 404
+    _nothing_stored(registry, tmp_path)
+    assert competitions.quota(registry, competitions.get(registry, "open"), 1)["used"] == 0
+
+
+def test_a_team_never_sees_another_teams_submission(server):
+    client, registry, tokens, tmp_path = server
+    comp = competitions.get(registry, "open")
+    with registry.session() as s:
+        sub = Submission(competition_id=comp.id, team_id=1, account_id=2, digest="sha256:" + "a" * 64, image_ref="x")
+        s.add(sub)
+        s.commit()
+        s.refresh(sub)
+    for who, code in (("alice", 200), ("carol", 200), ("org", 200), ("bob", 404), ("eve", 404)):
+        assert client.get(f"/api/submissions/{sub.id}", headers=bearer(tokens[who])).status_code == code, who
+        if code == 404:  # (a stream of one's own queued submission would run until it ends)
+            assert client.get(f"/api/submissions/{sub.id}/events", headers=bearer(tokens[who])).status_code == 404
+    r = client.get(f"/api/submissions/{sub.id}", headers=bearer(tokens["bob"]))
+    assert r.json()["detail"].startswith(f"no submission {sub.id} of yours")
+    assert client.get("/api/competitions/open/submissions", headers=bearer(tokens["bob"])).json() == []
+    assert [x["submission"] for x in client.get("/api/competitions/open/submissions", headers=bearer(tokens["carol"])).json()] == [sub.id]
+    assert client.get(f"/submissions/{sub.id}/live", headers=bearer(tokens["bob"])).status_code == 404
