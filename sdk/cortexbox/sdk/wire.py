@@ -246,16 +246,17 @@ SHM_SOCKET_NAME = re.compile(r"shm-[0-9a-f]{8,32}")
 
 
 def block_checksum(data, checksum: int = 0) -> int:
-    """XOR of the little-endian 64-bit words of `data`, the last zero-padded, folded into
-    `checksum`. XOR is associative, so pieces that start at multiples of 8 can be summed up
-    one at a time; it runs at memory speed on both ends (numpy, no copy)."""
+    """The sum, modulo 2**64, of the little-endian 64-bit words of `data` (the last zero-padded),
+    added to `checksum`: pieces that start at multiples of 8 can be summed one at a time. It runs
+    at memory speed on both ends (numpy, no copy). A sum, not an XOR: equal words must not cancel
+    (a constant block rewritten with another constant would keep an XOR of 0)."""
     view = np.frombuffer(data, np.uint8)
     whole = view.size - view.size % 8
     if whole:
-        checksum ^= int(np.bitwise_xor.reduce(view[:whole].view("<u8")))
+        checksum += int(np.add.reduce(view[:whole].view("<u8"), dtype=np.uint64))
     if whole != view.size:
-        checksum ^= int.from_bytes(bytes(view[whole:]) + bytes(8 - (view.size - whole)), "little")
-    return checksum
+        checksum += int.from_bytes(bytes(view[whole:]) + bytes(8 - (view.size - whole)), "little")
+    return checksum % 2**64
 
 
 def _unix_path(folder_fd: int | None, path: str) -> str:

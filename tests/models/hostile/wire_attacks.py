@@ -14,12 +14,16 @@ from concurrent import futures
 
 import numpy as np
 
-SERVERS = ("swap_socket", "flood_progress")
+SERVERS = ("swap_socket", "flood_progress", "shm_liar")
 MODELS = ("float64_wide", "over_budget", "evil_id", "evil_text")
 
 #: float64_wide: features per stimulus, and stimuli per tensor (one tensor for a whole test run).
 WIDE_FEATURES = 1 << 20
 WIDE_BATCH = 64
+
+
+#: shm_liar: the lie of each run is its RunConfig.run_id (so one container tells them all).
+SHM_LIES = ("outside", "control_page", "misaligned", "short", "rewrite", "unoffered", "string", "resize")
 
 
 def replace(mode: str, hostile: type) -> type:
@@ -79,6 +83,8 @@ def serve_attacker(mode: str) -> None:
     path = os.environ[wire.ENV_SOCKET]
     nonce = os.environ[wire.ENV_NONCE]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    if mode == "shm_liar":
+        pb_grpc.add_ModelServiceServicer_to_server(shm_liar(os.path.dirname(path), nonce), server)
     info = pb.ModelInfo(
         protocol_version=wire.PROTOCOL_VERSION,
         model_id=f"hostile-{mode}",
@@ -115,7 +121,8 @@ def serve_attacker(mode: str) -> None:
                 while context.is_active():
                     yield empty
 
-    pb_grpc.add_ModelServiceServicer_to_server(Attacker(), server)
+    if mode != "shm_liar":
+        pb_grpc.add_ModelServiceServicer_to_server(Attacker(), server)
     checker = health.HealthServicer()
     checker.set(wire.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -124,3 +131,80 @@ def serve_attacker(mode: str) -> None:
     server.wait_for_termination()
     time.sleep(3600)  # stay alive: the run must fail for what it met on the wire, not for a crash
     os._exit(0)
+
+
+def shm_liar(socket_dir: str, nonce: str | None):
+    """A servicer that takes the shared-memory area honestly and then lies about what it wrote there,
+    one lie per run, named by the run's run_id (SHM_LIES). It reads all stimuli first, then sends one
+    tensor for them all: `features` (16 float32 per stimulus, the value 1.5), as the lie bends it."""
+    import mmap
+
+    from cortexbox.model.v1 import model_service_pb2 as pb
+    from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
+    from cortexbox.sdk import wire
+
+    info = pb.ModelInfo(
+        protocol_version=wire.PROTOCOL_VERSION,
+        model_id="hostile-shm_liar",
+        model_version="1",
+        modality=pb.MODALITY_IMAGE,
+        layers=[pb.OutputSpec(name="features", kind=pb.OUTPUT_KIND_LAYER, data_type=pb.DATA_TYPE_FLOAT32, shape=[16])],
+        behaviours=[pb.OutputSpec(name="word", kind=pb.OUTPUT_KIND_BEHAVIOUR, data_type=pb.DATA_TYPE_STRING, shape=[1])],
+        visual_degrees=8,
+        limits=pb.Limits(max_batch_size=1000, max_chunk_bytes=wire.DEFAULT_CHUNK_BYTES),
+        capabilities=[wire.CAPABILITY_SHARED_MEMORY],
+    )
+
+    class Liar(pb_grpc.ModelServiceServicer):
+        def Handshake(self, request, context):
+            return pb.HandshakeResponse(proof=wire.handshake_proof(nonce, request.challenge) if nonce else b"")
+
+        def GetModelInfo(self, request, context):
+            return info
+
+        def Run(self, request_iterator, context):
+            config = next(request_iterator).config
+            lie = config.run_id
+            ids = [r.stimulus.id for r in request_iterator]
+            offer = config.shared_memory
+            area = None
+            if config.HasField("shared_memory"):
+                fd = wire.receive_area(socket_dir, offer.socket_name, 5)
+                area = mmap.mmap(fd, offer.area_bytes)
+                if lie == "resize":  # the seals refuse both; a shrunk area would crash a reader with SIGBUS
+                    refused = []
+                    for size in (wire.SHM_CONTROL_BYTES, offer.area_bytes * 2):
+                        try:
+                            os.ftruncate(fd, size)
+                        except OSError as e:
+                            refused.append(e.errno)
+                os.close(fd)
+            name, data_type = ("word", pb.DATA_TYPE_STRING) if lie == "string" else ("features", pb.DATA_TYPE_FLOAT32)
+            values = np.full((len(ids), 16), 1.5, np.float32)
+            if lie == "resize":
+                values[:, : len(refused)] = refused  # the errno of each refusal
+            raw = values.tobytes()
+            offset = offer.control_bytes
+            view = np.frombuffer(area, np.uint8) if area is not None else None
+            if view is not None:
+                view[offset : offset + len(raw)] = np.frombuffer(raw, np.uint8)
+            checksum = wire.block_checksum(raw)
+            length = len(raw)
+            if lie == "outside":
+                offset = offer.area_bytes  # aligned, but past the end: the area's last page holds no such block
+            elif lie == "control_page":
+                offset = 0
+            elif lie == "misaligned":
+                offset += 8
+            elif lie == "short":
+                length -= 4
+            elif lie == "rewrite" and view is not None:  # announced as 1.5, then NaN before the client reads
+                view[offset : offset + len(raw)] = np.frombuffer(np.full(len(raw) // 4, np.nan, np.float32).tobytes(), np.uint8)
+            yield pb.RunResponse(header=pb.TensorHeader(
+                tensor_id=0, name=name, kind=pb.OUTPUT_KIND_BEHAVIOUR if lie == "string" else pb.OUTPUT_KIND_LAYER,
+                stimulus_ids=ids, data_type=data_type, shape=[len(ids), 16] if lie != "string" else [len(ids), 1],
+                byte_size=len(raw), shared_memory=pb.SharedMemoryBlock(offset=offset, length=length, checksum=checksum),
+            ))
+            yield pb.RunResponse(summary=pb.RunSummary(run_id=config.run_id, stimuli=len(ids), tensors=1, bytes=len(raw)))
+
+    return Liar()

@@ -1,0 +1,255 @@
+"""The shared-memory transport (capability "transport.shared_memory"), in one process over a real unix socket.
+
+The SDK server and the orchestrator's client negotiate it per run; every tensor that fits the area travels
+as a block of a sealed memfd instead of chunks. These pin: the same values either way, for every dtype; the
+fall-back to chunks when either side lacks it; the ring (a small area, waits for releases, a tensor larger
+than the area chunked); the stall watchdog when nothing is released; and every lie a model can tell about
+its blocks (tests/models/hostile/wire_attacks.py's shm_liar, the same code the hostile image runs).
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from cortexbox.model.v1 import model_service_pb2_grpc as pb_grpc
+from cortexbox.orchestrator.budgets import WireBudgets
+from cortexbox.orchestrator.client import ModelClient, SharedArea
+from cortexbox.orchestrator.errors import FailureClass, ModelFailure
+from cortexbox.sdk import Model, Output, serve, wire
+
+HOSTILE = Path(__file__).resolve().parents[1] / "models" / "hostile" / "wire_attacks.py"
+
+
+def _wire_attacks():
+    spec = importlib.util.spec_from_file_location("hostile_wire_attacks", HOSTILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Mixed(Model):
+    """Outputs of every numeric dtype; values derived from the stimulus so rows can be told apart."""
+
+    model_id = "mixed"
+    max_batch_size = 4
+
+    def __init__(self, nan_at: str | None = None):
+        self.nan_at = nan_at
+
+    def layers(self):
+        return [
+            Output("f32", (1000,)),
+            Output("f16", (7, 3), dtype="float16"),
+            Output("f64", (33,), dtype="float64"),
+            Output("i32", (5,), dtype="int32"),
+            Output("wide", (300_000,)),  # 1.2 MB a stimulus: larger than a small area
+        ]
+
+    def activations(self, stimuli, layers):
+        v = np.array([float(s.pixels[0, 0, 0]) for s in stimuli])
+        out = {
+            "f32": (v[:, None] + np.arange(1000) / 8).astype(np.float32),
+            "f16": (v[:, None, None] + np.zeros((7, 3))).astype(np.float16),
+            "f64": v[:, None] + np.arange(33) * 1e-3,
+            "i32": (v[:, None] * 3 + np.arange(5)).astype(np.int32),
+            "wide": np.repeat(v[:, None], 300_000, axis=1).astype(np.float32),
+        }
+        if self.nan_at is not None:
+            for i, s in enumerate(stimuli):
+                if s.id == self.nan_at:
+                    out["f32"][i, 7] = np.nan
+        return {name: out[name] for name in layers}
+
+
+def images(n: int):
+    ids = [f"img{i:03d}" for i in range(n)]
+    return ids, [(sid, np.full((4, 4, 3), i % 200, np.uint8)) for i, sid in enumerate(ids)]
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.delenv(wire.ENV_NONCE, raising=False)
+    servers = []
+
+    def start(model: Model, **kwargs):
+        address = f"unix://{tmp_path}/m{len(servers)}.sock"
+        server, servicer = serve(model, address, block=False, **kwargs)
+        servers.append(server)
+        return address, servicer
+
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+def run(address: str, layers, n: int = 10, budgets: WireBudgets | None = None, **kwargs):
+    with ModelClient(address, budgets=budgets or WireBudgets()) as client:
+        client.wait_until_serving(10)
+        info = client.info()
+        ids, stimuli = images(n)
+        return info, client.run(info, stimuli, ids, layers=layers, timeout_s=60, **kwargs)
+
+
+LAYERS = ["f32", "f16", "f64", "i32"]
+
+
+def test_every_dtype_arrives_the_same_through_the_area_as_through_chunks(served):
+    address, _ = served(Mixed())
+    info, shared = run(address, LAYERS, n=10)
+    assert wire.CAPABILITY_SHARED_MEMORY in info.raw.capabilities and info.raw.protocol_version == "1.2"
+    assert shared.shared_memory_bytes == shared.bytes_received == 10 * (1000 * 4 + 21 * 2 + 33 * 8 + 5 * 4)
+    _, chunked = run(address, LAYERS, n=10, budgets=WireBudgets(shared_memory_bytes=0))
+    assert chunked.shared_memory_bytes == 0 and chunked.bytes_received == shared.bytes_received
+    for name in LAYERS:
+        assert shared.outputs[name].dtype == np.float32
+        np.testing.assert_array_equal(shared.outputs[name], chunked.outputs[name])
+    np.testing.assert_array_equal(shared.outputs["f64"][:, 1], (np.arange(10) + 1e-3).astype(np.float32))
+    np.testing.assert_array_equal(shared.outputs["i32"][3], [9, 10, 11, 12, 13])
+
+
+def test_a_server_without_the_capability_is_chunked(served):
+    """An image built with an older SDK lists no "transport.shared_memory": the client offers nothing."""
+    address, _ = served(Mixed(), shared_memory=False)
+    info, result = run(address, ["f32"])
+    assert wire.CAPABILITY_SHARED_MEMORY not in info.raw.capabilities
+    assert result.shared_memory_bytes == 0
+    np.testing.assert_array_equal(result.outputs["f32"][:, 0], np.arange(10))
+
+
+def test_a_server_that_cannot_reach_the_handover_chunks_instead(served, caplog):
+    address, servicer = served(Mixed())
+    servicer.socket_dir = "/nonexistent-cortexbox-folder"  # as a sandbox where the hand-over socket is not visible
+    _, result = run(address, ["f32"])
+    assert result.shared_memory_bytes == 0
+    np.testing.assert_array_equal(result.outputs["f32"][:, 0], np.arange(10))
+    assert "chunks its tensors" in caplog.text
+
+
+def test_the_ring_reuses_released_space_and_chunks_what_does_not_fit(served):
+    """An area of 60 KiB after its control page holds three 16 KB blocks: 40 batches go round it many times;
+    `wide` (4.8 MB a batch) never fits and is chunked in the same run."""
+    address, _ = served(Mixed())
+    _, result = run(address, ["f32", "wide"], n=160, budgets=WireBudgets(shared_memory_bytes=64 * 1024))
+    assert result.shared_memory_bytes == 160 * 1000 * 4
+    assert result.bytes_received == 160 * (1000 + 300_000) * 4
+    np.testing.assert_array_equal(result.outputs["f32"][:, 0], np.arange(160) % 200)
+    np.testing.assert_array_equal(result.outputs["f32"][:, 999], np.arange(160) % 200 + 999 / 8)
+    np.testing.assert_array_equal(result.outputs["wide"][:, -1], np.arange(160) % 200)
+
+
+def test_nan_in_a_block_is_bad_output(served):
+    address, _ = served(Mixed(nan_at="img005"))
+    with pytest.raises(ModelFailure) as e:
+        run(address, ["f32"])
+    assert e.value.failure == FailureClass.BAD_OUTPUT and "NaN" in e.value.message
+
+
+def test_a_model_that_gets_no_releases_is_stopped_by_the_stall_watchdog(served, monkeypatch):
+    """The client never releases a block: the server waits for space (bounded by the run's cancellation),
+    the client sees no new bytes, and the watchdog ends the run; the server is free for the next run."""
+    address, servicer = served(Mixed())
+    monkeypatch.setattr(SharedArea, "release", lambda self: None)
+    with pytest.raises(ModelFailure) as e:
+        run(address, ["f32"], n=40, budgets=WireBudgets(shared_memory_bytes=64 * 1024, stall_timeout_s=1.5))
+    assert e.value.failure == FailureClass.TIMEOUT and "no new output bytes" in e.value.message
+    monkeypatch.undo()
+    _, result = run(address, ["f32"], n=40, budgets=WireBudgets(shared_memory_bytes=64 * 1024))
+    assert result.shared_memory_bytes == 40 * 4000
+
+
+# -- lies about blocks ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def liar(tmp_path):
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_ModelServiceServicer_to_server(_wire_attacks().shm_liar(str(tmp_path), None), server)
+    address = f"unix://{tmp_path}/liar.sock"
+    server.add_insecure_port(address)
+    server.start()
+    yield address
+    server.stop(0)
+
+
+def tell(address: str, lie: str, budgets: WireBudgets | None = None, **kwargs):
+    with ModelClient(address, budgets=budgets or WireBudgets()) as client:
+        info = client.info()
+        ids, stimuli = images(8)
+        return client.run(info, stimuli, ids, timeout_s=20, run_id=lie, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("lie", "message"),
+    [
+        ("outside", "is not an aligned block of the area"),
+        ("control_page", "is not an aligned block of the area"),
+        ("misaligned", "is not an aligned block of the area"),
+        ("short", "its shared-memory block has 508 bytes; the header says 512"),
+        ("rewrite", "does not match its checksum: it was written again after it was announced"),
+    ],
+)
+def test_a_lie_about_a_block_is_a_protocol_violation(liar, lie, message):
+    with pytest.raises(ModelFailure) as e:
+        tell(liar, lie, layers=["features"])
+    assert e.value.failure == FailureClass.PROTOCOL_VIOLATION, e.value
+    assert message in e.value.message
+
+
+def test_a_block_in_a_run_that_offered_no_area_is_a_protocol_violation(liar):
+    with pytest.raises(ModelFailure) as e:
+        tell(liar, "unoffered", budgets=WireBudgets(shared_memory_bytes=0), layers=["features"])
+    assert e.value.failure == FailureClass.PROTOCOL_VIOLATION
+    assert "announced in a shared-memory area, but this run offered none" in e.value.message
+
+
+def test_a_string_tensor_in_the_area_is_a_protocol_violation(liar):
+    with pytest.raises(ModelFailure) as e:
+        tell(liar, "string", behaviours=["word"])
+    assert e.value.failure == FailureClass.PROTOCOL_VIOLATION and "strings are chunked" in e.value.message
+
+
+def test_the_area_cannot_be_shrunk_or_grown_by_the_model(liar):
+    """A shrunk memfd would crash our mapping's reader with SIGBUS: the seals refuse both sizes (EPERM)."""
+    result = tell(liar, "resize", layers=["features"])
+    values = result.outputs["features"]
+    assert (values[:, :2] == errno.EPERM).all() and (values[:, 2:] == 1.5).all()
+    assert result.shared_memory_bytes == 8 * 16 * 4
+
+
+def test_the_handover_only_serves_the_owner_uid(tmp_path):
+    """A peer of another uid gets no memfd from a session's hand-over socket (it is refused and the socket
+    keeps waiting for the model); the owner gets the area."""
+    from cortexbox.orchestrator.client import _Handover
+
+    area = SharedArea(64 * 1024)
+    handover = _Handover(str(tmp_path), area, owner_uid=12345)  # not our uid
+    handover.start()
+    try:
+        with pytest.raises((OSError, ValueError)):
+            wire.receive_area(str(tmp_path), handover.name, 1.0)
+        assert handover.is_alive()
+    finally:
+        handover.close()
+        area.close()
+    assert not (tmp_path / handover.name).exists()
+    ours = SharedArea(64 * 1024)
+    handover = _Handover(str(tmp_path), ours, owner_uid=None)
+    handover.start()
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(wire.receive_area(str(tmp_path), handover.name, 2.0)))
+    t.start()
+    t.join(5)
+    handover.close()
+    assert len(got) == 1 and os.fstat(got[0]).st_size == 64 * 1024
+    os.close(got[0])
+    ours.close()
