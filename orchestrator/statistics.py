@@ -64,7 +64,7 @@ import numpy as np
 from scipy import stats
 
 from cortexbox.benchmarks.metrics import normalization
-from cortexbox.benchmarks.metrics.bootstrap import multinomial_counts
+from cortexbox.benchmarks.metrics.bootstrap import multinomial_counts, rdm_replicates_many
 from cortexbox.benchmarks.metrics.items import MIN_ITEMS, ItemValues
 
 __all__ = [
@@ -352,7 +352,7 @@ def compare_aggregate(
 
 
 # -- paired bootstrap over stored items ---------------------------------------------------------------------------------
-N_BOOT_ITEMS = 2000
+N_BOOT_ITEMS = 1000  # as the scoring-time intervals (bootstrap.DEFAULT_N_BOOT)
 #: Replicates per chunk x items: bounds the weight arrays of long item lists (e.g. words).
 _CHUNK_ELEMENTS = 4_000_000
 
@@ -412,12 +412,25 @@ class PairedReplicates:
                          float(b.ceiled(b.items.replicates(_weights(ones, ib, b.items.n_items)))[0]))
         rng = np.random.default_rng(seed)
         ra, rb = [], []
+        shared_subjects = _same_rdm_subjects(a.items, b.items, ia, ib)
         for size in _chunks(n_boot, max(a.items.n_items, b.items.n_items)):
             counts = multinomial_counts(rng, self.m, size)  # one draw over the shared items, applied to both
+            if shared_subjects:  # the subjects' weighted ranks once for both models (same pairs, same order)
+                both = rdm_replicates_many(np.stack([a.items.arrays["model"], b.items.arrays["model"]]),
+                                           a.items.arrays["subjects"], _weights(counts, ia, a.items.n_items))
+                ra.append(a.ceiled(both[0]))
+                rb.append(b.ceiled(both[1]))
+                continue
             ra.append(a.ceiled(a.items.replicates(_weights(counts, ia, a.items.n_items))))
             rb.append(b.ceiled(b.items.replicates(_weights(counts, ib, b.items.n_items))))
         self.a, self.b = np.concatenate(ra), np.concatenate(rb)
         self.kind = a.items.kind
+
+
+def _same_rdm_subjects(a: ItemValues, b: ItemValues, ia: np.ndarray, ib: np.ndarray) -> bool:
+    """Two RDM item sets over the same stimuli in the same order, against the same subjects."""
+    return (a.kind == b.kind == "rdm" and np.array_equal(a.ids, b.ids) and np.array_equal(ia, ib)
+            and np.array_equal(a.arrays["subjects"], b.arrays["subjects"]))
 
 
 def leaf_seed(seed: int, identifier: str) -> list[int]:

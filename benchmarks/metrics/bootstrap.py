@@ -46,6 +46,7 @@ __all__ = [
     "predictivity_bootstrap",
     "rdm_bootstrap",
     "rdm_replicates",
+    "rdm_replicates_many",
     "stratified_block_counts",
     "resampled_means",
     "weighted_pearson",
@@ -289,33 +290,46 @@ def rdm_replicates(model: np.ndarray, subjects: np.ndarray, counts: np.ndarray) 
     ``triu_indices(n, 1)`` order), or anything with the same order (e.g. their ranks). A row of ones is the plain
     Spearman rho (average ranks for ties).
     """
+    return rdm_replicates_many(np.asarray(model)[None], subjects, counts)[0]
+
+
+def rdm_replicates_many(models: np.ndarray, subjects: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`rdm_replicates` of several models ``(n_models, n_pairs)`` against the same subjects on the same
+    counts: ``(n_models, b)``. The subjects' weighted ranks are computed once for all models (a paired comparison
+    of two models on one RDM benchmark costs little more than one)."""
     counts = np.asarray(counts, dtype=np.float64)
     b, n = counts.shape
     iu, ju = np.triu_indices(n, k=1)
-    if len(model) != len(iu):
-        raise ValueError(f"{n} conditions have {len(iu)} pairs, got {len(model)}")
-    model_order, model_groups, model_starts = _tie_groups(np.asarray(model))
+    models = np.asarray(models)
+    if models.shape[1] != len(iu):
+        raise ValueError(f"{n} conditions have {len(iu)} pairs, got {models.shape[1]}")
+    sorted_models = [_tie_groups(m) for m in models]
     sorted_subjects = [_tie_groups(np.asarray(r)) for r in subjects]
     chunk = max(1, min(b, CHUNK_ELEMENTS // max(1, len(iu))))
-    out = np.empty(b)
+    out = np.empty((len(models), b))
     for start in range(0, b, chunk):
         c = counts[start : start + chunk]
         w = c[:, iu] * c[:, ju]  # multiplicity of each original pair
         total = w.sum(axis=1, keepdims=True)
-        ranked = np.empty_like(w)
-        ranked[:, model_order] = _weighted_midranks(w[:, model_order], model_groups, model_starts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ranked -= (w * ranked).sum(axis=1, keepdims=True) / total
-        model_var = (w * ranked * ranked).sum(axis=1)
-        rhos = np.empty((len(sorted_subjects), len(c)))
+        centred, variances = [], []
+        for order, groups, starts in sorted_models:
+            ranked = np.empty_like(w)
+            ranked[:, order] = _weighted_midranks(w[:, order], groups, starts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ranked -= (w * ranked).sum(axis=1, keepdims=True) / total
+            centred.append(ranked)
+            variances.append((w * ranked * ranked).sum(axis=1))
+        rhos = np.empty((len(models), len(sorted_subjects), len(c)))
         for k, (order, groups, starts) in enumerate(sorted_subjects):
             w_sorted = w[:, order]  # work in the subject's sorted order: no scatter
             ranks = _weighted_midranks(w_sorted, groups, starts)
             with np.errstate(invalid="ignore", divide="ignore"):
                 ranks -= (w_sorted * ranks).sum(axis=1, keepdims=True) / total
                 weighted = w_sorted * ranks
-                rhos[k] = (weighted * ranked[:, order]).sum(axis=1) / np.sqrt(model_var * (weighted * ranks).sum(axis=1))
-        out[start : start + len(c)] = rhos.mean(axis=0)
+                subject_var = (weighted * ranks).sum(axis=1)
+                for j, ranked in enumerate(centred):
+                    rhos[j, k] = (weighted * ranked[:, order]).sum(axis=1) / np.sqrt(variances[j] * subject_var)
+        out[:, start : start + len(c)] = rhos.mean(axis=1)
     return out
 
 

@@ -486,8 +486,22 @@ def benchmarks_list(snap: Snapshot) -> list[dict[str, Any]]:
 
 # -- comparison ------------------------------------------------------------------------------------------------------
 #: Replicates and seed of the paired bootstrap over stored items on the compare page and API.
-COMPARE_N_BOOT = 2000
+COMPARE_N_BOOT = 1000
 COMPARE_SEED = 0
+#: Paired replicates already drawn in this process, by (registry, score A, score B, their times, benchmark, n_boot,
+#: seed): scores never change, and an RDM leaf with many subjects takes seconds to resample.
+_REPLICATES: dict[tuple[Any, ...], PairedReplicates] = {}
+_REPLICATES_MAX = 256
+
+
+def _paired(registry: Registry, sa: Score, sb: Score, identifier: str, sides: dict[int, ItemSide], n_boot: int,
+            seed: int) -> PairedReplicates:
+    key = (str(registry.engine.url), sa.id, sb.id, sa.created_at, sb.created_at, identifier, n_boot, seed)
+    if key not in _REPLICATES:
+        if len(_REPLICATES) >= _REPLICATES_MAX:
+            _REPLICATES.pop(next(iter(_REPLICATES)))
+        _REPLICATES[key] = PairedReplicates(sides[sa.id], sides[sb.id], n_boot=n_boot, seed=leaf_seed(seed, identifier))
+    return _REPLICATES[key]
 
 
 def _item_sides(registry: Registry | None, scores: list[Score]) -> dict[int, ItemSide]:
@@ -531,7 +545,7 @@ def compare(snap: Snapshot, a: int, b: int, *, registry: Registry | None = None,
         sb = scored[b].get(identifier)
         if sa and sb and sa.id in sides and sb.id in sides:
             try:
-                paired = PairedReplicates(sides[sa.id], sides[sb.id], n_boot=n_boot, seed=leaf_seed(seed, identifier))
+                paired = _paired(registry, sa, sb, identifier, sides, n_boot, seed)  # type: ignore[arg-type]
             except ItemsMismatch as e:
                 row["note"] = f"items cannot be paired ({e}); "
             else:

@@ -93,7 +93,7 @@ def test_compare_page_and_api_show_the_basis(registry):
         c = client.get(f"/api/compare?a={ids['strong']}&b={ids['weak']}").json()
         assert {r["comparison"]["basis"] for r in c["benchmarks"] if r["comparison"]} == {"items"}
         html = client.get(f"/compare?a={ids['strong']}&b={ids['weak']}").text
-        assert "items: 120 resampled, B=2000" in html and "items: 300 resampled" in html
+        assert "items: 120 resampled, B=1000" in html and "items: 300 resampled" in html
         html_old = client.get(f"/compare?a={ids['strong']}&b={ids['old']}").text
         assert "splits: 10" in html_old
 

@@ -272,3 +272,22 @@ def test_aggregate_item_bootstrap_resamples_each_leaf_and_weights_clipped_differ
     c2, _, _ = compare_items_aggregate(weights, clipped, b, n_boot=50)
     assert c2.difference == pytest.approx(0.25 * (1 - base.mean()), abs=1e-6)
     assert compare_items_aggregate(weights, {}, b)[0] is None
+
+
+def test_rdm_pairs_share_the_subjects_ranks_and_give_the_same_replicates(monkeypatch):
+    from cortexbox.benchmarks.metrics.items import rdm_items
+    from cortexbox.benchmarks.metrics.rsa import rdm
+    from cortexbox.orchestrator import statistics
+    from cortexbox.orchestrator.statistics import ItemSide, PairedReplicates
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(25, 10))
+    subjects = np.stack([rdm(latent + rng.normal(size=latent.shape)) for _ in range(3)])
+    ids = [f"c{i}" for i in range(25)]
+    a = ItemSide(rdm_items(ids, rdm(latent + 0.5 * rng.normal(size=latent.shape)), subjects), 0.7, "r_over_ceiling")
+    b = ItemSide(rdm_items(ids, rdm(rng.normal(size=latent.shape)), subjects), 0.7, "r_over_ceiling")
+    shared = PairedReplicates(a, b, n_boot=200, seed=1)
+    monkeypatch.setattr(statistics, "_same_rdm_subjects", lambda *args: False)
+    separate = PairedReplicates(a, b, n_boot=200, seed=1)
+    assert shared.a == pytest.approx(separate.a, abs=1e-12) and shared.b == pytest.approx(separate.b, abs=1e-12)
+    assert shared.a.std() > 0 and (shared.a > shared.b).mean() > 0.9
