@@ -395,6 +395,7 @@ class _Handover(threading.Thread):
                     _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
                     if uid != self.owner_uid:
                         continue
+                self._unlink()  # before the model holds the area: its folder is as it was (the socket alone)
                 try:
                     socket.send_fds(conn, [wire.SHM_HELLO], [self.area.fd])
                 except OSError:
@@ -406,11 +407,14 @@ class _Handover(threading.Thread):
         if self.is_alive():
             self.join(2)
         self.sock.close()
+        self._unlink()
+        os.close(self.folder_fd)
+
+    def _unlink(self) -> None:
         try:
             os.unlink(self.name, dir_fd=self.folder_fd)
         except OSError:
             pass
-        os.close(self.folder_fd)
 
 
 class _Watchdog(threading.Thread):

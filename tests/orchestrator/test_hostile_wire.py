@@ -234,3 +234,52 @@ def test_names_registered_before_owners_go_to_the_local_operator(tmp_path):
         names = conn.execute(text("SELECT name, owner, digest FROM model_name ORDER BY name")).all()
     assert [tuple(r) for r in names] == [("alexnet", "local", "sha256:2"), ("pixels", "local", "sha256:0")]
     registry.engine.dispose()
+
+
+# -- the shared-memory transport (issue 14): the area crosses the sandbox, lies about it do not ------------------
+
+
+@pytest.mark.docker
+def test_a_container_writes_its_tensors_into_the_shared_memory_area(containers, hostile_image, monkeypatch):
+    """The SDK in a sandboxed container takes the run's memfd through the run folder (no other mount, no
+    shared IPC namespace) and every tensor arrives through it, with the values chunks would carry; with the
+    area turned off ($CORTEXBOX_WIRE) the same image chunks."""
+    image = hostile_image("normal")
+    shared = run_in_sandbox(containers, image, n=12, limits=SMALL)
+    assert not isinstance(shared, ModelFailure), shared
+    assert shared.shared_memory_bytes == shared.bytes_received == 12 * 16 * 4
+    monkeypatch.setenv("CORTEXBOX_WIRE", "shared_memory_bytes=0")
+    chunked = run_in_sandbox(containers, image, n=12, limits=SMALL)
+    assert not isinstance(chunked, ModelFailure), chunked
+    assert chunked.shared_memory_bytes == 0
+    np.testing.assert_array_equal(shared.outputs["features"], chunked.outputs["features"])
+    np.testing.assert_array_equal(shared.outputs["features"][:, 0], np.arange(12))
+
+
+@pytest.mark.docker
+def test_lies_about_shared_memory_blocks_are_protocol_violations(containers, hostile_image):
+    """One container tells every lie of wire_attacks.SHM_LIES, one per run; each is caught as a protocol
+    violation, and the sealed area can be neither shrunk nor grown from inside the sandbox (EPERM)."""
+    import errno
+
+    from cortexbox.orchestrator.budgets import WireBudgets
+
+    session = ContainerSession(containers, hostile_image("shm_liar"), limits=SMALL)
+    outcomes = {}
+    try:
+        ids, items = stimuli(8)
+        for lie in ("outside", "control_page", "misaligned", "short", "rewrite", "string", "unoffered"):
+            if lie == "unoffered":
+                session.client.budgets = WireBudgets(shared_memory_bytes=0)
+            try:
+                kind = {"behaviours": ["word"]} if lie == "string" else {"layers": ["features"]}
+                session.client.run(session.description, items, ids, timeout_s=30, run_id=lie, **kind)
+                outcomes[lie] = "accepted"
+            except ModelFailure as e:
+                outcomes[lie] = session.diagnose(e).failure
+        session.client.budgets = WireBudgets()
+        resized = session.client.run(session.description, items, ids, layers=["features"], timeout_s=30, run_id="resize")
+    finally:
+        session.close()
+    assert outcomes == dict.fromkeys(outcomes, FailureClass.PROTOCOL_VIOLATION), outcomes
+    assert (resized.outputs["features"][:, :2] == errno.EPERM).all() and resized.shared_memory_bytes == 8 * 16 * 4
