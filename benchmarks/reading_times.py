@@ -14,9 +14,9 @@ The measure
   sentence-initial words are not scored), and the model output is the same per-word surprisal (bits, summed over
   the word's tokens, each story one cumulative context), so any model that runs Futrell2018-pearsonr runs this.
 * Target: the word's mean reading time over readers (ms).
-* Baseline predictors, for the current word and the :data:`SPILLOVER` = 3 previous words of the same story (the
-  spillover window used for self-paced reading by Smith & Levy 2013 and Wilcox et al. 2020): length (characters as
-  displayed) and log frequency. Full model: the baseline plus the model's surprisal at the same four positions.
+* Baseline predictors, for the current word and the :data:`SPILLOVER` = 3 previous words of the same story (a
+  window commonly used for self-paced reading, e.g. by Smith & Levy 2013; fixed before any model was scored):
+  length (characters as displayed) and log frequency. Full model: the baseline plus the model's surprisal at the same four positions.
   A preceding word may be sentence-initial (reading runs on across sentences); a window that reaches before the
   story's first word has no predictor and its row is excluded.
 * Frequency, from the orchestrator's side, never the model's: the Google Books counts that the Natural Stories
