@@ -337,14 +337,14 @@ def benchmarks_sync(
 ) -> None:
     """Register the built-in benchmarks through the ingestion path: a version per data hash, its ceiling, and a
     queued scoring job for every registered model; all new versions in one transaction."""
-    from cortexbox.orchestrator.scoring import run_queued_jobs, sync_builtins
+    from cortexbox.orchestrator.scoring import sync_builtins
 
     with err.status("hashing data and computing ceilings"):
         plans = sync_builtins(identifiers or None, dry_run=dry_run)
     results = []
     if any(p.status == "registered" and p.models_to_score for p in plans) and not no_score:
         with _progress(enabled=err.is_terminal or not as_json) as progress:
-            results = run_queued_jobs(events=_ProgressEvents(progress))
+            results = _score_queued(_ProgressEvents(progress))
     if as_json:
         _emit_json({"benchmarks": [p.to_dict() for p in plans], "scored": results})
         return
@@ -375,14 +375,13 @@ def benchmarks_ingest(
 ) -> None:
     """Turn a recording into a versioned benchmark and score every registered model on it."""
     from cortexbox.orchestrator.ingest import ingest_recording
-    from cortexbox.orchestrator.scoring import run_queued_jobs
 
     plan = ingest_recording(assembly, stimuli, identifier=identifier, region=region, visual_degrees=visual_degrees,
                             modality=modality, stimuli_zip=stimuli_zip, description=description, citation=citation, dry_run=dry_run)
     results = []
     if plan.status == "registered" and not no_score:
         with _progress(enabled=err.is_terminal or not as_json) as progress:
-            results = run_queued_jobs(events=_ProgressEvents(progress))
+            results = _score_queued(_ProgressEvents(progress))
     if as_json:
         _emit_json({**plan.to_dict(), "scored": results})
         return
@@ -397,16 +396,104 @@ def benchmarks_ingest(
 
 
 @app.command()
-def worker(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Run every queued scoring job (e.g. those an ingestion queued with --no-score)."""
+def worker(
+    engine: Optional[str] = typer.Option(None, "--engine", metavar="URL", help="The Docker engine this worker owns, e.g. unix:///run/docker-2.sock (default: $DOCKER_HOST)"),
+    name: str = typer.Option("worker", "--name", metavar="NAME", help="The worker's name in the registry's leases and in `cortexbox queue`"),
+    lease_s: float = typer.Option(60.0, "--lease-s", metavar="SECONDS", min=1.0, help="Heartbeat silence after which a job's worker counts as lost"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """With $CORTEXBOX_BROKER_URL: a Celery worker bound to one Docker engine, scoring jobs from the broker one at a
+    time until stopped. Without: run every queued scoring job here, once (e.g. those an ingestion queued with
+    --no-score)."""
+    from cortexbox.benchmarks.settings import settings
     from cortexbox.orchestrator.scoring import run_queued_jobs
 
+    broker = settings().broker_url
+    if broker:
+        from cortexbox.orchestrator.scoring.workers import run_worker
+
+        err.print(f"cortexbox worker {name} on {engine or 'the Docker engine of $DOCKER_HOST (or the default)'}",
+                  markup=False, highlight=False)
+        run_worker(broker, name=name, engine=engine, lease_s=lease_s)
+        return
+    if engine:
+        from cortexbox.orchestrator.scoring.workers import bind_engine
+
+        bind_engine(engine)
     results = run_queued_jobs()
     if as_json:
         _emit_json(results)
     else:
         for r in results:
             out.print(untrusted(f"{r['model']} on {r['benchmark']} v{r['version']}: {_job_result(r)}", oneline=True, limit=1000))
+
+
+@app.command()
+def enqueue(
+    model: str = typer.Option(..., "--model", "-m", metavar="MODEL", help="A registered model: digest, image reference or name"),
+    benchmark: list[str] = typer.Option(..., "--benchmark", "-b", metavar="NAME", help="Benchmark identifier (repeatable)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Queue scoring jobs, one per (model build, benchmark version), for the broker's workers (or `cortexbox worker`
+    without one). Asking again for a job queued, running or scored adds nothing."""
+    from cortexbox.orchestrator.scoring.workers import broker_app, enqueue as enqueue_job
+    from cortexbox.registry import Registry
+
+    registry, app_ = Registry(), broker_app()
+    jobs = [enqueue_job(registry, model, name, app=app_) for name in benchmark]
+    rows = [{"job_id": j.id, "status": j.status, "task_id": j.task_id} for j in jobs]
+    if as_json:
+        _emit_json(rows)
+    else:
+        for name, r in zip(benchmark, rows):
+            out.print(f"job {r['job_id']} ({name}): {r['status']}", markup=False, highlight=False)
+
+
+@app.command("queue")
+def queue_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Queued, running and failed jobs per worker (with each lease's heartbeat age); with a broker, its queue length
+    and the workers that answer."""
+    from cortexbox.orchestrator.scoring.workers import broker_app, queue_report
+    from cortexbox.registry import Registry
+
+    report = queue_report(Registry(), broker_app())
+    if as_json:
+        _emit_json(report)
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report["counts"].items())) or "no jobs"
+    out.print(f"jobs: {counts}", markup=False, highlight=False)
+    if report["broker"] is not None:
+        b = report["broker"]
+        out.print(f"broker: {b['queue_length']} message(s) waiting; workers alive: {', '.join(b['workers_alive']) or 'none'}"
+                  + (f" ({b['error']})" if b.get("error") else ""), markup=False, highlight=False)
+    table = Table(title="jobs by worker")
+    for column in ("worker", "job", "model", "benchmark", "status", "attempts", "heartbeat", "error"):
+        table.add_column(column)
+    for worker_name, jobs in sorted(report["workers"].items()):
+        for j in jobs:
+            age = "" if j["heartbeat_age_s"] is None else f"{j['heartbeat_age_s']:.0f} s ago"
+            table.add_row(untrusted(worker_name, oneline=True, limit=80), str(j["job_id"]), untrusted(j["model"], oneline=True, limit=60),
+                          f"{j['benchmark']} v{j['version']}", j["status"], str(j["attempts"]), age,
+                          untrusted(j["error"], oneline=True, limit=80))
+    out.print(table)
+
+
+@app.command()
+def cancel(
+    run_id: Optional[int] = typer.Argument(None, metavar="[RUN]", help="The run to cancel (`cortexbox runs`)"),
+    job: Optional[int] = typer.Option(None, "--job", metavar="JOB", help="A queued or running job instead (`cortexbox queue`)"),
+) -> None:
+    """Cancel a run or a job: a queued job never starts; a running one's container is killed within seconds by its
+    worker; a run of `cortexbox score` on this host is stopped like Ctrl-C."""
+    from cortexbox.orchestrator.errors import UserError
+    from cortexbox.orchestrator.scoring.workers import broker_app, cancel_run, request_cancel
+    from cortexbox.registry import Registry
+
+    if (run_id is None) == (job is None):
+        raise UserError("give exactly one of RUN and --job JOB", "`cortexbox cancel --help`")
+    registry = Registry()
+    status = request_cancel(registry, job, broker_app()) if job is not None else cancel_run(registry, run_id, broker_app())
+    out.print(f"{'job ' + str(job) if job is not None else 'run ' + str(run_id)}: {status}", markup=False, highlight=False)
 
 
 @models_app.command("add")
@@ -575,12 +662,24 @@ def demo(
         raise typer.Exit(1)
 
 
+def _score_queued(events) -> list[dict]:
+    """Scores what was just queued: sent to the broker's workers when one is configured, else here and now."""
+    from cortexbox.orchestrator.scoring import run_queued_jobs
+    from cortexbox.orchestrator.scoring.workers import broker_app, dispatch_queued_results
+    from cortexbox.registry import Registry
+
+    app_ = broker_app()
+    return dispatch_queued_results(app_, Registry()) if app_ is not None else run_queued_jobs(events=events)
+
+
 def _job_result(r: dict) -> str:
     """One queued job's outcome, as `run_queued_jobs` reports it."""
     if r["status"] == "succeeded":
         return f"succeeded, ceiled {r['ceiled']}, raw {r['raw']:.4f}"
     if r["status"] == "superseded":
         return f"superseded by v{r.get('by_version') or r.get('scored_version')}"
+    if r["status"] == "dispatched":
+        return f"sent to the workers as job {r['job_id']}"
     return f"{r['status']} ({r.get('error', '')})"
 
 

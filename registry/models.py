@@ -78,16 +78,29 @@ class Benchmark(SQLModel, table=True):
 
 
 class ScoreJob(SQLModel, table=True):
-    """A queued request to score a model on a benchmark version (e.g. after an ingestion).
-    Workers take jobs in id order; the resulting run is linked once it exists."""
+    """A request to score a model build on a benchmark version: one per (digest, version), so a job delivered twice
+    by the broker is still one job (orchestrator/scoring/workers.py). Workers take jobs in id order; the worker
+    holding a running job keeps a lease on it (``worker``, ``heartbeat_at``); its run is linked once it exists."""
 
     __tablename__ = "score_job"
+    __table_args__ = (UniqueConstraint("model_id", "benchmark_id", name="uq_score_job_model_benchmark"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     model_id: int = Field(foreign_key="model.id", index=True)
     benchmark_id: int = Field(foreign_key="benchmark.id", index=True)
-    status: str = "queued"  # queued | running | succeeded | failed | superseded (a newer version of its benchmark)
+    #: queued | running | succeeded | failed | cancelled | superseded (a newer version of its benchmark)
+    status: str = "queued"
     run_id: Optional[int] = Field(default=None, foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)
+    # -- the lease of the worker scoring it (migration 0005) --
+    worker: Optional[str] = None  # "<name>@<host>:<pid>" of the worker holding or last holding it
+    heartbeat_at: Optional[datetime] = None  # renewed while it runs; an old one means the worker is gone
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    attempts: int = 0
+    task_id: Optional[str] = None  # the broker's message of its latest dispatch
+    cancel_requested: bool = False
+    failure_class: Optional[str] = None
+    error: Optional[str] = None
 
 
 class LayerCommitment(SQLModel, table=True):
@@ -143,6 +156,8 @@ class Score(SQLModel, table=True):
     __tablename__ = "score"
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True)
+    #: The queued job it answers, if any: unique, so a job delivered twice stores one score (migration 0005).
+    job_id: Optional[int] = Field(default=None, foreign_key="score_job.id", unique=True)
     model_id: int = Field(foreign_key="model.id", index=True)
     benchmark_id: int = Field(foreign_key="benchmark.id", index=True)
     raw: float

@@ -25,6 +25,9 @@ class Failure:
     error: str
     log_tail: str | None = None
     hint: str = ""
+    #: Not about the job at all: the Docker engine or the registry could not be reached (a restart, a network
+    #: blip); another attempt may succeed (scoring/workers.py retries it).
+    transient: bool = False
 
     def event(self) -> dict[str, Any]:
         """The data of the run's ``failed`` event."""
@@ -51,4 +54,27 @@ def failure_of(exc: BaseException) -> Failure:
         return Failure("user", None, str(exc)[:ERROR_CHARS], hint=exc.hint or "")
     if isinstance(exc, KeyboardInterrupt):
         return Failure("cancelled", FailureClass.CANCELLED.value, "interrupted")
-    return Failure("internal", None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
+    return Failure("internal", None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS], transient=_unreachable(exc))
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection to the Docker engine or the database failed (refused, reset, timed out)."""
+    kinds = [ConnectionError, TimeoutError]
+    try:
+        import requests.exceptions
+
+        kinds += [requests.exceptions.ConnectionError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        kinds += [OperationalError]
+    except ImportError:  # pragma: no cover
+        pass
+    seen: BaseException | None = exc
+    while seen is not None:  # also what it was raised from
+        if isinstance(seen, tuple(kinds)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

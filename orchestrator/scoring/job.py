@@ -20,7 +20,7 @@ from cortexbox.benchmarks import neuroid_assembly
 from cortexbox.benchmarks.rdm_benchmark import DegenerateRDM
 from cortexbox.orchestrator import image_registry
 from cortexbox.orchestrator.cache import ActivationCache, stimulus_keys
-from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
+from cortexbox.orchestrator.errors import CortexboxError, FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
 from cortexbox.orchestrator.run_events import RunEventLog, owner
 from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
@@ -45,6 +45,9 @@ class ScoreRequest:
     limits: SandboxLimits = field(default_factory=SandboxLimits.configured)
     #: Deadline of an extraction run: a fixed allowance plus this much per stimulus.
     seconds_per_stimulus: float = 2.0
+    #: The registry's ScoreJob this request answers (scoring/workers.py): its run is linked to it at once, and its
+    #: score names it (unique: a job delivered twice stores one score).
+    job_id: int | None = None
 
 
 @dataclass
@@ -112,10 +115,13 @@ class _Job:
             digest = self.session.image_id
         else:
             digest = f"endpoint:{info['model_id']}@{info['model_version']}"
+        image_ref = self.request.image or self.request.endpoint
+        if self.request.image and not image_registry.is_digest_reference(image_ref):
+            known = self.registry.model_by_digest(digest)
+            if known is not None and image_registry.is_digest_reference(known.image_ref):
+                image_ref = known.image_ref  # a local tag never replaces the registry reference other engines pull
         try:
-            self.model_row = self.registry.upsert_model(
-                digest, info["model_id"], info["model_version"], self.request.image or self.request.endpoint, info
-            )
+            self.model_row = self.registry.upsert_model(digest, info["model_id"], info["model_version"], image_ref, info)
         except NameTaken as e:  # the model's model_id is only its claim
             raise ModelFailure(FailureClass.REJECTED, str(e)) from None
 
@@ -328,6 +334,8 @@ def score_model(
             job.session.close()
         raise
     run = registry.start_run(request.image or request.endpoint or "", bench.identifier)
+    if request.job_id is not None:
+        _link_job(registry, request.job_id, run.id)
     events = job.events = RunEventLog(registry, run.id, events, benchmark=bench.identifier)
     t_start = time.perf_counter()
     try:
@@ -378,8 +386,10 @@ def score_model(
         provenance = {
             "image_digest": job.model_row.digest,
             "image_ref": request.image or request.endpoint,
-            # The registry's (manifest) digest when the image was run by reference by digest (image_registry).
-            "registry_digest": request.image.rsplit("@", 1)[1] if request.image and image_registry.is_digest_reference(request.image) else None,
+            # The registry's (manifest) digest of these bytes (image_registry checks it names image_digest's config),
+            # for every model registered by reference by digest, whichever name this run was given.
+            "registry_digest": (job.model_row.image_ref.rsplit("@", 1)[1]
+                                if image_registry.is_digest_reference(job.model_row.image_ref) else None),
             "model_id": info["model_id"],
             "model_version": info["model_version"],
             "sdk_version": info.get("metadata", {}).get("cortexbox_sdk_version", ""),
@@ -404,7 +414,9 @@ def score_model(
             "sandbox": (job.session.sandbox if job.session is not None and job.session.sandbox
                         else request.limits.to_dict() if request.image else None),
         }
-        registry.add_score(
+        _add_score(
+            registry,
+            job_id=request.job_id,
             run_id=run.id,
             model_id=job.model_row.id,
             benchmark_id=bench_row.id,
@@ -466,3 +478,36 @@ def _score_items(score):
 
         logging.getLogger(__name__).warning("the score's per-item values are not stored: %s", e)
         return None
+
+
+class DuplicateScore(CortexboxError):
+    """Another delivery of the same job stored its score first (score.job_id is unique): this run's score is not
+    stored, and the job keeps the one it has."""
+
+
+def _link_job(registry: Registry, job_id: int, run_id: int) -> None:
+    from sqlalchemy import update
+
+    from cortexbox.registry import ScoreJob
+
+    with registry.session() as s:
+        s.exec(update(ScoreJob).where(ScoreJob.id == job_id).values(run_id=run_id))
+        s.commit()
+
+
+def _add_score(registry: Registry, *, job_id: int | None, **fields: Any) -> None:
+    from sqlalchemy.exc import IntegrityError
+    from sqlmodel import select
+
+    from cortexbox.registry import Score
+
+    if job_id is None:
+        registry.add_score(**fields)
+        return
+    try:
+        registry.add_score(job_id=job_id, **fields)
+    except IntegrityError:
+        with registry.session() as s:
+            if s.exec(select(Score.id).where(Score.job_id == job_id)).first() is None:
+                raise
+        raise DuplicateScore(f"job {job_id} already has its score (stored by another delivery)") from None

@@ -16,8 +16,9 @@ from typing import Any, Callable
 from cortexbox.orchestrator import image_registry
 from cortexbox.orchestrator.scoring import job as job_module
 from cortexbox.orchestrator.scoring.failures import failure_of
-from cortexbox.orchestrator.scoring.job import EventSink, ScoreRequest
+from cortexbox.orchestrator.scoring.job import DuplicateScore, EventSink, ScoreRequest
 from cortexbox.registry import Benchmark, Model, Registry, ScoreJob
+from cortexbox.registry.models import utcnow
 
 #: A queued job as the registry lists it (Registry.queued_jobs).
 QueuedJob = tuple[ScoreJob, Model, Benchmark]
@@ -28,17 +29,19 @@ logger = logging.getLogger(__name__)
 
 
 def execute(request: ScoreRequest, *, registry: Registry, events: EventSink | None = None, queued: QueuedJob | None = None,
-            score: ScoreFunction | None = None) -> dict[str, Any]:
+            score: ScoreFunction | None = None, claimed: bool = False) -> dict[str, Any]:
     """Scores ``request`` and returns its result record: ``status`` succeeded | superseded | failed, with ``run_id``,
     ``scored_version``, ``raw`` and ``ceiled``, or the failure (``failure``: scoring/failures.py's record, and
-    ``error``). A queued job's row follows (running, then its end). Any Exception is a failed result, so one job
-    never stops the others; an interrupt puts a queued job back in the queue and is raised."""
+    ``error``). A queued job's row follows (running, unless a worker ``claimed`` it already; then its end). Any
+    Exception is a failed result, so one job never stops the others; an interrupt puts a queued job back in the
+    queue and is raised."""
     score = score or job_module.score_model
     result: dict[str, Any] = {"model": request.image or request.endpoint, "benchmark": request.benchmark}
     if queued is not None:
         row, model, bench = queued
         result |= {"model": model.name, "version": bench.version}
-        registry.update_job(row, status="running")
+        if not claimed:
+            registry.update_job(row, status="running", started_at=utcnow())
     try:
         outcome = score(request, registry=registry, events=events)
     except KeyboardInterrupt:
@@ -50,15 +53,18 @@ def execute(request: ScoreRequest, *, registry: Registry, events: EventSink | No
         if failure.kind == "internal":  # a bug or the platform: its traceback goes to this process's log
             logger.exception("scoring %s on %s failed", result["model"], request.benchmark)
         run_id = getattr(e, "run_id", None)
+        if isinstance(e, DuplicateScore):  # another delivery of this job stored its score: the job stands
+            return result | {"status": "succeeded", "duplicate": True, "run_id": run_id}
         if queued is not None:
-            registry.update_job(queued[0], status="failed", **({"run_id": run_id} if run_id else {}))
+            registry.update_job(queued[0], status="failed", failure_class=failure.failure_class, error=failure.error,
+                                finished_at=utcnow(), **({"run_id": run_id} if run_id else {}))
         return result | {"status": "failed", "failure": failure.to_dict(),
                          "error": f"{failure.failure_class}: {failure.error}" if failure.failure_class else failure.error}
     status = "succeeded"
     if queued is not None and outcome.benchmark_version != queued[2].version:
         status = "superseded"
     if queued is not None:
-        registry.update_job(queued[0], status=status, run_id=outcome.run_id)
+        registry.update_job(queued[0], status=status, run_id=outcome.run_id, finished_at=utcnow())
     return result | {"status": status, "run_id": outcome.run_id, "scored_version": outcome.benchmark_version,
                      "raw": outcome.raw, "ceiled": outcome.ceiled}
 

@@ -204,6 +204,14 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         live = live_runs.submit(request.model, benchmarks, request.use_cache)
         return live.to_dict()
 
+    @api.get("/queue", tags=["runs"], summary="Scoring jobs by status and worker; with a broker, its queue length and live workers")
+    def api_queue() -> dict:
+        """Queued, running and failed jobs per worker, each lease's heartbeat age (the registry); with
+        ``$CORTEXBOX_BROKER_URL``, the broker's queue length and the workers answering a ping (``broker``)."""
+        from cortexbox.orchestrator.scoring.workers import broker_app, queue_report
+
+        return queue_report(registry, broker_app())
+
     @api.get("/live", tags=["runs"], summary="Batches started from this web process (each run is also under /api/runs)")
     def api_live_list() -> list[dict]:
         return [r.to_dict() for r in sorted(live_runs.runs.values(), key=lambda r: -r.id)]
