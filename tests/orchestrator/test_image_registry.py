@@ -322,7 +322,17 @@ def test_a_score_on_the_second_engine_runs_the_pulled_image_and_records_the_regi
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["digest"] == pushed.image_id
     assert second_engine.client.images.get(pushed.reference).id == pushed.image_id
-    ((score, model, _),) = list(Registry(f"sqlite:///{home / 'registry.db'}").scores())
+    registry = Registry(f"sqlite:///{home / 'registry.db'}")
+    ((score, model, _),) = list(registry.scores())
     assert score.provenance["registry_digest"] == pushed.digest
     assert score.provenance["image_ref"] == pushed.reference and score.provenance["image_digest"] == pushed.image_id
     assert model.image_ref == pushed.reference
+    # The same bytes scored on the first engine by their local id (a container runs: --no-cache): the model keeps
+    # the reference other engines pull, and this score too names the registry digest.
+    again = cortexbox("score", "--model", pushed.image_id, "--benchmark", "Kriegeskorte2008.hIT-rdm", "--json", "--no-cache",
+                      env={"CORTEXBOX_HOME": str(home), "CORTEXBOX_DATA_DIR": str(data_dir)}, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    scores = sorted(registry.scores(), key=lambda row: row[0].id)
+    assert len(scores) == 2 and scores[1][0].provenance["image_ref"] == pushed.image_id
+    assert scores[1][0].provenance["registry_digest"] == pushed.digest
+    assert registry.model_by_digest(pushed.image_id).image_ref == pushed.reference
