@@ -25,8 +25,9 @@ one row per bootstrap replicate, a row of ones giving the point score):
     :class:`~.behavior.ErrorConsistency`.
 
 Metrics put them in ``Score.items`` (never serialised with the score; a score built from several, such as a mean over
-sessions, has none unless it builds its own). Items are named by stimulus ids (``ids``) so that two models' items align by id whatever their order. Arrays are
-stored as float32 (integers for ranks and rows) in a compressed ``.npz`` read back without pickle.
+sessions, has none unless it builds its own). Items are named by stimulus ids (``ids``) so that two models' items
+align by id whatever their order. Arrays are stored as float32 (predictions as float16 where that holds them to 1e-3
+of their scale; integers for ranks and rows) in a compressed ``.npz``, read back without pickle.
 """
 
 from __future__ import annotations
@@ -176,9 +177,21 @@ def predictivity_items(
         "target": np.asarray(target, dtype=np.float32),
         "rows": rows.astype(index),
         "sizes": np.array([len(r) for r, _ in held_out], dtype=np.int32),
-        "predictions": np.concatenate([np.asarray(p, dtype=np.float32) for _, p in held_out])
+        "predictions": _half_if_close(np.concatenate([np.asarray(p, dtype=np.float32) for _, p in held_out]))
         if held_out else np.zeros((0, np.asarray(target).shape[1]), dtype=np.float32),
     })
+
+
+def _half_if_close(values: np.ndarray) -> np.ndarray:
+    """float16 when it holds every column of ``values`` to 1e-3 of that column's largest magnitude (the predictions
+    are most of a predictivity payload: V4's 161 kB become 103 kB, the score recomputed from them moves ~5e-6), else
+    float32."""
+    with np.errstate(over="ignore"):
+        half = values.astype(np.float16)
+    if not np.isfinite(half).all():
+        return values
+    error = np.abs(half.astype(np.float32) - values).max(axis=0, initial=0.0)
+    return half if (error <= 1e-3 * np.abs(values).max(axis=0, initial=0.0)).all() else values
 
 
 def _doubled_ranks(values: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_compare_uses_stored_items_and_says_so(registry):
     v4 = rows["Alpha2020.V4-pls"]["comparison"]
     assert v4["basis"] == "items" and v4["n_items"] == 120 and v4["n_boot"] == 500 and v4["seed"] is not None
     assert v4["interval"]["low"] <= v4["difference"] <= v4["interval"]["high"] and v4["difference"] > 0
-    assert v4["difference"] == pytest.approx(rows["Alpha2020.V4-pls"]["difference"], abs=1e-6)  # the stored scores'
+    assert v4["difference"] == pytest.approx(rows["Alpha2020.V4-pls"]["difference"], abs=1e-4)  # the stored scores'
     it = rows["Beta2021.IT-mean"]["comparison"]
     assert it["basis"] == "items" and it["n_items"] == 300 and it["difference"] == pytest.approx(
         rows["Beta2021.IT-mean"]["difference"], abs=1e-6)
@@ -132,12 +132,12 @@ def test_scoring_stores_per_stimulus_items_and_compare_pairs_the_same_stimuli(tm
     for outcome, score in zip(outcomes, (scores["two-layers"], scores["noise-only"])):
         items = ItemValues.from_bytes(stored[score.id].kind, stored[score.id].payload)
         assert items.kind == "predictivity" and items.n_items == 640 and items.ids[0] == "210325/image0001"
-        assert items.estimate() == pytest.approx(outcome.raw, abs=1e-6)
+        assert items.estimate() == pytest.approx(outcome.raw, abs=1e-4)  # float16 predictions
         assert score.provenance["items"] == {"kind": "predictivity", "n_items": 640, "bytes": len(stored[score.id].payload)}
     ids = {m.name: m.id for m in reg.models()}
     c = data.compare(data.load(reg), ids["two-layers"], ids["noise-only"], registry=reg, n_boot=300)
     v4 = [r for r in c["benchmarks"] if r["benchmark"] == "Cowley2023.V4-pls"][0]["comparison"]
     assert v4["basis"] == "items" and v4["n_items"] == 640 and v4["items_left_out"] == {"only_a": 0, "only_b": 0}
-    assert v4["difference"] == pytest.approx(scores["two-layers"].ceiled - scores["noise-only"].ceiled, abs=1e-5)
+    assert v4["difference"] == pytest.approx(scores["two-layers"].ceiled - scores["noise-only"].ceiled, abs=1e-4)
     assert v4["interval"]["low"] > 0  # pixels beat noise on V4
     reg.engine.dispose()
