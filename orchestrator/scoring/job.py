@@ -402,7 +402,8 @@ def score_model(
             "code_version": code_version(),
             "libraries": library_versions(),
             "wire_budgets": job.session.client.budgets.to_dict() if job.session is not None else None,
-            "metric": score.attrs,
+            # The simple per-item form lives in score_items (compressed), not twice as JSON (~200 KB for 9,700 words).
+            "metric": {k: v for k, v in score.attrs.items() if k not in ("item_values", "item_ids")},
             "items": None if items is None else {"kind": items.kind, "n_items": items.n_items,
                                                  "bytes": len(items.to_bytes())},
             "ceiling": None if ceiling is None else ceiling.to_dict(),

@@ -64,6 +64,7 @@ def test_unigram_spillover_dll_through_its_container(template_image, subsets, tm
     metric = out.provenance["metric"]
     assert metric["unit"] == "nats per word" and metric["folds"]["folds"] == ["1", "2"] and metric["n_words"] > 1500
     assert metric["bootstrap"]["raw"]["low"] <= out.raw <= metric["bootstrap"]["raw"]["high"]
+    assert "item_values" not in metric and "item_ids" not in metric  # stored once, compressed, in score_items
     reg = Registry(url)
     [score] = [s for s, _, b in reg.scores() if b.identifier == DLL]
     stored = reg.score_items([score.id])[score.id]
