@@ -439,7 +439,12 @@ def benchmark_page(snap: Snapshot, identifier: str) -> dict[str, Any]:
             "leaf": leaf.to_dict(),
             "score": score_dict(snap, score) if score else None,
         })
-    ranks = rank({i: r["leaf"]["value"] for i, r in enumerate(rows)})
+    # Ties of the clipped value are broken by the unclipped one: on a benchmark without a ceiling (a ΔLL in nats,
+    # which may be negative) every negative score would otherwise share the rank of 0. Aggregates still clip.
+    ranks = rank({i: None if r["leaf"]["value"] is None
+                  else (r["leaf"]["value"], r["leaf"]["unclipped"] if r["leaf"]["unclipped"] is not None
+                        else r["leaf"]["value"])
+                  for i, r in enumerate(rows)})
     for i, r in enumerate(rows):
         r["rank"] = ranks[i]
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))

@@ -345,6 +345,26 @@ def test_cortexbox_web_serves_the_registry(seeded, tmp_path):
         server.wait(10)
 
 
+def test_a_benchmark_without_ceiling_ranks_negative_scores_apart(tmp_path):
+    """A ΔLL in nats has no ceiling and may be negative: the leaf value clips to 0 for the aggregates, but the
+    benchmark's own board ranks by the unclipped score (-0.01 above -0.03), not one shared rank."""
+    from cortexbox.orchestrator.web import create_app
+
+    url = f"sqlite:///{tmp_path / 'dll.db'}"
+    reg = Registry(url)
+    bench = reg.upsert_benchmark("Delta2018-dll", 1, "e" * 64, region="", ceiling=None)
+    for i, raw in enumerate((-0.03, 0.02, -0.01)):
+        model = reg.upsert_model("sha256:" + str(i) * 64, f"m{i}", "1", f"cortexbox/m{i}", {"behaviours": {}})
+        run = reg.start_run(f"cortexbox/m{i}", bench.identifier)
+        reg.update_run(run, model_id=model.id, benchmark_id=bench.id)
+        reg.add_score(run_id=run.id, model_id=model.id, benchmark_id=bench.id, raw=raw, values=[raw], provenance={})
+        reg.update_run(run, status="succeeded")
+    with TestClient(create_app(url)) as client:
+        page = client.get("/api/benchmarks/Delta2018-dll").json()
+    assert [(r["model"], r["rank"]) for r in page["scores"]] == [("m1", 1), ("m2", 2), ("m0", 3)]
+    assert [r["leaf"]["value"] for r in page["scores"]] == [0.02, 0.0, 0.0]
+
+
 def test_benchmark_page_reads_sizes_from_the_benchmark_definition(data_dir, tmp_path):
     from cortexbox.benchmarks import get_benchmark
     from cortexbox.orchestrator.web import create_app
