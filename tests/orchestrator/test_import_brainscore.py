@@ -165,12 +165,14 @@ def test_brainscore_plugins_from_the_wheel_are_found_or_refused(tmp_path):
 # -- the real thing ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def bs_python() -> Path:
-    """The Brain-Score venv's python (built by perf/parity_brainscore.py --setup-venv when missing)."""
+    """The Brain-Score venv's python (built by perf/parity_brainscore.py --setup-venv when missing), with h5py,
+    which ModelCommitment's import of LayerPCA needs (the metric parity does not)."""
     python = BS_VENV / "bin" / "python"
     probe = [str(python), "-c", "import brainscore_vision, h5py"]
     if not python.exists() or subprocess.run(probe, capture_output=True).returncode != 0:
         subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "perf/parity_brainscore.py"), "--setup-venv"],
                        check=True, timeout=900, env={**os.environ, "BS_VENV": str(BS_VENV)})
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "h5py==3.16.0"], check=True, timeout=300)
     subprocess.run(probe, check=True, capture_output=True)
     return python
 
