@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlmodel import select
 
+from cortexbox.orchestrator import image_registry
 from cortexbox.orchestrator.errors import FailureClass, UserError
 from cortexbox.orchestrator.scoring import queue as queue_module
 from cortexbox.orchestrator.scoring import versions
@@ -332,7 +333,9 @@ def run_job(registry: Registry, job_id: int, *, worker: str | None = None, lease
     lease = Lease(registry, job_id, worker, heartbeat_s=max(0.5, lease_s / 6))
     lease.start()
     try:
-        request = ScoreRequest(benchmark=bench.identifier, image=model.digest, database_url=registry.url, job_id=job_id)
+        # A model in our image registry is run by its reference by digest: a worker on another engine pulls it.
+        image = model.image_ref if image_registry.is_digest_reference(model.image_ref) else model.digest
+        request = ScoreRequest(benchmark=bench.identifier, image=image, database_url=registry.url, job_id=job_id)
         result = queue_module.execute(request, registry=registry, events=events, queued=row, claimed=True)
     finally:
         lease.stop()

@@ -1,9 +1,12 @@
-"""Chaos on real processes: Celery workers (`cortexbox worker`) over a real Redis (appendonly), real containers.
+"""Distributed scoring on real processes: Celery workers (`cortexbox worker`) over a real Redis (appendonly), each
+bound to its own Docker engine (this machine's, and a second dockerd standing in for another host), models that
+travel through our image registry by digest, real containers.
 
-A worker killed with SIGKILL in the middle of a container run: the job finishes on the other worker, exactly one
-score, no container left. Redis killed and restarted with jobs queued: none lost. Each asserts the registry's final
-state. The workers share this machine's Docker engine (a second engine, when the fixture for one exists, changes
-only their --engine)."""
+This module holds the cluster (the fixtures test_workers_chaos.py shares) and the control of jobs: a running job
+cancelled from the CLI (its container killed within seconds, recorded cancelled, never retried), a model's own
+failure never retried, `cortexbox queue` showing the live workers and their jobs. Each asserts the registry's final
+state; every wait is bounded.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from cortexbox.registry import Registry, Score, ScoreJob
+from cortexbox.registry import Registry, Run, Score, ScoreJob
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.data]
 
@@ -29,8 +32,9 @@ REDIS = shutil.which("redis-server")
 #: One cheap benchmark per job: pixels on 92 images (a container run of a few seconds).
 BENCHMARK = "Kriegeskorte2008.hIT-rdm"
 LEASE_S = 4
-#: The engine both workers own (the same one here; a second dockerd's socket for the second worker when available).
+#: The first worker's engine: this machine's. The second worker owns the `second_engine` fixture's dockerd.
 ENGINE = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+HOST = socket.gethostname()
 
 
 class RedisServer:
@@ -80,23 +84,64 @@ def redis(tmp_path):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def pushed(docker_client, template_image, image_registry_server):
+    """The pixels template in our image registry (what `models add` pushes; pushed once here so each test's push
+    uploads nothing)."""
+    from cortexbox.orchestrator.image_registry import push
+
+    image = push(docker_client, template_image("pixels"), registry=image_registry_server.address)
+    yield image
+    try:  # only the local tag the push made; the image keeps its own
+        docker_client.images.remove(f"{image_registry_server.address}/cortexbox/pixels:id-{image.image_id.split(':')[1][:40]}")
+    except Exception:  # noqa: BLE001 - another module's fixture removed it first
+        pass
+
+
+def forget_on(engine, reference: str) -> None:
+    """Removes an image from the second engine (ours alone), so a worker there must pull it from the registry."""
+    import docker.errors
+
+    try:
+        engine.client.images.remove(reference, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+
+
+def own_containers(client, owners) -> list:
+    return [c for c in client.containers.list(all=True, filters={"label": "cortexbox.owner"})
+            if c.labels.get("cortexbox.owner") in owners]
+
+
 @pytest.fixture
-def cluster(redis, tmp_path, template_image, data_dir, docker_client):
-    """Environment of the workers and the CLI (own registry and cache), the pixels model registered."""
-    image = template_image("pixels")
+def cluster(redis, tmp_path, pushed, image_registry_server, second_engine, data_dir, docker_client):
+    """Environment of the workers and the CLI (own registry and cache, our image registry configured), the pixels
+    model registered by its registry reference; ``start(name, engine)`` starts a worker bound to ``engine``
+    ("a": this machine's, "b": the second dockerd). At the end the workers are stopped and no container of theirs
+    may be left on either engine."""
     env = {**os.environ, "CORTEXBOX_HOME": str(tmp_path / "home"), "CORTEXBOX_BROKER_URL": redis.url,
-           "CORTEXBOX_DATA_DIR": str(data_dir)}
+           "CORTEXBOX_DATA_DIR": str(data_dir), "CORTEXBOX_IMAGE_REGISTRY": image_registry_server.address}
     env.pop("CORTEXBOX_DATABASE_URL", None)
-    added = _cli(env, "models", "add", image, "--json")
+    env.pop("DOCKER_HOST", None)
+    engines = {"a": ENGINE, "b": second_engine.host}
+    clients = {"a": docker_client, "b": second_engine.client}
+    added = json.loads(cli(env, "models", "add", pushed.image_id, "--json").stdout)
+    assert added["reference"] == pushed.reference and added["registry_digest"] == pushed.digest
     workers: dict[str, subprocess.Popen] = {}
 
-    def start(name: str) -> subprocess.Popen:
+    def start(name: str, engine: str) -> subprocess.Popen:
         log = open(tmp_path / f"worker-{name}.log", "ab")
         workers[name] = subprocess.Popen([sys.executable, "-m", "cortexbox.orchestrator.cli", "worker", "--name", name,
-                                          "--lease-s", str(LEASE_S), "--engine", ENGINE], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                          "--lease-s", str(LEASE_S), "--engine", engines[engine]], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return workers[name]
 
-    yield {"env": env, "start": start, "workers": workers, "digest": json.loads(added.stdout)["digest"],
+    def add(image: str) -> str:
+        """Registers another image (pushed to the registry, as `models add` does); returns its reference."""
+        return json.loads(cli(env, "models", "add", image, "--json").stdout)["reference"]
+
+    yield {"env": env, "start": start, "add": add, "workers": workers, "reference": added["reference"],
+           "pushed": pushed, "clients": clients, "engines": engines,
            "registry": Registry(f"sqlite:///{tmp_path / 'home' / 'registry.db'}"), "logs": tmp_path}
     for process in workers.values():
         if process.poll() is None:
@@ -107,32 +152,38 @@ def cluster(redis, tmp_path, template_image, data_dir, docker_client):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-    owners = {f"{socket.gethostname()}:{p.pid}" for p in workers.values()}
-    left = [c.name for c in docker_client.containers.list(all=True, filters={"label": "cortexbox.owner"})
-            if c.labels.get("cortexbox.owner") in owners]
-    for name in left:
-        docker_client.containers.get(name).remove(force=True)
+    owners = {f"{HOST}:{p.pid}" for p in workers.values()}
+    left = []
+    for client in clients.values():
+        for container in own_containers(client, owners):
+            left.append(container.name)
+            container.remove(force=True)
     assert not left, f"containers of the workers left behind: {left}"
 
 
-def _cli(env, *args, timeout=600):
+def cli(env, *args, timeout=600):
     done = subprocess.run([sys.executable, "-m", "cortexbox.orchestrator.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def _jobs(registry: Registry) -> list[ScoreJob]:
+def jobs(registry: Registry) -> list[ScoreJob]:
     with registry.session() as s:
         return list(s.exec(select(ScoreJob).order_by(ScoreJob.id)))
 
 
-def _scores(registry: Registry) -> list[Score]:
+def scores(registry: Registry) -> list[Score]:
     with registry.session() as s:
         return list(s.exec(select(Score).order_by(Score.id)))
 
 
-def _wait(condition, timeout_s: float, what: str, logs: Path | None = None):
+def runs(registry: Registry) -> list[Run]:
+    with registry.session() as s:
+        return list(s.exec(select(Run).order_by(Run.id)))
+
+
+def wait(condition, timeout_s: float, what: str, logs: Path | None = None, every_s: float = 0.1):
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -141,68 +192,90 @@ def _wait(condition, timeout_s: float, what: str, logs: Path | None = None):
         if time.monotonic() > deadline:
             tails = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("worker-*.log"))) if logs else ""
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}{tails}")
-        time.sleep(0.1)
+        time.sleep(every_s)
 
 
-def test_a_worker_killed_mid_run_its_job_is_scored_once_by_the_other(cluster, docker_client):
-    registry, logs = cluster["registry"], cluster["logs"]
-    a, b = cluster["start"]("a"), cluster["start"]("b")
-    (job,) = json.loads(_cli(cluster["env"], "enqueue", "-m", cluster["digest"], "-b", BENCHMARK, "--json").stdout)
-    owners = {f"{socket.gethostname()}:{p.pid}": (name, p) for name, p in (("a", a), ("b", b))}
+def ended(registry: Registry, n: int = 1):
+    """The jobs, once all ``n`` have ended (none queued or running)."""
+    def check():
+        rows = jobs(registry)
+        return rows if len(rows) == n and all(r.status not in ("queued", "running") for r in rows) else None
+    return check
 
-    def running_container():
-        for c in docker_client.containers.list(filters={"label": "cortexbox.owner"}):
+
+def running_container(clients: dict, owners: dict):
+    """(engine name, container) of a running model container of one of ``owners`` (host:pid), on any engine."""
+    for engine, client in clients.items():
+        for c in client.containers.list(filters={"label": "cortexbox.owner"}):
             if c.labels.get("cortexbox.owner") in owners:
-                return c
-        return None
-
-    container = _wait(running_container, 300, "a worker's model container", logs)
-    victim_name, victim = owners[container.labels["cortexbox.owner"]]
-    victim.kill()  # SIGKILL, in the middle of the container's run
-    victim.wait(10)
-    t_kill = time.monotonic()
-
-    def ended():
-        (row,) = _jobs(registry)
-        return row if row.status not in ("queued", "running") else None
-
-    row = _wait(ended, 240, "the job to end on the other worker", logs)
-    recovered_s = time.monotonic() - t_kill
-    survivor = "b" if victim_name == "a" else "a"
-    assert row.id == job["job_id"] and row.status == "succeeded", (row.status, row.error)
-    assert row.worker.startswith(f"{survivor}@") and row.attempts == 2
-    scores = _scores(registry)
-    assert len(scores) == 1 and scores[0].job_id == row.id and scores[0].run_id == row.run_id
-    # the killed worker's run ended as lost, the survivor's run holds the score
-    runs = {r.id: r for r in registry.runs(10)}
-    assert len(runs) == 2 and runs[row.run_id].status == "succeeded"
-    (lost,) = [r for r in runs.values() if r.id != row.run_id]
-    assert lost.status == "failed" and lost.failure_class == "lost"
-    # no container of the killed worker is left (the survivor reaped it)
-    victim_owner = f"{socket.gethostname()}:{victim.pid}"
-    _wait(lambda: not docker_client.containers.list(all=True, filters={"label": f"cortexbox.owner={victim_owner}"}), 30,
-          "the killed worker's container to be reaped", logs)
-    assert recovered_s < 240
+                return engine, c
+    return None
 
 
-def test_redis_killed_and_restarted_with_jobs_queued_loses_none(cluster, redis):
-    registry, env = cluster["registry"], cluster["env"]
-    # jobs queued while no worker runs: they wait in Redis
-    enqueued = json.loads(_cli(env, "enqueue", "-m", cluster["digest"], "-b", BENCHMARK, "-b", "Kriegeskorte2008.mIT-rdm",
-                               "--json").stdout)
-    assert [j["status"] for j in enqueued] == ["queued", "queued"] and all(j["task_id"] for j in enqueued)
-    redis.kill()  # SIGKILL: only what the append-only file holds survives
-    redis.start()
-    cluster["start"]("a")
+# -- control: cancel, retry classes, the queue -------------------------------------------------------------------
+def test_a_running_job_cancelled_from_the_cli_is_killed_within_seconds_and_never_retried(cluster, hostile_image):
+    """Its container ends within seconds of `cortexbox cancel RUN`; the run and the job are recorded cancelled (not
+    the model's failure); nothing retries it. While it runs, `cortexbox queue` shows both live workers and the job
+    on its worker's row."""
+    registry, env, logs = cluster["registry"], cluster["env"], cluster["logs"]
+    reference = cluster["add"](hostile_image("hang"))  # computes nothing, ever: runs until killed
+    a, b = cluster["start"]("a", "a"), cluster["start"]("b", "b")
+    owners = {f"{HOST}:{p.pid}": name for name, p in (("a", a), ("b", b))}
+    (job,) = json.loads(cli(env, "enqueue", "-m", reference, "-b", BENCHMARK, "--json").stdout)
+    engine, container = wait(lambda: running_container(cluster["clients"], owners), 300, "the model's container", logs)
+    worker = owners[container.labels["cortexbox.owner"]]
+    row = wait(lambda: (r := jobs(registry)[0]).run_id and r, 30, "the job's run", logs)
+    assert row.status == "running" and row.worker.startswith(f"{worker}@") and row.attempts == 1
 
-    def all_ended():
-        rows = _jobs(registry)
-        return rows if all(r.status not in ("queued", "running") for r in rows) else None
+    # `cortexbox queue`: both workers answer the broker; the running job sits on its worker's row.
+    def both_alive():
+        report = json.loads(cli(env, "queue", "--json").stdout)
+        return report if len(report["broker"]["workers_alive"]) == 2 else None
+    report = wait(both_alive, 60, "both workers to answer a ping", logs, every_s=1)
+    assert sorted(name.split("@")[0] for name in report["broker"]["workers_alive"]) == ["a", "b"]
+    assert report["counts"] == {"running": 1} and report["broker"]["queue_length"] == 0
+    (item,) = report["workers"][row.worker]
+    assert (item["job_id"], item["status"], item["run_id"]) == (job["job_id"], "running", row.run_id)
+    assert item["heartbeat_age_s"] < LEASE_S
+    text = cli({**env, "COLUMNS": "250"}, "queue").stdout
+    assert "jobs: 1 running" in text and "workers alive: " in text and row.worker in text and BENCHMARK in text
 
-    rows = _wait(all_ended, 300, "both jobs to end", cluster["logs"])
-    assert [(r.id, r.status, r.attempts) for r in rows] == [(j["job_id"], "succeeded", 1) for j in enqueued]
-    assert sorted(s.job_id for s in _scores(registry)) == [j["job_id"] for j in enqueued]
-    # asking again adds nothing: the jobs are scored
-    again = json.loads(_cli(env, "enqueue", "-m", cluster["digest"], "-b", BENCHMARK, "--json").stdout)
-    assert again == [{"job_id": enqueued[0]["job_id"], "status": "succeeded", "task_id": enqueued[0]["task_id"]}]
-    assert len(_scores(registry)) == 2
+    t0 = time.monotonic()
+    done = cli(env, "cancel", str(row.run_id))
+    assert done.stdout.strip() == f"run {row.run_id}: running"  # flagged; its worker kills the container
+    client = cluster["clients"][engine]
+
+    def stopped():
+        try:
+            return client.containers.get(container.id).status != "running"
+        except Exception:  # noqa: BLE001 - removed already
+            return True
+    wait(stopped, 15, "the cancelled container to stop", logs, every_s=0.05)
+    killed_s = time.monotonic() - t0
+    print(f"cancel: container stopped {killed_s:.1f} s after `cortexbox cancel` was started")
+    assert killed_s < 10
+    (final,) = wait(ended(registry), 30, "the job to end", logs)
+    assert (final.status, final.failure_class, final.attempts, final.cancel_requested) == ("cancelled", "cancelled", 1, True)
+    run = registry.run(row.run_id)
+    assert run.status == "failed" and run.failure_class == "cancelled"  # not the model's fault
+    time.sleep(8)  # past the first retry's backoff (5 s): nothing took it again
+    (still,) = jobs(registry)
+    assert (still.status, still.attempts) == ("cancelled", 1)
+    assert len(runs(registry)) == 1 and scores(registry) == []
+    wait(lambda: not own_containers(client, owners), 30, "the container to be removed", logs)
+
+
+def test_a_models_own_failure_is_never_retried(cluster, hostile_image):
+    """A deterministic failure (the model sends NaN: bad_output) ends the job at its first attempt, stored with its
+    class; the same job is not delivered again."""
+    registry, env, logs = cluster["registry"], cluster["env"], cluster["logs"]
+    reference = cluster["add"](hostile_image("nan"))
+    cluster["start"]("a", "a")
+    (job,) = json.loads(cli(env, "enqueue", "-m", reference, "-b", BENCHMARK, "--json").stdout)
+    (row,) = wait(ended(registry), 300, "the job to fail", logs)
+    assert (row.id, row.status, row.failure_class, row.attempts) == (job["job_id"], "failed", "bad_output", 1)
+    time.sleep(8)  # past the first retry's backoff (5 s)
+    (still,) = jobs(registry)
+    assert (still.status, still.attempts, still.run_id) == ("failed", 1, row.run_id)
+    (run,) = runs(registry)
+    assert run.status == "failed" and run.failure_class == "bad_output" and scores(registry) == []
