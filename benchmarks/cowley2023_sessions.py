@@ -51,6 +51,7 @@ from .cowley2023 import (
 from .dims import PRESENTATION, STIMULUS_ID
 from .metrics.bootstrap import bootstrap_record
 from .metrics.ceiling import InternalConsistency
+from .metrics.items import mean_of_items
 from .metrics.neural_predictivity import CrossRegressedCorrelation
 from .metrics.normalization import explained_variance
 from .recordings import Cowley2023V4PLSRecording
@@ -217,6 +218,9 @@ class _Cowley2023V4Sessions(NeuralBenchmark):
                 "sessions": sessions_attrs,
             },
             bootstrap_samples=samples,
+            # every session's per-stimulus items, their mean being raw: paired comparisons resample them all
+            items=mean_of_items([s.items for s in per_session.values()])
+            if all(s.items is not None for s in per_session.values()) else None,
         )
         score = explained_variance(combined, ceiling, regime=self.normalization)
         attrs = {

@@ -23,6 +23,9 @@ one row per bootstrap replicate, a row of ones giving the point score):
     whether the model and the subject were correct. A replicate weights every trial by its image's count (the trial
     pairing kept), recomputes each cell's kappa, and takes ``|mean over subjects of mean over conditions|``, as
     :class:`~.behavior.ErrorConsistency`.
+``kind="mean_of"``
+    The unweighted mean of several parts' scores over disjoint items (e.g. four recording sessions, each its own
+    predictivity items): :func:`mean_of_items`. Each part's arrays are stored under ``<k>.<name>``.
 
 Metrics put them in ``Score.items`` (never serialised with the score; a score built from several, such as a mean over
 sessions, has none unless it builds its own). Items are named by stimulus ids (``ids``) so that two models' items
@@ -41,9 +44,9 @@ import numpy as np
 
 from .bootstrap import correlation_bootstrap, rdm_replicates
 
-__all__ = ["KINDS", "ItemValues", "item_values_of", "SIMPLE_ATTRS", "error_consistency_items", "mean_items", "predictivity_items", "rdm_items"]
+__all__ = ["KINDS", "ItemValues", "item_values_of", "SIMPLE_ATTRS", "error_consistency_items", "mean_items", "mean_of_items", "predictivity_items", "rdm_items"]
 
-KINDS = ("mean", "predictivity", "rdm", "error_consistency")
+KINDS = ("mean", "predictivity", "rdm", "error_consistency", "mean_of")
 #: The attrs keys of the simple form a benchmark may set itself (JSON lists; the recording path moves them out).
 SIMPLE_ATTRS = ("item_values", "item_ids")
 #: Fewest items a resample can be drawn over.
@@ -93,6 +96,8 @@ class ItemValues:
                 raise ValueError("predictivity items: split sizes, rows and predictions disagree")
             if len(rows) and (rows.min() < 0 or rows.max() >= n):
                 raise ValueError("predictivity items: a held-out row outside the items")
+        elif self.kind == "mean_of":
+            self._parts()  # each part checks itself
         elif self.kind == "error_consistency":
             rows, sizes, shape = a["rows"], a["sizes"], a["shape"]
             if sizes.sum() != len(rows) or a["source"].shape != rows.shape or a["target"].shape != rows.shape:
@@ -127,11 +132,25 @@ class ItemValues:
             )
         if self.kind == "error_consistency":
             return _error_consistency(w, a)
+        if self.kind == "mean_of":
+            bounds = np.r_[0, np.cumsum([part.n_items for part in self._parts()])]
+            return np.mean([part.replicates(w[:, bounds[k] : bounds[k + 1]]) for k, part in enumerate(self._parts())],
+                           axis=0)
         return rdm_replicates(a["model"], a["subjects"], w)
 
     def estimate(self) -> float:
         """The raw score recomputed from the stored items (every item once)."""
         return float(self.replicates(np.ones((1, self.n_items)))[0])
+
+    def _parts(self) -> list[ItemValues]:
+        """The parts of a ``mean_of`` (their items in order: ``ids`` is their concatenation)."""
+        kinds, sizes = self.arrays["part_kinds"], self.arrays["part_sizes"]
+        if len(kinds) != len(sizes) or int(np.sum(sizes)) != self.n_items or "mean_of" in kinds.tolist():
+            raise ValueError("mean_of items: part kinds, sizes and ids disagree")
+        bounds = np.r_[0, np.cumsum(sizes)]
+        return [ItemValues(str(kind), self.ids[bounds[k] : bounds[k + 1]],
+                           {name.split(".", 1)[1]: v for name, v in self.arrays.items() if name.startswith(f"{k}.")})
+                for k, kind in enumerate(kinds)]
 
     # -- storage ------------------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -210,6 +229,15 @@ def rdm_items(ids: Sequence[Any] | np.ndarray, model_rdm: np.ndarray, subject_rd
         "model": _doubled_ranks(np.asarray(model_rdm)[iu, ju]),
         "subjects": np.stack([_doubled_ranks(np.asarray(r)[iu, ju]) for r in subject_rdms]),
     })
+
+
+def mean_of_items(parts: Sequence[ItemValues]) -> ItemValues:
+    """Items of a score that is the unweighted mean of the parts' scores (their item ids must not overlap)."""
+    arrays: dict[str, np.ndarray] = {"part_kinds": np.array([p.kind for p in parts]),
+                                     "part_sizes": np.array([p.n_items for p in parts], dtype=np.int64)}
+    for k, part in enumerate(parts):
+        arrays.update({f"{k}.{name}": v for name, v in part.arrays.items()})
+    return ItemValues("mean_of", np.concatenate([p.ids for p in parts]), arrays)
 
 
 def error_consistency_items(

@@ -121,3 +121,23 @@ def test_predictions_are_halved_only_where_float16_holds_them():
     huge = predictivity_items(list("abcd"), target, [(rows, target * 1e6)])  # past float16's range
     wide = predictivity_items(list("abcd"), target, [(rows, np.c_[target[:, 0] * 1e-7, target[:, 1] * 10])])
     assert huge.arrays["predictions"].dtype == wide.arrays["predictions"].dtype == np.float32
+
+
+def test_a_mean_over_sessions_keeps_every_sessions_items():
+    from cortexbox.benchmarks.metrics.items import mean_of_items
+
+    metric = CrossRegressedCorrelation("pls", n_components=5, n_boot=0)
+    parts = []
+    for seed, prefix in ((0, "s1/"), (1, "s2/")):
+        source, target = _assemblies(seed=seed, n=60 + 20 * seed)
+        ids = [prefix + str(i) for i in target.stimulus_id.values]
+        source, target = source.assign_coords(stimulus_id=("presentation", ids)), target.assign_coords(stimulus_id=("presentation", ids))
+        parts.append(metric(source, target, bootstrap=True))
+    items = mean_of_items([p.items for p in parts])
+    back = ItemValues.from_bytes("mean_of", items.to_bytes())
+    assert back.n_items == 140 and back.estimate() == pytest.approx(np.mean([p.raw for p in parts]), abs=1e-4)
+    w = multinomial_counts(np.random.default_rng(0), 140, 4)
+    expected = (parts[0].items.replicates(w[:, :60]) + parts[1].items.replicates(w[:, 60:])) / 2
+    assert back.replicates(w) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="unique"):
+        mean_of_items([parts[0].items, parts[0].items])
