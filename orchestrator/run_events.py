@@ -19,12 +19,12 @@ import json
 import logging
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from cortexbox.orchestrator import owner as process_owner
 from cortexbox.orchestrator.errors import FailureClass
 
 logger = logging.getLogger(__name__)
@@ -135,34 +135,27 @@ def _jsonable(data: dict) -> dict:
 
 
 def owner() -> dict[str, Any]:
-    """Who is scoring: lets a watcher on the same host tell a run whose process died from a slow one."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Who is scoring: lets a watcher tell a run whose process died from a slow one. ``host`` is the process's
+    namespace (orchestrator/owner.py): the host name, or its container and that container's start."""
+    return {"host": process_owner.namespace(), "pid": os.getpid()}
 
 
-def owner_gone(owner: dict[str, Any]) -> bool:
-    """True only when the run was scored on this host by a process that no longer exists (another host's process
-    cannot be checked from here, so it is never declared gone)."""
-    pid = owner.get("pid")
-    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def owner_gone(owner: dict[str, Any], client: Any = None) -> bool:
+    """True only when the process that scored the run is known to be gone: one of this host (or container), or of
+    a worker container that ``client``'s Docker engine holds; any other process is never declared gone."""
+    return process_owner.gone(owner.get("host"), owner.get("pid"), client)
 
 
-def close_lost_runs(registry) -> list[int]:
-    """Marks runs still ``running`` whose scoring process on this host is gone (killed with SIGKILL, the machine's
-    OOM killer) as failed with failure class ``lost``, and ends their event log with ``failed`` and ``done``, so
-    they stop looking alive. Returns their ids. ``cortexbox gc`` calls it."""
+def close_lost_runs(registry, client: Any = None) -> list[int]:
+    """Marks runs still ``running`` whose scoring process is gone (killed with SIGKILL, the machine's OOM killer; see
+    `owner_gone`, ``client`` the Docker engine to ask about worker containers) as failed with failure class
+    ``lost``, and ends their event log with ``failed`` and ``done``, so they stop looking alive. Returns their ids.
+    ``cortexbox gc`` and the workers call it."""
     closed = []
     for run in registry.runs(limit=10_000, status="running"):
         first = registry.run_events(run.id, -1, 1)
         owner_data = (first[0].data or {}) if first and first[0].kind == "status" else {}
-        if not owner_gone(owner_data):
+        if not owner_gone(owner_data, client):
             continue
         error = f"the process that scored this run (pid {owner_data.get('pid')} on {owner_data.get('host')}) died without finishing it"
         last = registry.last_run_events([run.id]).get(run.id)

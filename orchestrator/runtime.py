@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import stat
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cortexbox.benchmarks.settings import settings
-from cortexbox.orchestrator import budgets, image_registry
+from cortexbox.orchestrator import budgets, image_registry, owner
 from cortexbox.orchestrator.client import ModelClient, ModelDescription
 from cortexbox.orchestrator.errors import FailureClass, ModelFailure, UserError
 from cortexbox.sdk import wire
@@ -166,24 +165,16 @@ def docker_client():
 
 
 def _owner_tag() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return owner.tag()
 
 
 def reap_orphans(client) -> int:
-    """Removes containers of ours whose orchestrator process (on this host) is gone, e.g.
-    after a SIGKILL. Returns how many were removed."""
+    """Removes containers of ours whose orchestrator process is known to be gone (orchestrator/owner.py: one of
+    this host or container, or a worker container on this engine), e.g. after a SIGKILL. Returns how many."""
     removed = 0
-    host = socket.gethostname()
     for container in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
-        owner_host, _, pid = container.labels.get(LABEL_OWNER, "").rpartition(":")
-        if owner_host != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        space, _, pid = container.labels.get(LABEL_OWNER, "").rpartition(":")
+        if not pid.isdigit() or not owner.gone(space, int(pid), client):
             continue
         container.remove(force=True)
         removed += 1
@@ -376,7 +367,9 @@ class ContainerSession(ModelSession):
         os.chmod(root, 0o711)  # others may traverse to their own folder but not list
         # Unguessable per-run folder; the container sees it at /run/cortexbox and nothing else. The name
         # starts with our pid, so that `cortexbox gc` can tell the folders of dead processes.
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{secrets.token_hex(16)}-", dir=root))
+        # In a container our pid means nothing to `cortexbox gc` elsewhere: no pid in the name, never taken for dead.
+        pid = os.getpid() if owner.container_id() is None else "c"
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{pid}-{secrets.token_hex(16)}-", dir=root))
         tmpfs = mount_run_tmpfs(self.run_dir, self.limits)  # if so, owned by the sandbox user, 0700
         if not tmpfs and os.geteuid() == 0:
             os.chown(self.run_dir, SANDBOX_UID, SANDBOX_UID)

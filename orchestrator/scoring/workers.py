@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -42,7 +41,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlmodel import select
 
-from cortexbox.orchestrator import image_registry
+from cortexbox.orchestrator import image_registry, owner
 from cortexbox.orchestrator.errors import FailureClass, UserError
 from cortexbox.orchestrator.scoring import queue as queue_module
 from cortexbox.orchestrator.scoring import versions
@@ -85,8 +84,10 @@ def backoff_s(attempt: int) -> float:
 
 
 def worker_identity(name: str) -> str:
-    """``<name>@<host>:<pid>``: the host and pid are those of the containers' owner label (runtime.LABEL_OWNER)."""
-    return f"{name}@{socket.gethostname()}:{os.getpid()}"
+    """``<name>@<host>:<pid>``: the host and pid are those of the containers' owner label (runtime.LABEL_OWNER). In a
+    container the host is its container and start (orchestrator/owner.py), so that the replicas of one compose
+    service (same name, same host name, same pid) hold distinct leases."""
+    return f"{name}@{owner.tag()}"
 
 
 # -- the broker ------------------------------------------------------------------------------------------------------
@@ -234,8 +235,9 @@ class Lease(threading.Thread):
                 if time.monotonic() - last >= self.heartbeat_s:
                     _beat(self.registry, self.job_id, self.worker)
                     last = time.monotonic()
-                if not self.cancelled and _cancel_requested(self.registry, self.job_id):
-                    self.cancelled = True
+                if not self.cancelled:
+                    self.cancelled = _cancel_requested(self.registry, self.job_id)
+                if self.cancelled:  # every round: a container that starts after the cancel is killed too
                     kill_own_containers()
             except Exception:  # noqa: BLE001 - a registry hiccup must not end the job; the next beat tries again
                 logger.warning("lease of job %s: heartbeat failed", self.job_id, exc_info=True)
@@ -389,11 +391,17 @@ def recover(registry: Registry, app, lease_s: float) -> list[int]:
         if taken and not final:
             requeued.append(job.id)
             logger.warning("job %s: worker %s lost; requeued", job.id, job.worker)
-    close_lost_runs(registry)
     try:
-        reap_orphans(docker_client())
+        client = docker_client()
     except Exception:  # noqa: BLE001 - an engine hiccup: the next round reaps
-        logger.warning("could not reap orphaned containers", exc_info=True)
+        logger.warning("could not reach the Docker engine to reap orphaned containers", exc_info=True)
+        client = None
+    close_lost_runs(registry, client)  # with the engine: also the runs of dead worker containers on it
+    if client is not None:
+        try:
+            reap_orphans(client)
+        except Exception:  # noqa: BLE001 - an engine hiccup: the next round reaps
+            logger.warning("could not reap orphaned containers", exc_info=True)
     for job_id in requeued:
         if app is not None:
             publish(app, registry, job_id)
@@ -436,7 +444,7 @@ def run_worker(broker_url: str, *, name: str, engine: str | None = None, lease_s
     stop = threading.Event()
     threading.Thread(target=_recovery_loop, args=(registry, app, lease_s, stop), name="cortexbox-recovery", daemon=True).start()
     try:
-        app.Worker(hostname=f"{name}@{socket.gethostname()}", pool="threads", concurrency=1, queues=[QUEUE],
+        app.Worker(hostname=f"{name}@{owner.namespace()}", pool="threads", concurrency=1, queues=[QUEUE],
                    loglevel=loglevel, without_gossip=True, without_mingle=True).start()
     finally:
         stop.set()
@@ -509,9 +517,9 @@ def cancel_run(registry: Registry, run_id: int, app=None) -> str:
     if job is not None:
         return request_cancel(registry, job.id, app)
     first = registry.run_events(run_id, -1, 1)
-    owner = (first[0].data or {}) if first and first[0].kind == "status" else {}
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int) or owner_gone(owner):
+    scorer = (first[0].data or {}) if first and first[0].kind == "status" else {}
+    if scorer.get("host") != owner.namespace() or not isinstance(scorer.get("pid"), int) or owner_gone(scorer):
         raise UserError(f"run {run_id} is not scored by a worker or a process on this host",
                         "cancel it on the host that scores it, or `cortexbox gc` if its process is gone")
-    os.kill(owner["pid"], signal.SIGTERM)
+    os.kill(scorer["pid"], signal.SIGTERM)
     return "cancelling"

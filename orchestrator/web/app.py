@@ -5,6 +5,7 @@
 import contextlib
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +28,11 @@ HERE = Path(__file__).parent
 
 
 class RunRequest(BaseModel):
-    """Score a model image on one or more benchmarks, in the web process's background worker."""
+    """Score a model image on one or more benchmarks: with a broker ($CORTEXBOX_BROKER_URL), one queued job per
+    (model build, benchmark version) for the workers; without one, in the web process's background worker."""
 
-    model: str = Field(..., description="Docker image (tag or id) of the model", examples=["cortexbox/pixels"])
+    model: str = Field(..., description="Docker image (tag or id) of the model; with a broker, a registered model "
+                                        "(digest, image reference or name)", examples=["cortexbox/pixels"])
     benchmarks: list[str] = Field(default_factory=list, description="Benchmark identifiers; empty: every benchmark")
     benchmark: str | None = Field(None, description="One benchmark identifier (shorthand for benchmarks=[...])")
     use_cache: bool = Field(True, description="Reuse cached activations and layer choices")
@@ -76,11 +79,26 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     registry = Registry(database_url)
     live_runs = LiveRuns(registry, score=score, cache_dir=cache_dir)
     templates = _templates()
+    brokers: dict[str, Any] = {}
+
+    def broker():
+        """The Celery app of $CORTEXBOX_BROKER_URL (read per request, one app per URL), or None: score in process."""
+        from cortexbox.benchmarks.settings import settings
+        from cortexbox.orchestrator.scoring.workers import celery_app
+
+        url = settings().broker_url
+        if not url:
+            return None
+        if url not in brokers:
+            brokers[url] = celery_app(url)
+        return brokers[url]
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         live_runs.close(timeout=1)
         community.state.close(timeout=1)
+        for celery in brokers.values():
+            celery.close()
 
     app = FastAPI(title="cortexbox", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Leaderboard, scores with intervals and provenance, comparisons and live runs.")
@@ -193,24 +211,83 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
 
     @api.post("/runs", tags=["runs"], status_code=202, summary="Start scoring a model (live: see events_url)")
     def api_start_run(request: RunRequest) -> dict:
-        """Queues the model to be scored on the benchmarks in this web process; returns the live run, whose events
-        (``status``, ``run``, ``stage``, ``progress``, ``score``, ``failed``, ``done``) stream from ``events_url``."""
+        """With a broker, queues one job per benchmark for the workers (the same as ``cortexbox enqueue``: a job is
+        one per (model build, benchmark version), so asking again returns the job queued, running or scored, in
+        ``jobs``); without one, scores in this web process. Returns the live batch, whose events (``status``,
+        ``run``, ``stage``, ``progress``, ``score``, ``failed``, ``done``) stream from ``events_url``, whichever
+        process scores its runs."""
         benchmarks = list(request.benchmarks) + ([request.benchmark] if request.benchmark else [])
         if not benchmarks:
             from cortexbox.benchmarks import list_benchmarks
             from cortexbox.orchestrator.ingest import ingested_identifiers
 
             benchmarks = list_benchmarks() + ingested_identifiers(registry)
-        live = live_runs.submit(request.model, benchmarks, request.use_cache)
-        return live.to_dict()
+        app_ = broker()
+        if app_ is None:
+            return live_runs.submit(request.model, benchmarks, request.use_cache).to_dict()
+        from cortexbox.orchestrator.errors import UserError
+        from cortexbox.orchestrator.scoring.workers import enqueue, find_model
+
+        if not request.use_cache:
+            raise HTTPException(422, "workers always use the activation cache; rescore without it with "
+                                     "`cortexbox score --no-cache` on a host with the Docker engine")
+        jobs = []
+        try:
+            find_model(registry, request.model)  # before any benchmark is registered
+            for benchmark in dict.fromkeys(benchmarks):
+                job = enqueue(registry, request.model, benchmark, app_)
+                jobs.append({"job_id": job.id, "benchmark": benchmark, "status": job.status})
+        except UserError as e:
+            raise HTTPException(422, f"{e} ({e.hint})" if e.hint else str(e)) from None
+        return live_runs.follow_jobs(request.model, jobs).to_dict()
+
+    def cancel_run(run_id: int) -> str:
+        """`cortexbox cancel RUN`'s path (scoring/workers.py cancel_run): a worker's job is flagged and its container
+        killed by its worker; a run of this web process's own batches is interrupted here."""
+        from cortexbox.orchestrator import owner as process_owner
+        from cortexbox.orchestrator.errors import UserError
+        from cortexbox.orchestrator.scoring import workers
+
+        for live in list(live_runs.runs.values()):
+            if run_id in live.run_ids and not live.jobs and not live.finished:
+                live.cancel.set()
+                return "cancelling"
+        run = run_or_404(run_id)
+        if run.status != "running":
+            return run.status
+        first = registry.run_events(run_id, -1, 1)
+        scorer = (first[0].data or {}) if first and first[0].kind == "status" else {}
+        if scorer.get("host") == process_owner.namespace() and scorer.get("pid") == os.getpid():
+            raise HTTPException(409, f"run {run_id} is scored by this web process for a competition; it is not cancelled from here")
+        try:
+            return workers.cancel_run(registry, run_id, broker())
+        except UserError as e:
+            raise HTTPException(409, f"{e} ({e.hint})" if e.hint else str(e)) from None
+
+    @api.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a run (as `cortexbox cancel RUN`)")
+    def api_cancel_run(run_id: int) -> dict:
+        """A worker's run: its job is flagged, and its worker kills the container within about a second (recorded
+        ``cancelled``, never retried). A run started here without a broker stops at its next event."""
+        return {"run_id": run_id, "status": cancel_run(run_id)}
+
+    @api.post("/jobs/{job_id}/cancel", tags=["runs"], summary="Cancel a scoring job (as `cortexbox cancel --job JOB`)")
+    def api_cancel_job(job_id: int) -> dict:
+        """A queued job never starts; a running one is flagged and its worker kills its container."""
+        from cortexbox.orchestrator.errors import UserError
+        from cortexbox.orchestrator.scoring.workers import request_cancel
+
+        try:
+            return {"job_id": job_id, "status": request_cancel(registry, job_id, broker())}
+        except UserError as e:
+            raise HTTPException(404, str(e)) from None
 
     @api.get("/queue", tags=["runs"], summary="Scoring jobs by status and worker; with a broker, its queue length and live workers")
     def api_queue() -> dict:
         """Queued, running and failed jobs per worker, each lease's heartbeat age (the registry); with
         ``$CORTEXBOX_BROKER_URL``, the broker's queue length and the workers answering a ping (``broker``)."""
-        from cortexbox.orchestrator.scoring.workers import broker_app, queue_report
+        from cortexbox.orchestrator.scoring.workers import queue_report
 
-        return queue_report(registry, broker_app())
+        return queue_report(registry, broker())
 
     @api.get("/live", tags=["runs"], summary="Batches started from this web process (each run is also under /api/runs)")
     def api_live_list() -> list[dict]:
@@ -226,6 +303,18 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     def api_live(live_id: int) -> dict:
         live = live_or_404(live_id)
         return live.to_dict() | {"events": list(live.events)}
+
+    @api.post("/live/{live_id}/cancel", tags=["runs"], summary="Cancel a batch started here: every job or run not ended")
+    def api_live_cancel(live_id: int) -> dict:
+        from cortexbox.orchestrator.scoring.workers import request_cancel
+
+        live = live_or_404(live_id)
+        if not live.jobs:
+            if not live.finished:
+                live.cancel.set()
+            return {"live_id": live_id, "status": live.status if live.finished else "cancelling"}
+        return {"live_id": live_id, "status": live.status,
+                "jobs": {j["job_id"]: request_cancel(registry, j["job_id"], broker()) for j in live.jobs}}
 
     @api.get("/live/{live_id}/events", tags=["runs"], summary="Server-sent events of a live run",
              response_class=StreamingResponse)
@@ -302,7 +391,8 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
     def run_live_html(run_id: int) -> HTMLResponse:
         run = run_or_404(run_id)
         view = {"heading": f"Run {run_id}", "model": run.model_ref, "benchmarks": [run.benchmark_identifier],
-                "status": run.status, "run_ids": [run_id], **_live_urls(run_id)}
+                "status": run.status, "run_ids": [run_id], **_live_urls(run_id),
+                "cancel_url": f"/api/runs/{run_id}/cancel" if run.status == "running" else None}
         return page("live.html", live=view, title=f"Run {run_id} (live)")
 
     @app.get("/live/{live_id}", response_class=HTMLResponse, include_in_schema=False)

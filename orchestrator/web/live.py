@@ -3,8 +3,10 @@ scores it: this web process, ``cortexbox score`` in a terminal, a worker), and t
 
 ``follow_run`` polls one run's events (short, backing-off interval, bounded batches, resumable from a seq) until its
 ``done`` event, or until its row says it finished, or until the process that scored it (on this host) is gone.
-Runs started with ``POST /api/runs`` are executed one at a time in a background thread of the web process; such a
-batch (one registry run per benchmark) keeps only its own glue events in memory (``status``, ``run``, ``done``, and
+Runs started with ``POST /api/runs`` are, with a broker (``$CORTEXBOX_BROKER_URL``), queued as scoring jobs for the
+workers (scoring/workers.py) and followed here through the registry's job rows (``follow_jobs``); without one they
+are executed one at a time in a background thread of the web process (the embedded default). Either batch (one
+registry run per benchmark) keeps only its own glue events in memory (``status``, ``job``, ``run``, ``done``, and
 ``failed`` for a benchmark that never got a run) and streams each run's events from the registry
 (``follow_batch``)."""
 
@@ -34,6 +36,8 @@ BATCH = 500
 STREAM_S = 600.0
 #: Silence after which a watcher checks whether the scoring process (on this host) still exists.
 OWNER_CHECK_S = 5.0
+#: How often the rows of queued jobs followed by this web process are read.
+JOB_POLL_S = 0.5
 
 Disconnected = Callable[[], Awaitable[bool]]
 
@@ -92,6 +96,10 @@ class LiveRun:
     use_cache: bool = True
     status: str = "queued"  # queued | running | succeeded | failed
     run_ids: list[int] = field(default_factory=list)
+    #: Queued jobs (``job_id``, ``benchmark``) when the workers of a broker score the batch.
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: Set by a cancel of an embedded batch: its current run's containers are killed, the rest never starts.
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     events: list[dict[str, Any]] = field(default_factory=list)  # the batch's own: status, run, failed (no run), done
     created: float = field(default_factory=time.time)
     lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -108,7 +116,7 @@ class LiveRun:
     def to_dict(self) -> dict[str, Any]:
         return {"live_id": self.id, "model": self.model, "benchmarks": self.benchmarks, "status": self.status,
                 "run_ids": self.run_ids, "n_events": len(self.events), "url": f"/live/{self.id}",
-                "events_url": f"/api/live/{self.id}/events",
+                "events_url": f"/api/live/{self.id}/events", "cancel_url": f"/api/live/{self.id}/cancel", "jobs": self.jobs,
                 "runs": [{"run_id": r, "live_url": f"/runs/{r}/live", "events_url": f"/api/runs/{r}/events"} for r in self.run_ids]}
 
 
@@ -181,6 +189,9 @@ class LiveRuns:
         self._queue: Queue[LiveRun | None] = Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._watched: list[tuple[LiveRun, dict[int, dict[str, Any]]]] = []
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def submit(self, model: str, benchmarks: list[str], use_cache: bool = True) -> LiveRun:
         live = LiveRun(next(self._ids), model, benchmarks, use_cache)
@@ -193,10 +204,56 @@ class LiveRuns:
         self._queue.put(live)
         return live
 
+    def follow_jobs(self, model: str, jobs: list[dict[str, Any]]) -> LiveRun:
+        """A batch of queued jobs (``job_id``, ``benchmark``): the workers score them; this process only watches
+        their rows (one thread for every batch, polling every JOB_POLL_S) and tells the batch each job's run as a
+        worker starts it, a job that ended without a run, and the end."""
+        live = LiveRun(next(self._ids), model, [j["benchmark"] for j in jobs], jobs=jobs)
+        self.runs[live.id] = live
+        live.emit("status", {"status": "queued", "jobs": jobs})
+        with self._lock:
+            self._watched.append((live, {j["job_id"]: {"benchmark": j["benchmark"], "runs": set(), "ended": False}
+                                         for j in jobs}))
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch_jobs, name="cortexbox-web-jobs", daemon=True)
+                self._watcher.start()
+        return live
+
+    def _watch_jobs(self) -> None:
+        while not self._closed.wait(JOB_POLL_S):
+            with self._lock:
+                watched = list(self._watched)
+            if not watched:
+                with self._lock:  # nothing left: the next follow_jobs starts a new watcher
+                    if not self._watched:
+                        self._watcher = None
+                        return
+                continue
+            try:
+                rows = self._job_rows([job_id for _, jobs in watched for job_id in jobs])
+            except Exception:  # noqa: BLE001 - a registry hiccup: the next round reads again
+                logger.warning("could not read the watched jobs", exc_info=True)
+                continue
+            for live, jobs in watched:
+                if _update_batch(live, jobs, rows):
+                    with self._lock:
+                        self._watched = [w for w in self._watched if w[0] is not live]
+
+    def _job_rows(self, ids: list[int]) -> dict[int, Any]:
+        from sqlmodel import select
+
+        from cortexbox.registry import ScoreJob
+
+        with self.registry.session() as s:
+            return {job.id: job for job in s.exec(select(ScoreJob).where(ScoreJob.id.in_(ids)))}  # type: ignore[union-attr]
+
     def close(self, timeout: float | None = None) -> None:
+        self._closed.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._watcher is not None:
+            self._watcher.join(timeout)
 
     def _work(self) -> None:
         while True:
@@ -212,11 +269,26 @@ class LiveRuns:
         live.emit("status", {"status": "running"})
         failed = False
         for benchmark in live.benchmarks:
+            if live.cancel.is_set():
+                failed = True
+                live.emit("failed", {"benchmark": benchmark, "failure_class": "cancelled", "error": "cancelled before it started",
+                                     "log_tail": None})
+                continue
             live.emit("stage", {"text": "starting", "benchmark": benchmark})
             request = ScoreRequest(benchmark=benchmark, image=live.model, use_cache=live.use_cache,
                                    database_url=self.registry.url, cache_dir=self.cache_dir)
             runs_before = len(live.run_ids)
-            result = execute(request, registry=_RecordingRegistry(self.registry, live), score=self._score)
+            try:
+                result = execute(request, registry=_RecordingRegistry(self.registry, live), score=self._score,
+                                 events=_Cancellable(live))
+            except KeyboardInterrupt:
+                if not live.cancel.is_set():
+                    raise
+                failed = True  # stored by the job as cancelled, its container removed as after Ctrl-C
+                if len(live.run_ids) == runs_before:
+                    live.emit("failed", {"benchmark": benchmark, "failure_class": "cancelled", "error": "cancelled",
+                                         "log_tail": None})
+                continue
             if result["status"] != "failed":
                 continue  # its score is among the run's events
             failed = True
@@ -226,3 +298,53 @@ class LiveRuns:
                                      "log_tail": failure["log_tail"]} | ({"hint": failure["hint"]} if failure["hint"] else {}))
         live.status = "failed" if failed else "succeeded"
         live.emit("done", {"status": live.status, "run_ids": live.run_ids})
+
+
+class _Cancellable:
+    """The events of an embedded batch's run, interrupting it at its next event once the batch is cancelled: the job
+    unwinds as after Ctrl-C (its container removed, the run stored as ``cancelled``). Only this run's thread is
+    interrupted; other runs of this process (a competition's submissions) go on."""
+
+    def __init__(self, live: LiveRun):
+        self.live = live
+
+    def __call__(self, event: str, data: dict) -> None:
+        if self.live.cancel.is_set() and event not in ("failed", "done"):
+            raise KeyboardInterrupt("cancelled from the web")
+
+
+#: Job statuses after which a job changes no more (scoring/workers.py FINISHED).
+_JOB_ENDS = ("succeeded", "failed", "cancelled", "superseded")
+
+
+def _update_batch(live: LiveRun, jobs: dict[int, dict[str, Any]], rows: dict[int, Any]) -> bool:
+    """Tells ``live`` what its jobs' rows say now: a ``run`` per run a worker started (a retried job gets another),
+    ``failed`` for a job that ended without a run, ``done`` when all ended. True once it is done."""
+    for job_id, seen in jobs.items():
+        row = rows.get(job_id)
+        if seen["ended"]:
+            continue
+        if row is None:  # deleted under us: it will not end on its own
+            seen["ended"], seen["failed"] = True, True
+            live.emit("failed", {"benchmark": seen["benchmark"], "job_id": job_id, "failure_class": None,
+                                 "error": f"job {job_id} is gone from the registry", "log_tail": None})
+            continue
+        if row.run_id is not None and row.run_id not in seen["runs"]:
+            seen["runs"].add(row.run_id)
+            if live.status == "queued":
+                live.status = "running"
+                live.emit("status", {"status": "running"})
+            live.run_ids.append(row.run_id)
+            live.emit("run", {"run_id": row.run_id, "benchmark": seen["benchmark"], "job_id": job_id, "worker": row.worker})
+        if row.status in _JOB_ENDS:
+            seen["ended"] = True
+            seen["failed"] = row.status in ("failed", "cancelled")
+            if seen["failed"] and not seen["runs"]:
+                live.emit("failed", {"benchmark": seen["benchmark"], "job_id": job_id, "failure_class": row.failure_class,
+                                     "error": row.error or row.status, "log_tail": None})
+    if not all(seen["ended"] for seen in jobs.values()):
+        return False
+    live.status = "failed" if any(seen.get("failed") for seen in jobs.values()) else "succeeded"
+    live.emit("done", {"status": live.status, "run_ids": live.run_ids,
+                       "jobs": {job_id: rows[job_id].status if job_id in rows else "missing" for job_id in jobs}})
+    return True
