@@ -377,7 +377,7 @@ class _Handover(threading.Thread):
             self.sock.bind(path)
             os.chmod(path, 0o666)  # the sandbox user connects; the folder around it is private
             self.sock.listen(4)
-            self.sock.settimeout(0.2)
+            self.sock.settimeout(0.05)
         except BaseException:
             self.close()
             raise
@@ -404,6 +404,10 @@ class _Handover(threading.Thread):
 
     def close(self) -> None:
         self.done.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a waiting accept() at once
+        except OSError:
+            pass
         if self.is_alive():
             self.join(2)
         self.sock.close()
@@ -1010,7 +1014,12 @@ class RunReceiver:
         self.elements = e1
 
     def _check_finite(self, values: np.ndarray) -> None:
-        if self.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+        if self.dtype.kind != "f" or not values.size:
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(values, axis=None)):  # a NaN or inf anywhere makes the sum one; no temporary
+                return
+        if not np.isfinite(values).all():  # the sum overflowed, or there is one
             bad = int((~np.isfinite(values)).sum())
             raise BadOutput(
                 f"tensor {self.header.name!r} contains {bad} NaN or infinite values (or values beyond float32's range) "
