@@ -273,7 +273,7 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
 
     def _accept(path: Path, comp, who: Caller, limits: Limits):
         info = check_archive(path, limits)
-        image_id = submissions.load_into_engine(path, info, f"{submissions.TAG_REPOSITORY}/{comp.slug}:{who.team}-{secrets.token_hex(4)}")
+        image_id = submissions.load_into_engine(path, info, f"{submissions.TAG_REPOSITORY}/{comp.slug}:{who.team}-{info.image_id[7:19]}")
         if image_id != info.image_id:
             raise ArchiveRejected("the engine loaded another image than the archive's manifest names", "use `docker save`")
         ref, registry_digest = submissions.pin(image_id, f"{submissions.TAG_REPOSITORY}/{comp.slug}")
