@@ -1,16 +1,14 @@
 """Where the community meets issue 12's scoring package and image registry, in one place.
 
-Scoring: ``cortexbox.orchestrator.scoring`` when it is there, else today's ``jobs`` and ``ingest`` (delete the
-``except`` branch once the package has landed). The image registry: ``pin`` in submissions.py pushes to it when
-``$CORTEXBOX_IMAGE_REGISTRY`` names one, else the engine's image id is the digest.
+Scoring: ``cortexbox.orchestrator.scoring``'s ``score_model``, called once per (submission, benchmark, attempt) by
+the community's own worker (submissions.py). Issue 12's ``workers.enqueue`` makes one job per (model build,
+benchmark version), which would merge two teams' identical images and never rescore; a broker task per
+submission attempt is the way to move this worker onto Celery. The image registry: ``pin`` in submissions.py
+pushes to it when ``$CORTEXBOX_IMAGE_REGISTRY`` names one, else the engine's image id is the digest.
 """
 
 from __future__ import annotations
 
-try:
-    from cortexbox.orchestrator.scoring import ScoreRequest, register_benchmark, resolve_benchmark, score_model
-except ImportError:  # pragma: no cover - the tree before orchestrator/scoring/
-    from cortexbox.orchestrator.ingest import register_benchmark, resolve_benchmark  # type: ignore[no-redef]
-    from cortexbox.orchestrator.jobs import ScoreRequest, score_model  # type: ignore[no-redef]
+from cortexbox.orchestrator.scoring import ScoreRequest, register_benchmark, resolve_benchmark, score_model
 
 __all__ = ["ScoreRequest", "register_benchmark", "resolve_benchmark", "score_model"]

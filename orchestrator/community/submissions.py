@@ -1,14 +1,14 @@
 """Submissions: a checked archive goes into the engine, is pinned by digest, stored, and scored on every
 benchmark of its competition by a queue worker; what a team may see of it.
 
-Two seams, each one line to switch when issue 12 lands:
+Two seams:
 
-* ``pin``: today the engine's image id is the digest (content-addressed: sha256 of the image config). With
-  ``cortexbox.orchestrator.image_registry`` present, ``push(image)`` gives the registry digest and the submission
-  runs by it.
-* ``SubmissionQueue``: today an in-process worker thread (the pattern of the web app's live runs) calls
-  ``score_model`` once per benchmark, writing into the community registry, so the run events the live pages read
-  are the same. Issue 12's queue consumer replaces ``SubmissionQueue.enqueue``'s body.
+* ``pin``: with an image registry configured (``$CORTEXBOX_IMAGE_REGISTRY``), the image is pushed and runs by its
+  registry reference ``REGISTRY/REPOSITORY@sha256:...``; without one, by the engine's image id (content-addressed
+  too: sha256 of the image config).
+* ``SubmissionQueue``: an in-process worker thread (the pattern of the web app's live runs) calls ``score_model``
+  once per benchmark, writing into the community registry, so the run events the live pages read are the same.
+  A broker task per (submission, attempt) would replace ``SubmissionQueue.enqueue``'s body (see seams.py).
 """
 
 from __future__ import annotations
@@ -74,10 +74,8 @@ def pin(image_id: str, repository: str) -> tuple[str, str | None]:
     """(what the scoring job runs, the image registry's digest or None). With an image registry configured
     (``$CORTEXBOX_IMAGE_REGISTRY``, issue 12's orchestrator/image_registry.py) the image is pushed and runs as
     ``REGISTRY/REPOSITORY@sha256:...``; without one, by its engine image id (content-addressed as well)."""
-    try:
-        from cortexbox.orchestrator import image_registry
-    except ImportError:  # pragma: no cover - the tree before the image registry
-        return image_id, None
+    from cortexbox.orchestrator import image_registry
+
     if not image_registry.configured_registry():
         return image_id, None
     from cortexbox.orchestrator.runtime import docker_client

@@ -243,3 +243,52 @@ def test_a_team_never_sees_another_teams_submission(server):
     assert client.get("/api/competitions/open/submissions", headers=bearer(tokens["bob"])).json() == []
     assert [x["submission"] for x in client.get("/api/competitions/open/submissions", headers=bearer(tokens["carol"])).json()] == [sub.id]
     assert client.get(f"/submissions/{sub.id}/live", headers=bearer(tokens["bob"])).status_code == 404
+
+
+def test_cortexbox_submit_reports_a_refusal_in_one_line(server, tmp_path):
+    """`cortexbox submit TARBALL` against a real server: a wrong token and a malformed archive end with the server's
+    one-line reason (exit code 2), and nothing is stored."""
+    from typer.testing import CliRunner
+
+    from cortexbox.orchestrator.cli import app as cli_app
+    from tests.orchestrator.test_web_browser import Server
+
+    client, registry, tokens, _ = server
+    bad = image_archive(tmp_path / "bad.tar", manifest=[])
+    with Server(client.app) as running:
+        runner = CliRunner()
+        wrong = runner.invoke(cli_app, ["submit", str(bad), "--server", running.url, "--competition", "open", "--token", "cbx_nope"])
+        assert wrong.exit_code != 0 and "refused the submission (401): no valid token given" in str(wrong.exception)
+        malformed = runner.invoke(cli_app, ["submit", str(bad), "--server", running.url, "--competition", "open",
+                                            "--token", tokens["alice"]])
+        assert "refused the submission (400): the archive must hold exactly one image" in str(malformed.exception)
+        assert tokens["alice"] not in str(malformed.exception) + malformed.output
+    _nothing_stored(registry, tmp_path)
+
+
+def test_an_image_registry_pins_the_submission_and_its_failure_is_a_platform_error(monkeypatch):
+    from cortexbox.orchestrator import image_registry
+    from cortexbox.orchestrator.community import submissions
+    from cortexbox.orchestrator.errors import UserError
+
+    assert submissions.pin("sha256:" + "a" * 64, "cortexbox-submission/c") == ("sha256:" + "a" * 64, None)  # none configured
+    monkeypatch.setattr(image_registry, "configured_registry", lambda: "127.0.0.1:5999")
+    monkeypatch.setattr("cortexbox.orchestrator.runtime.docker_client", lambda: object())
+    pushed = []
+
+    def push(client, image, *, repository=None, **_):
+        pushed.append((image, repository))
+        return image_registry.RegistryImage(f"127.0.0.1:5999/{repository}@sha256:{'b' * 64}", "sha256:" + "b" * 64, image)
+
+    monkeypatch.setattr(image_registry, "push", push)
+    ref, digest = submissions.pin("sha256:" + "a" * 64, "cortexbox-submission/c")
+    assert ref == f"127.0.0.1:5999/cortexbox-submission/c@sha256:{'b' * 64}" and digest == "sha256:" + "b" * 64
+    assert pushed == [("sha256:" + "a" * 64, "cortexbox-submission/c")]
+
+    def down(*args, **kwargs):
+        raise image_registry.RegistryUnavailable("connection refused", "start it")
+
+    monkeypatch.setattr(image_registry, "push", down)
+    with pytest.raises(submissions.EngineUnavailable, match="the image registry failed") as e:
+        submissions.pin("sha256:" + "a" * 64, "cortexbox-submission/c")
+    assert isinstance(e.value, UserError)
