@@ -492,6 +492,8 @@ def import_plugin(
     for name, files in ((found.folder, found.files), *found.companions.items()):
         for relative, content in files.items():
             target = out / PLUGIN_FOLDER / name / relative
+            if ".." in PurePosixPath(relative).parts or PurePosixPath(relative).is_absolute():
+                raise PluginRefused(f"plugin {name} has a file {relative!r} outside its folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
     digest = plugin_digest(all_files)
