@@ -229,3 +229,36 @@ def test_web_login_sets_a_session_cookie_that_is_not_the_token(tmp_path):
         client.post("/logout", follow_redirects=False)
         client.cookies.clear()
         assert client.get("/api/me").status_code == 401
+
+
+def test_team_and_organiser_pages_answer_only_their_people(tmp_path):
+    from cortexbox.orchestrator.web import create_app
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    registry = Registry(url)
+    tokens = people(registry)
+    registry.upsert_benchmark("A2020.x", 1, "h")
+    registry.upsert_benchmark("B2020.y", 1, "g")
+    competitions.create(registry, spec("pages", public=("A2020.x",), private=("B2020.y",)), authenticate(registry, tokens["org"]))
+    app = create_app(f"sqlite:///{tmp_path / 'main.db'}", community_url=url)
+    with TestClient(app) as client:
+        def page(path, who=None):
+            return client.get(path, headers={"Authorization": f"Bearer {tokens[who]}"} if who else {}, follow_redirects=False)
+
+        assert page("/competitions/pages/organise").headers["location"] == "/login?next=/competitions/pages/organise"
+        assert page("/competitions/pages/organise", "alice").status_code == 403
+        organise = page("/competitions/pages/organise", "org")
+        assert organise.status_code == 200 and all(f"/organise/{a}" in organise.text for a in ("open", "close", "reveal", "rescore"))
+        assert "export?format=csv" in organise.text
+        team = page("/competitions/pages/team", "alice")
+        assert team.status_code == 200 and "0 of 2 used today, 2 left" in team.text and "alice, carol" in team.text
+        assert page("/competitions/pages/team", "eve").status_code == 403
+        comp = page("/competitions/pages")
+        assert comp.status_code == 200 and "B2020.y" in comp.text and "hidden until the organiser reveals it" in comp.text
+        assert page("/competitions/nope").status_code == 404
+        # an organiser's form action needs the organiser
+        assert client.post("/competitions/pages/organise/close", headers={"Authorization": f"Bearer {tokens['bob']}"},
+                           follow_redirects=False).status_code == 403
+        assert client.post("/competitions/pages/organise/close", headers={"Authorization": f"Bearer {tokens['org']}"},
+                           follow_redirects=False).status_code == 303
+        assert competitions.get(registry, "pages").status == "closed"
