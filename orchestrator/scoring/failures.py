@@ -51,7 +51,11 @@ def failure_of(exc: BaseException) -> Failure:
     if isinstance(exc, ModelFailure):
         return Failure("model", exc.failure.value, exc.message[:ERROR_CHARS], exc.log_tail)
     if isinstance(exc, UserError):
-        return Failure("user", None, str(exc)[:ERROR_CHARS], hint=exc.hint or "")
+        from cortexbox.orchestrator.image_registry import RegistryUnavailable
+
+        # The image registry down past a pull's own retries (a restart): the job is fine, a later delivery pulls.
+        return Failure("user", None, str(exc)[:ERROR_CHARS], hint=exc.hint or "",
+                       transient=isinstance(exc, RegistryUnavailable))
     if isinstance(exc, KeyboardInterrupt):
         return Failure("cancelled", FailureClass.CANCELLED.value, "interrupted")
     return Failure("internal", None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS], transient=_unreachable(exc))

@@ -32,7 +32,8 @@ def execute(request: ScoreRequest, *, registry: Registry, events: EventSink | No
             score: ScoreFunction | None = None, claimed: bool = False) -> dict[str, Any]:
     """Scores ``request`` and returns its result record: ``status`` succeeded | superseded | failed, with ``run_id``,
     ``scored_version``, ``raw`` and ``ceiled``, or the failure (``failure``: scoring/failures.py's record, and
-    ``error``). A queued job's row follows (running, unless a worker ``claimed`` it already; then its end). Any
+    ``error``). A queued job's row follows (running, unless a worker ``claimed`` it already; then its end, except a
+    claimed job's failure, which its worker records: cancelled, queued again or failed, in one write). Any
     Exception is a failed result, so one job never stops the others; an interrupt puts a queued job back in the
     queue and is raised."""
     score = score or job_module.score_model
@@ -55,7 +56,7 @@ def execute(request: ScoreRequest, *, registry: Registry, events: EventSink | No
         run_id = getattr(e, "run_id", None)
         if isinstance(e, DuplicateScore):  # another delivery of this job stored its score: the job stands
             return result | {"status": "succeeded", "duplicate": True, "run_id": run_id}
-        if queued is not None:
+        if queued is not None and not claimed:
             registry.update_job(queued[0], status="failed", failure_class=failure.failure_class, error=failure.error,
                                 finished_at=utcnow(), **({"run_id": run_id} if run_id else {}))
         return result | {"status": "failed", "failure": failure.to_dict(),

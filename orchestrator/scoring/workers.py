@@ -212,8 +212,8 @@ def claim(registry: Registry, job_id: int, worker: str, lease_s: float) -> bool:
             ScoreJob.id == job_id, ScoreJob.cancel_requested == False,  # noqa: E712
             or_(ScoreJob.status == "queued",
                 and_(ScoreJob.status == "running", or_(ScoreJob.heartbeat_at == None, ScoreJob.heartbeat_at < stale))),  # noqa: E711
-        ).values(status="running", worker=worker, heartbeat_at=now, started_at=now, finished_at=None,
-                 attempts=ScoreJob.attempts + 1, failure_class=None, error=None))
+        ).values(status="running", worker=worker, heartbeat_at=now, started_at=now, finished_at=None, run_id=None,
+                 attempts=ScoreJob.attempts + 1, failure_class=None, error=None))  # run_id: this attempt's, once made
         s.commit()
         return result.rowcount == 1
 
@@ -342,20 +342,27 @@ def run_job(registry: Registry, job_id: int, *, worker: str | None = None, lease
     finally:
         lease.stop()
     result = base | result
+    if result["status"] == "failed" and not result.get("run_id"):  # a failure's run is the one linked to the job
+        result["run_id"] = job_row(registry, job_id)[0].run_id
     if lease.cancelled and result["status"] == "failed":
-        _update(registry, job_id, status="cancelled", failure_class="cancelled", error="cancelled while it ran")
-        if result.get("run_id"):
+        if result.get("run_id"):  # the run first: a job that reads cancelled has a run that says so
             run = registry.run(result["run_id"])
             registry.update_run(run, failure_class=FailureClass.CANCELLED.value, error="cancelled while it ran")
+        _update(registry, job_id, status="cancelled", failure_class="cancelled", error="cancelled while it ran",
+                finished_at=utcnow())
         return result | {"status": "cancelled"}
-    if result["status"] == "failed":
+    if result["status"] == "failed":  # execute left a claimed job running: its one end is written here
         failure = Failure(**result["failure"])
         policy = retry_policy(failure)
         attempts = job_row(registry, job_id)[0].attempts
         result["retry_policy"] = policy
         if policy == "transient" and attempts < MAX_ATTEMPTS:
-            _update(registry, job_id, status="queued", worker=None, task_id=None)
+            _update(registry, job_id, status="queued", worker=None, task_id=None, failure_class=failure.failure_class,
+                    error=failure.error)
             result["retry"] = backoff_s(attempts)
+        else:
+            _update(registry, job_id, status="failed", failure_class=failure.failure_class, error=failure.error,
+                    finished_at=utcnow())
     return result
 
 
@@ -479,8 +486,11 @@ def queue_report(registry: Registry, app=None, timeout_s: float = 1.0) -> dict[s
         try:
             with app.connection_for_write() as conn:
                 report["broker"]["queue_length"] = conn.default_channel.queue_declare(QUEUE, passive=True).message_count
-        except Exception as e:  # noqa: BLE001 - no queue yet, or no broker: said, not raised
-            report["broker"]["error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - no broker: said, not raised
+            if "NOT_FOUND" in str(e):  # Redis drops an empty queue's list; an undeclared queue holds nothing
+                report["broker"]["queue_length"] = 0
+            else:
+                report["broker"]["error"] = f"{type(e).__name__}: {e}"
         try:
             replies = app.control.inspect(timeout=timeout_s).ping() or {}
             report["broker"]["workers_alive"] = sorted(replies)

@@ -115,18 +115,18 @@ def own_containers(client, owners) -> list:
 
 @pytest.fixture
 def cluster(redis, tmp_path, pushed, image_registry_server, second_engine, data_dir, docker_client):
-    """Environment of the workers and the CLI (own registry and cache, our image registry configured), the pixels
-    model registered by its registry reference; ``start(name, engine)`` starts a worker bound to ``engine``
-    ("a": this machine's, "b": the second dockerd). At the end the workers are stopped and no container of theirs
-    may be left on either engine."""
+    """Environment of the workers and the CLI (own registry and cache, our image registry configured);
+    ``add(image)`` registers a model (pushed, by its registry reference), ``start(name, engine)`` starts a worker
+    bound to ``engine`` ("a": this machine's, "b": the second dockerd). At the end the workers are stopped and no
+    container of theirs may be left on either engine. (A benchmark's first job queues jobs for every other model
+    registered then, so each test registers only the models it scores.)"""
     env = {**os.environ, "CORTEXBOX_HOME": str(tmp_path / "home"), "CORTEXBOX_BROKER_URL": redis.url,
            "CORTEXBOX_DATA_DIR": str(data_dir), "CORTEXBOX_IMAGE_REGISTRY": image_registry_server.address}
     env.pop("CORTEXBOX_DATABASE_URL", None)
     env.pop("DOCKER_HOST", None)
+    (tmp_path / "home").mkdir()
     engines = {"a": ENGINE, "b": second_engine.host}
     clients = {"a": docker_client, "b": second_engine.client}
-    added = json.loads(cli(env, "models", "add", pushed.image_id, "--json").stdout)
-    assert added["reference"] == pushed.reference and added["registry_digest"] == pushed.digest
     workers: dict[str, subprocess.Popen] = {}
 
     def start(name: str, engine: str) -> subprocess.Popen:
@@ -140,8 +140,7 @@ def cluster(redis, tmp_path, pushed, image_registry_server, second_engine, data_
         """Registers another image (pushed to the registry, as `models add` does); returns its reference."""
         return json.loads(cli(env, "models", "add", image, "--json").stdout)["reference"]
 
-    yield {"env": env, "start": start, "add": add, "workers": workers, "reference": added["reference"],
-           "pushed": pushed, "clients": clients, "engines": engines,
+    yield {"env": env, "start": start, "add": add, "workers": workers, "pushed": pushed, "clients": clients, "engines": engines,
            "registry": Registry(f"sqlite:///{tmp_path / 'home' / 'registry.db'}"), "logs": tmp_path}
     for process in workers.values():
         if process.poll() is None:
@@ -159,6 +158,13 @@ def cluster(redis, tmp_path, pushed, image_registry_server, second_engine, data_
             left.append(container.name)
             container.remove(force=True)
     assert not left, f"containers of the workers left behind: {left}"
+
+
+def add_pixels(cluster) -> str:
+    """Registers the pixels template (in the registry already: nothing to upload); returns its reference."""
+    reference = cluster["add"](cluster["pushed"].image_id)
+    assert reference == cluster["pushed"].reference
+    return reference
 
 
 def cli(env, *args, timeout=600):

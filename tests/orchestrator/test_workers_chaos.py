@@ -19,6 +19,7 @@ from tests.orchestrator.test_workers import (
     BENCHMARK,
     HOST,
     LEASE_S,
+    add_pixels,
     cli,
     ended,
     forget_on,
@@ -40,7 +41,7 @@ def test_a_worker_killed_mid_run_its_job_is_scored_once_on_the_other_engine(clus
     """Worker b (second engine) pulls the model by digest and starts its container; b is killed with SIGKILL;
     worker a (first engine) takes the job when b's lease expires and stores the one score; b's container, on an
     engine a cannot reach, is reaped by the next worker that starts on that engine."""
-    registry, logs, reference, pushed_image = cluster["registry"], cluster["logs"], cluster["reference"], cluster["pushed"]
+    registry, logs, reference, pushed_image = cluster["registry"], cluster["logs"], add_pixels(cluster), cluster["pushed"]
     forget_on(second_engine, reference)  # b's engine must get the image through the registry
     b = cluster["start"]("b", "b")
     (job,) = json.loads(cli(cluster["env"], "enqueue", "-m", reference, "-b", BENCHMARK, "--json").stdout)
@@ -75,9 +76,9 @@ def test_a_worker_killed_mid_run_its_job_is_scored_once_on_the_other_engine(clus
 
 
 def test_redis_killed_and_restarted_with_jobs_queued_loses_none(cluster, redis):
-    registry, env = cluster["registry"], cluster["env"]
+    registry, env, reference = cluster["registry"], cluster["env"], add_pixels(cluster)
     # jobs queued while no worker runs: they wait in Redis
-    enqueued = json.loads(cli(env, "enqueue", "-m", cluster["reference"], "-b", BENCHMARK, "-b", "Kriegeskorte2008.mIT-rdm",
+    enqueued = json.loads(cli(env, "enqueue", "-m", reference, "-b", BENCHMARK, "-b", "Kriegeskorte2008.mIT-rdm",
                               "--json").stdout)
     assert [j["status"] for j in enqueued] == ["queued", "queued"] and all(j["task_id"] for j in enqueued)
     redis.kill()  # SIGKILL: only what the append-only file holds survives
@@ -88,7 +89,7 @@ def test_redis_killed_and_restarted_with_jobs_queued_loses_none(cluster, redis):
     assert [(r.id, r.status, r.attempts) for r in rows] == [(j["job_id"], "succeeded", 1) for j in enqueued]
     assert sorted(s.job_id for s in scores(registry)) == [j["job_id"] for j in enqueued]
     # asking again adds nothing: the jobs are scored
-    again = json.loads(cli(env, "enqueue", "-m", cluster["reference"], "-b", BENCHMARK, "--json").stdout)
+    again = json.loads(cli(env, "enqueue", "-m", reference, "-b", BENCHMARK, "--json").stdout)
     assert again == [{"job_id": enqueued[0]["job_id"], "status": "succeeded", "task_id": enqueued[0]["task_id"]}]
     assert len(scores(registry)) == 2
 
@@ -98,7 +99,7 @@ def test_a_pull_while_the_registry_is_down_resumes_when_it_is_back(cluster, seco
     registry is started again (same storage, same port), then scores it at the first attempt."""
     import docker.errors
 
-    registry, logs, reference = cluster["registry"], cluster["logs"], cluster["reference"]
+    registry, logs, reference = cluster["registry"], cluster["logs"], add_pixels(cluster)
     forget_on(second_engine, reference)
     image_registry_server.stop()
     try:
