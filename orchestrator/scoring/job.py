@@ -24,7 +24,7 @@ from cortexbox.orchestrator.errors import CortexboxError, FailureClass, ModelFai
 from cortexbox.orchestrator.provenance import code_version, library_versions
 from cortexbox.orchestrator.run_events import RunEventLog, owner
 from cortexbox.orchestrator.runtime import ModelSession, SandboxLimits, open_session
-from cortexbox.orchestrator.scoring import versions
+from cortexbox.orchestrator.scoring import fair, versions
 from cortexbox.orchestrator.scoring.failures import failure_of
 from cortexbox.registry import Registry
 from cortexbox.registry.store import NameTaken
@@ -48,6 +48,10 @@ class ScoreRequest:
     #: The registry's ScoreJob this request answers (scoring/workers.py): its run is linked to it at once, and its
     #: score names it (unique: a job delivered twice stores one score).
     job_id: int | None = None
+    #: Seed of the stimulus order and repeat probes (scoring/fair.py); None: a fresh one, recorded in the provenance.
+    order_seed: int | None = None
+    #: Stimuli sent twice per image run to catch a lookup of seen pixels (scoring/fair.py); 0: none.
+    repeat_probes: int = fair.PROBES
 
 
 @dataclass
@@ -91,6 +95,9 @@ class _Job:
         self.from_cache = True
         #: Stimuli asked for and sent to the model, over every extraction of this job.
         self.cache_stats: dict[str, int] = {}
+        #: Every extraction run's order and ids come from this seed (scoring/fair.py); its runs' probe reports.
+        self.order_seed = request.order_seed if request.order_seed is not None else fair.new_seed()
+        self.fair_runs: list[dict] = []
 
     # -- the model, started only when something must actually run -------------------------
     def _session(self) -> ModelSession:
@@ -175,7 +182,8 @@ class _Job:
         """(stimuli x features) float32 per output (layers and behaviours alike). Rows the cache
         holds for these very stimuli (by placed content, whichever benchmark or selection computed
         them) are reused; only stimuli missing for some output are sent to the model (a text part
-        goes with its whole context)."""
+        goes with its whole context). What is sent goes under random ids, in a shuffled order, with repeat
+        probes (scoring/fair.py); the rows are back in the set's order before anything else sees them."""
         degrees = float(self.info["visual_degrees"])
         ids = list(stimulus_set.stimulus_ids)
         n = len(ids)
@@ -210,16 +218,18 @@ class _Job:
             session = self._session()
             self.events("stage", {"text": f"{label}: {len(send)} of {n} stimuli, {len(run_layers)} output(s)"})
             t0 = time.perf_counter()
+            plan = fair.RunPlan.make(send_set, self.order_seed, label, self.request.repeat_probes)
             result = session.client.run(
                 session.description,
-                send_set.iter_placed(degrees),
-                send_ids,
+                plan.stream(send_set, degrees),
+                plan.ids,
                 layers=[name for name in run_layers if name in self.info["layers"]],
                 behaviours=[name for name in run_layers if name not in self.info["layers"]],
-                timeout_s=60 + self.request.seconds_per_stimulus * len(send),
+                timeout_s=60 + self.request.seconds_per_stimulus * len(plan.ids),
                 on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
-                run_id=f"{label}",
+                run_id=plan.run_id,
             )
+            self.fair_runs.append(plan.restore(result.outputs))  # INCONSISTENT on a failed probe; rows in set order
             self.timings[f"{label}_extract_s"] = self.timings.get(f"{label}_extract_s", 0.0) + time.perf_counter() - t0
         for layer in layers:
             if layer not in run_layers:
@@ -411,6 +421,9 @@ def score_model(
             "layer_commitment": commitment,
             "activations_from_cache": job.from_cache,
             "activation_cache": dict(job.cache_stats),
+            # Random ids, shuffled order and repeat probes of every extraction run (scoring/fair.py), reproducible
+            # from the seed (ids aside: they are random and meaningless).
+            "stimulus_order": {"seed": job.order_seed, "ids": "random per run", "runs": job.fair_runs},
             # The container's budgets (runtime.SandboxLimits) when one ran for this score; else those asked for.
             "sandbox": (job.session.sandbox if job.session is not None and job.session.sandbox
                         else request.limits.to_dict() if request.image else None),

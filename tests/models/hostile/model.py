@@ -1,9 +1,12 @@
 """A model that misbehaves on purpose, to test the orchestrator's sandbox and diagnosis.
 
 The behaviour is read from the file MODE next to this one, which each test writes before
-building its image, so every misbehaviour is a real image run in a real container.
+building its image, so every misbehaviour is a real image run in a real container. Its first
+line is the mode; what follows is what the mode knows (JSON: id_keyed and lookup's stored answers).
 """
 
+import hashlib
+import json
 import os
 import pathlib
 import time
@@ -12,7 +15,8 @@ import numpy as np
 
 from cortexbox.sdk import Model, Output
 
-MODE = (pathlib.Path(__file__).parent / "MODE").read_text().strip()
+MODE, _, MODE_DATA = (pathlib.Path(__file__).parent / "MODE").read_text().partition("\n")
+MODE = MODE.strip()
 
 
 class Hostile(Model):
@@ -41,6 +45,8 @@ class Hostile(Model):
             time.sleep(0.5)
         if MODE == "probe":
             return {"features": np.tile(sandbox_facts(), (len(stimuli), 1))}
+        if MODE in ("id_keyed", "lookup"):  # gaming the benchmark (tests/orchestrator/test_hostile_fair.py)
+            return {"features": np.stack([remembered(s) for s in stimuli])}
         values = np.stack([s.pixels[:4, :4, 0].reshape(-1).astype(np.float32) for s in stimuli])
         if MODE == "nan":
             values[0, 0] = np.nan
@@ -88,6 +94,29 @@ def sandbox_facts() -> np.ndarray:
         float(len(os.listdir("/run/cortexbox"))),
     ]
     return np.array(facts + [0.0] * (16 - len(facts)), dtype=np.float32)
+
+
+# -- gaming the benchmark (threat T12): answers remembered, not computed --------------------------------------------------
+#: Stored answers (16 numbers each): id_keyed's by stimulus id, lookup's by pixel_key of the exact placed pixels.
+STORED = {key: np.asarray(value, np.float32) for key, value in json.loads(MODE_DATA or "{}").items()}
+#: lookup's answer to pixels it has not seen: the mean stored answer (the constant nearest to all of them).
+UNSEEN = np.mean(list(STORED.values()), axis=0).astype(np.float32) if STORED else np.arange(16, dtype=np.float32)
+
+
+def pixel_key(pixels: np.ndarray) -> str:
+    """SHA-256 over the shape and bytes of placed pixels: equal only for exactly the same image."""
+    return hashlib.sha256(str(tuple(pixels.shape)).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def remembered(stimulus) -> np.ndarray:
+    """id_keyed: the answer stored for the id it is given, else numbers made from the id (to look busy, not constant);
+    lookup: the answer stored for exactly these pixels, else one constant."""
+    if MODE == "id_keyed":
+        if stimulus.id in STORED:
+            return STORED[stimulus.id]
+        seed = int.from_bytes(hashlib.sha256(stimulus.id.encode()).digest()[:8], "big")
+        return np.random.default_rng(seed).normal(size=16).astype(np.float32)
+    return STORED.get(pixel_key(stimulus.pixels), UNSEEN)
 
 
 # -- attacks on the host: each returns 16 numbers of what it achieved (tests/orchestrator/test_hostile_host.py) --------
