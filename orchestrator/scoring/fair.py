@@ -18,10 +18,12 @@ Every extraction run is planned here, from a per-run seed that the score's prove
   model answers nearly the same; a model that answers from a lookup of exact pixels seen before (a hash of the bytes
   -> stored answer, anything else for unknown bytes) answers the probe differently, and the run fails with
   ``FailureClass.INCONSISTENT``, with the probe's numbers in the message (a competition wants a failure clearly
-  explained, not a silently stored flag). Probe rows never reach the score or the cache. The tolerance, per numeric
-  output: the distance between the two rows must be at most ``PROBE_RTOL`` (10%) of the run's between-stimulus spread
-  (the median distance of its rows from their mean) plus ``PROBE_NOISE`` (1e-5) of the median row norm, room for float
-  noise when the two copies land in batches of other sizes or neighbours. String outputs (labels) are not compared:
+  explained, not a silently stored flag). In a layer selection an inconsistent layer is left out of the choice (and
+  not cached) instead: a layer of hashed noise must not fail an otherwise honest model; the scored run is strict.
+  Probe rows never reach the score or the cache. The tolerance, per numeric output: the distance between the two
+  rows must be at most ``PROBE_RTOL`` (10%) of the run's between-stimulus spread (the median distance of its rows
+  from their mean) plus ``PROBE_NOISE`` (1e-5) of the median row norm, room for float noise when the two copies land
+  in batches of other sizes or neighbours. String outputs (labels) are not compared:
   a label may honestly flip at a decision boundary. What it does not catch: a lookup by near-duplicate (a perceptual
   hash ignores a one-pixel change); outputs with a constant offset 1e4 times their spread; text models (no
   imperceptible change of a text exists). The held-out private split is the defence there.
@@ -45,8 +47,8 @@ PROBES = 4
 PROBE_RTOL = 0.1
 #: ... plus this share of the median row norm (float noise).
 PROBE_NOISE = 1e-5
-#: Rows sampled to estimate the spread and the norm (bounds the temporaries on huge layers).
-SPREAD_SAMPLE = 256
+#: Rows sampled to estimate the spread and the norm (read one at a time: a layer's row may be millions of values).
+SPREAD_SAMPLE = 64
 
 
 def new_seed() -> int:
@@ -142,10 +144,14 @@ class RunPlan:
                 j = -1 - i
                 yield sid, _nudged(kept.pop(self.probed[j]), self.probe_pixels[j])
 
-    def restore(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Checks the repeat probes (raises ModelFailure INCONSISTENT), then puts each output's rows back into the
-        set's order, in place, and drops the probe rows: returns ``{name: rows of the set}`` and the probe report."""
-        report = self.check_probes(outputs)
+    def restore(self, outputs: dict[str, np.ndarray], strict: bool = True) -> dict[str, Any]:
+        """Checks the repeat probes, then puts each output's rows back into the set's order, in place, and drops the
+        probe rows (``outputs[name]`` becomes the set's rows); returns the probe report. ``strict``: an inconsistent
+        output fails the run (ModelFailure INCONSISTENT); else it is only named in the report's ``inconsistent``
+        (a layer selection leaves such a layer out rather than failing the model)."""
+        report, failures = self.check_probes(outputs)
+        if strict and failures:
+            raise ModelFailure(FailureClass.INCONSISTENT, next(iter(failures.values())))
         source = self._source()
         for name, values in list(outputs.items()):
             _permute_rows(values, source)
@@ -164,38 +170,47 @@ class RunPlan:
         source[self.n:] = probes
         return source
 
-    def check_probes(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Compares each probe's rows with its original's, per numeric output (see the module docstring)."""
+    def check_probes(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Compares each probe's rows with its original's, per numeric output (see the module docstring): the run's
+        report, and a message per inconsistent output."""
         position = {i: p for p, i in enumerate(self.wire)}
         worst = 0.0
+        failures: dict[str, str] = {}
+        originals = [p for p, i in enumerate(self.wire) if i >= 0]
+        if len(originals) > SPREAD_SAMPLE:
+            originals = sorted(np.random.default_rng([self.seed, 1]).choice(originals, SPREAD_SAMPLE, replace=False))
         for name, values in outputs.items():
             if values.dtype == object or not self.probed:
                 continue
-            originals = [p for p, i in enumerate(self.wire) if i >= 0]
-            sample = np.asarray(originals if len(originals) <= SPREAD_SAMPLE else
-                                np.random.default_rng([self.seed, 1]).choice(originals, SPREAD_SAMPLE, replace=False))
-            rows = values[np.sort(sample)].astype(np.float64)
-            spread = float(np.median(np.linalg.norm(rows - rows.mean(axis=0), axis=1)))
-            norm = float(np.median(np.linalg.norm(rows, axis=1)))
+            spread, norm = _scale(values, originals)
             allowed = PROBE_RTOL * spread + PROBE_NOISE * norm
             for j, i in enumerate(self.probed):
-                a = values[position[i]].astype(np.float64)
-                b = values[position[-1 - j]].astype(np.float64)
-                distance = float(np.linalg.norm(a - b))
-                ratio = distance / allowed if allowed > 0 else (0.0 if distance == 0 else math.inf)
-                worst = max(worst, ratio)
-                if distance > allowed:
-                    y, x, c = self.probe_pixels[j]
-                    raise ModelFailure(
-                        FailureClass.INCONSISTENT,
+                distance = float(np.linalg.norm(values[position[i]].astype(np.float64) - values[position[-1 - j]]))
+                worst = max(worst, distance / allowed if allowed > 0 else (0.0 if distance == 0 else math.inf))
+                if distance > allowed and name not in failures:
+                    failures[name] = (
                         f"repeat probe: the same image, sent again later in the run under a new id with one pixel "
                         f"changed by 1 (of 255), got outputs of {name!r} that differ by {distance:.4g}; an honest model "
                         f"differs by at most {allowed:.4g} (10% of the {spread:.4g} between different images, plus "
                         f"float noise). Answers must come from the pixels, not from a lookup of images seen before "
-                        f"(run seed {self.seed}, {self.label}, probe {j + 1} of {len(self.probed)})",
+                        f"(run seed {self.seed}, {self.label}, probe {j + 1} of {len(self.probed)})"
                     )
-        return {"label": self.label, "stimuli": self.n, "probes": len(self.probed),
-                "worst_probe_ratio": None if not self.probed else round(worst, 6)}
+        report = {"label": self.label, "stimuli": self.n, "probes": len(self.probed),
+                  "worst_probe_ratio": None if not self.probed else round(worst, 6)}
+        if failures:
+            report["inconsistent"] = sorted(failures)
+        return report, failures
+
+
+def _scale(values: np.ndarray, rows: list[int]) -> tuple[float, float]:
+    """The median distance of ``values[rows]`` from their mean row, and their median norm; float64, one row at a time."""
+    mean = np.zeros(values.shape[1], dtype=np.float64)
+    for r in rows:
+        mean += values[r]
+    mean /= max(len(rows), 1)
+    spread = [float(np.linalg.norm(values[r] - mean)) for r in rows]
+    norms = [float(np.linalg.norm(values[r].astype(np.float64))) for r in rows]
+    return float(np.median(spread)), float(np.median(norms))
 
 
 def _nudged(pixels: np.ndarray, where: tuple[float, float, int]) -> np.ndarray:

@@ -98,6 +98,8 @@ class _Job:
         #: Every extraction run's order and ids come from this seed (scoring/fair.py); its runs' probe reports.
         self.order_seed = request.order_seed if request.order_seed is not None else fair.new_seed()
         self.fair_runs: list[dict] = []
+        #: Outputs that answered a repeat probe inconsistently in a layer selection: never chosen, never cached.
+        self.inconsistent: set[str] = set()
 
     # -- the model, started only when something must actually run -------------------------
     def _session(self) -> ModelSession:
@@ -178,12 +180,13 @@ class _Job:
         return self.model_row.info
 
     # -- extraction --------------------------------------------------------------------------
-    def extract(self, stimulus_set, layers: list[str], label: str) -> dict[str, np.ndarray]:
+    def extract(self, stimulus_set, layers: list[str], label: str, strict: bool = True) -> dict[str, np.ndarray]:
         """(stimuli x features) float32 per output (layers and behaviours alike). Rows the cache
         holds for these very stimuli (by placed content, whichever benchmark or selection computed
         them) are reused; only stimuli missing for some output are sent to the model (a text part
         goes with its whole context). What is sent goes under random ids, in a shuffled order, with repeat
-        probes (scoring/fair.py); the rows are back in the set's order before anything else sees them."""
+        probes (scoring/fair.py); the rows are back in the set's order before anything else sees them. An output
+        that fails a probe fails the run (``strict``), or in a layer selection is only noted in `inconsistent`."""
         degrees = float(self.info["visual_degrees"])
         ids = list(stimulus_set.stimulus_ids)
         n = len(ids)
@@ -229,7 +232,9 @@ class _Job:
                 on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
                 run_id=plan.run_id,
             )
-            self.fair_runs.append(plan.restore(result.outputs))  # INCONSISTENT on a failed probe; rows in set order
+            report = plan.restore(result.outputs, strict)  # rows in the set's order; INCONSISTENT when strict
+            self.fair_runs.append(report)
+            self.inconsistent.update(report.get("inconsistent", ()))
             self.timings[f"{label}_extract_s"] = self.timings.get(f"{label}_extract_s", 0.0) + time.perf_counter() - t0
         for layer in layers:
             if layer not in run_layers:
@@ -237,7 +242,7 @@ class _Job:
                 continue
             values = result.outputs.pop(layer)
             stored = False
-            if writable:
+            if writable and layer not in self.inconsistent:
                 try:
                     self.cache.put(digest, layer, [keys[i] for i in send], values)  # float32 outputs only
                     stored = values.dtype == np.float32
@@ -254,7 +259,7 @@ class _Job:
                 if index.features == features and not index.missing(keys):
                     found[layer] = self.cache.gather(index, keys)
                 else:  # pragma: no cover - rows removed under us: send them all again
-                    found[layer] = self.extract(stimulus_set, [layer], label)[layer]
+                    found[layer] = self.extract(stimulus_set, [layer], label, strict)[layer]
             else:
                 out = np.empty((n, values.shape[1]), dtype=values.dtype)
                 out[send] = values
@@ -292,11 +297,15 @@ class _Job:
             scores = {candidates[0]: None}
         else:
             scores = self._score_candidates(bench, candidates)
-        # A layer whose score is undefined (None, NaN: e.g. a constant RDM) ranks last.
-        best = max(candidates, key=lambda layer: scores[layer] if scores[layer] is not None and math.isfinite(scores[layer]) else -math.inf)
+        # A layer whose score is undefined (None, NaN: e.g. a constant RDM) ranks last; one that answered a repeat
+        # probe inconsistently (scoring/fair.py) is chosen only if every layer did (its scored run then fails).
+        best = max(candidates, key=lambda layer: (layer not in self.inconsistent, scores[layer] if scores[layer] is not None
+                                                  and math.isfinite(scores[layer]) else -math.inf))
+        left_out = sorted(self.inconsistent & set(candidates))
         if self.cacheable:
             self.registry.save_commitment(self.model_row.id, region, best, key, scores)
-        return best, {"method": "selection", "selection_key": key, "layer_scores": scores, "stored": False}
+        return best, {"method": "selection", "selection_key": key, "layer_scores": scores, "stored": False,
+                      **({"inconsistent": left_out} if left_out else {})}
 
     def _score_candidates(self, bench, candidates: list[str]) -> dict[str, float]:
         selection = bench.selection_stimulus_set
@@ -314,7 +323,7 @@ class _Job:
         scores: dict[str, float] = {}
         t0 = time.perf_counter()
         for i, group in enumerate(groups):
-            arrays = self.extract(selection, group, label=f"layer selection {i + 1}/{len(groups)}")
+            arrays = self.extract(selection, group, label=f"layer selection {i + 1}/{len(groups)}", strict=False)
             for layer in group:
                 assembly = neuroid_assembly(arrays.pop(layer), selection.stimulus_ids, layer=layer, model=self.model_row.name)
                 score = float(bench.score_for_selection(assembly))

@@ -112,15 +112,22 @@ def test_a_probe_answered_from_a_lookup_fails_the_run_and_float_noise_does_not()
     images = _images(12)
     plan = fair.RunPlan.make(images, seed=5, label="benchmark")
     truth = np.random.default_rng(1).normal(size=(12, 16)).astype(np.float32) + 50  # a large common offset
-    honest = np.stack([truth[i] if i >= 0 else truth[plan.probed[-1 - i]] * (1 + 1e-6) for i in plan.wire])
-    plan.check_probes({"features": honest})
-    lookup = np.stack([truth[i] if i >= 0 else truth.mean(axis=0) for i in plan.wire])  # the smartest constant
-    with pytest.raises(ModelFailure) as e:
-        plan.check_probes({"features": lookup})
+
+    def sent(probe_row):
+        return np.stack([truth[i] if i >= 0 else probe_row(truth[plan.probed[-1 - i]]) for i in plan.wire])
+
+    report = plan.restore({"features": sent(lambda row: row * (1 + 1e-6))})
+    assert "inconsistent" not in report and report["worst_probe_ratio"] < 0.1
+    with pytest.raises(ModelFailure) as e:  # the lookup's smartest constant for pixels it has not seen: the mean
+        plan.restore({"features": sent(lambda row: truth.mean(axis=0)), "honest": sent(lambda row: row)})
     assert e.value.failure == FailureClass.INCONSISTENT
     assert "repeat probe" in e.value.message and "run seed 5" in e.value.message and "'features'" in e.value.message
+    # a layer selection names the output and goes on (the layer is left out of the choice)
+    outputs = {"features": sent(lambda row: truth.mean(axis=0)), "honest": sent(lambda row: row)}
+    report = plan.restore(outputs, strict=False)
+    assert report["inconsistent"] == ["features"] and np.array_equal(outputs["honest"], truth)
     constant = np.ones((len(plan.wire), 16), np.float32)  # a constant model is consistent (its RDM fails elsewhere)
-    plan.check_probes({"features": constant})
+    assert "inconsistent" not in plan.restore({"features": constant})
 
 
 # -- T15: the same digest from two teams, and quota (no Docker) -----------------------------------------------------
