@@ -130,6 +130,51 @@ def test_a_probe_answered_from_a_lookup_fails_the_run_and_float_noise_does_not()
     assert "inconsistent" not in plan.restore({"features": constant})
 
 
+def _hashed_noise(commit: str | None = None):
+    """A model with a continuous layer and a layer of noise seeded by a hash of the exact pixels (a lookup's
+    signature; tests/orchestrator/test_score_endpoint.py's TwoLayers has one), served in-process as an endpoint."""
+    import hashlib
+
+    from cortexbox.sdk import Model, Output
+    from tests.orchestrator.test_score_endpoint import _grey_28
+
+    class Hashed(Model):
+        model_id = "hashed-noise"
+        model_version = "1"
+        region_layers = {"IT": commit} if commit else {}
+
+        def layers(self):
+            return [Output("hashed", (64,)), Output("grey", (28 * 28,))]
+
+        def activations(self, stimuli, layers):
+            out = {"grey": np.stack([_grey_28(s.pixels) for s in stimuli])}
+            seeds = [int(hashlib.sha256(s.pixels.tobytes()).hexdigest()[:8], 16) for s in stimuli]
+            out["hashed"] = np.stack([np.random.default_rng(seed).normal(size=64) for seed in seeds]).astype(np.float32)
+            return {name: out[name] for name in layers}
+
+    return Hashed()
+
+
+def test_a_layer_selection_leaves_out_an_inconsistent_layer_and_a_scored_run_fails_on_one(tmp_path):
+    from cortexbox.sdk import serve
+
+    for commit in (None, "hashed"):
+        address = f"unix://{tmp_path}/{commit}.sock"
+        server, _ = serve(_hashed_noise(commit), address, block=False)
+        try:
+            outcome, seconds = _score(endpoint=address)
+        finally:
+            server.stop(0)
+        if commit is None:  # chosen among consistent layers; the selection's run names the other
+            commitment = outcome.provenance["layer_commitment"]
+            assert outcome.layer == "grey" and commitment["inconsistent"] == ["hashed"], commitment
+            [selection, scored] = outcome.provenance["stimulus_order"]["runs"]
+            assert selection["inconsistent"] == ["hashed"] and "inconsistent" not in scored
+        else:  # committed by the model itself: the scored run is strict
+            assert isinstance(outcome, ModelFailure) and outcome.failure == FailureClass.INCONSISTENT, outcome
+            assert "'hashed'" in outcome.message and seconds < 60
+
+
 # -- T15: the same digest from two teams, and quota (no Docker) -----------------------------------------------------
 def test_the_same_digest_from_two_teams_is_flagged_and_a_caught_model_spends_its_quota(tmp_path):
     from cortexbox.orchestrator.community import competitions, submissions
