@@ -44,6 +44,10 @@ DB_IMAGE = "cortexbox/registry-db:latest"
 WEB_IMAGE = "cortexbox/web:latest"
 #: The web image's database driver (a dev extra on the host, a requirement in the image).
 DB_DRIVER = "psycopg2-binary"
+#: The broker's client (celery[redis]'s, named so that it is pinned to the version here like the rest), and what only
+#: the image's Python needs: wheels are selected with the host's Python markers, and redis wants async-timeout below
+#: Python 3.11.3, which bookworm's 3.11.2 is.
+IMAGE_PYTHON_REQUIREMENTS = ["redis", "async-timeout>=4.0.3"]
 #: What goes into the cortexbox wheel: the package folders of pyproject's package-dir, and pyproject itself.
 _PACKAGE_SOURCES = ("pyproject.toml", "orchestrator", "benchmarks", "registry")
 _LOG_TAIL = 40
@@ -78,14 +82,15 @@ def _pinned(requirement: str) -> str:
         return requirement
     if "+" in version:  # a local build (e.g. +cpu) may exist only here
         return requirement
-    return f"{name}=={version}"
+    extras = re.match(r"\s*[^\s<>=!~;\[(]+\s*(\[[^\]]*\])?", requirement).group(1) or ""  # celery[redis]: the redis client
+    return f"{name}{extras}=={version}"
 
 
 def web_requirements() -> list[str]:
     """The web image's third-party requirements: cortexbox's and the SDK's dependencies plus the
     PostgreSQL driver, each pinned to the version installed in this environment where there is one."""
     declared = [r for r in _project_metadata()["dependencies"] if _name(r) != "cortexbox-sdk"]
-    declared += images.sdk_requirements() + [DB_DRIVER]
+    declared += images.sdk_requirements() + [DB_DRIVER] + IMAGE_PYTHON_REQUIREMENTS
     seen: dict[str, str] = {}
     for requirement in declared:
         seen.setdefault(_name(requirement).lower().replace("_", "-"), _pinned(requirement))
@@ -172,8 +177,12 @@ def build_stack(
         if base_image != images.DEFAULT_BASE_IMAGE:
             raise ImageBuildError(f"base image {base_image} is not present and cannot be pulled here") from None
         images.build_base_image(client, base_image, log=log)
-    db = images.build_image(client, DB_IMAGE_DIR, db_tag, base_image=base_image, nocache=nocache, log=log)
+    # Our own Dockerfiles, whose apt steps reach the mirror on the host's network: no bridge needed (the stack
+    # itself never uses one, and an engine may have none).
+    db = images.build_image(client, DB_IMAGE_DIR, db_tag, base_image=base_image, nocache=nocache, network_mode="host",
+                            log=log)
     with tempfile.TemporaryDirectory(prefix="cortexbox-web-context-") as tmp:
         context = assemble_web_context(Path(tmp) / "context", wheelhouse=wheelhouse, log=log)
-        web = images.build_image(client, context, web_tag, base_image=base_image, nocache=nocache, log=log)
+        web = images.build_image(client, context, web_tag, base_image=base_image, nocache=nocache, network_mode="host",
+                                 log=log)
     return Stack(db=db, web=web)

@@ -1,8 +1,10 @@
 """The deployment stack, for real: `cortexbox image stack` builds the PostgreSQL and web images from the
 offline base, `docker-compose up` starts them, a score made on the host with `cortexbox score` lands in
-that PostgreSQL through the shared unix socket, and the web container serves it on 127.0.0.1.
+that PostgreSQL through the shared unix socket, and the web container serves it on 127.0.0.1. With two workers
+(`--scale worker=2`), a model pushed to the stack's image registry is scored from the web API by a worker container
+and followed live, and `down`/`up` keeps everything.
 
-Every run uses its own compose project, socket folder and port, and ends with `down -v`, so nothing
+Every run uses its own compose project, socket folder, run folder and ports, and ends with `down -v`, so nothing
 (container, network, volume) survives it, whatever happened. First build of the web image: about a
 minute with a warm wheelhouse; later runs reuse Docker's layer cache (seconds, or ~20 s when
 cortexbox's own code changed).
@@ -29,6 +31,8 @@ from tests.orchestrator.test_cli import cortexbox
 pytestmark = pytest.mark.docker
 
 BENCHMARK = "Cowley2023.V4-pls"
+#: What the workers score from the web: pixels on 92 images, a container run of a few seconds.
+BENCHMARK_QUEUED = "Kriegeskorte2008.hIT-rdm"
 
 
 def _compose_command() -> list[str]:
@@ -63,8 +67,12 @@ class Compose:
         self.command = _compose_command()
         self.project = f"cbxtest{secrets.token_hex(4)}"
         self.socket_dir = tempfile.mkdtemp(prefix="cbx-db-", dir="/tmp")  # short: a socket path has ~100 bytes
+        self.run_dir = tempfile.mkdtemp(prefix="cbx-runs-", dir="/tmp")  # the workers' run folders, same path inside
         self.port = _free_port()
-        self.env = {**os.environ, "CORTEXBOX_DB_SOCKET_DIR": self.socket_dir, "CORTEXBOX_WEB_PORT": str(self.port)}
+        self.registry_port = _free_port()
+        self.env = {**os.environ, "CORTEXBOX_DB_SOCKET_DIR": self.socket_dir, "CORTEXBOX_WEB_PORT": str(self.port),
+                    "CORTEXBOX_REGISTRY_PORT": str(self.registry_port), "CORTEXBOX_WORKER_RUN_DIR": self.run_dir,
+                    "CORTEXBOX_DATA_DIR": str((REPO / ".." / "shared" / "data").resolve())}
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = f"postgresql+psycopg2://cortexbox@/cortexbox?host={self.socket_dir}"
 
@@ -116,6 +124,7 @@ def compose(stack_images, docker_client):
         subprocess.run([*project.command, "-f", str(REPO / "docker-compose.yml"), "-p", project.project,
                         "down", "-v", "--remove-orphans", "-t", "10"], capture_output=True, env=project.env, timeout=180)
         shutil.rmtree(project.socket_dir, ignore_errors=True)
+        shutil.rmtree(project.run_dir, ignore_errors=True)
     assert not project.leftovers(docker_client), "compose left things behind"
 
 
@@ -180,3 +189,146 @@ def test_compose_serves_scores_stored_in_postgresql(compose, stack_images, templ
     status, body = _get(compose.url + "/api/leaderboard")
     assert status == 200, body
     assert _leaderboard_cell(json.loads(body), outcome["model"], BENCHMARK)["value"] == cell["value"]
+
+
+def _services(compose: Compose, docker_client) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for c in docker_client.containers.list(filters={"label": f"com.docker.compose.project={compose.project}"}):
+        found.setdefault(c.labels["com.docker.compose.service"], []).append(c)
+    return found
+
+
+def _wait(predicate, timeout_s: float, what: str, compose: Compose):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = subprocess.run([*compose.command, "-p", compose.project, "logs", "--tail", "30"],
+                                  capture_output=True, text=True, env=compose.env).stdout
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}; logs:\n{logs[-5000:]}")
+        time.sleep(0.5)
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _follow(url: str, timeout_s: float) -> list[tuple[str, dict]]:
+    """The server-sent events of ``url`` until its stream ends (a batch's stream ends after its ``done``)."""
+    events: list[tuple[str, dict]] = []
+    deadline = time.monotonic() + timeout_s
+    kind = None
+    with urllib.request.urlopen(url, timeout=60) as response:
+        for raw in response:
+            assert time.monotonic() < deadline, f"the stream of {url} ran past {timeout_s} s: {events[-5:]}"
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                events.append((kind, json.loads(line[6:])))
+                kind = None
+    return events
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_compose_workers_score_what_the_web_queues_and_down_up_keeps_it(compose, stack_images, template_image,
+                                                                        docker_client, data_dir):
+    import psycopg2
+
+    from cortexbox.orchestrator.image_registry import split_reference
+
+    start = time.monotonic()
+    compose("up", "-d", "--scale", "worker=2")
+    compose.wait_for_web()
+    services = _services(compose, docker_client)
+    workers = services["worker"]
+    print(f"stack with 2 workers up in {time.monotonic() - start:.1f} s")
+    assert len(workers) == 2
+    assert services["broker"][0].attrs["HostConfig"]["NetworkMode"] == "none"
+    appendonly = services["broker"][0].exec_run(["redis-cli", "-s", "/run/cortexbox-db/redis.sock", "config", "get", "appendonly"])
+    assert appendonly.output.decode().split() == ["appendonly", "yes"]
+    for worker in workers:
+        host = worker.attrs["HostConfig"]
+        assert host["NetworkMode"] == "host" and host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+        assert f"{compose.run_dir}:{compose.run_dir}:rw" in host["Binds"]  # the same path on both sides
+        assert any(b.endswith(":/var/run/docker.sock:rw") for b in host["Binds"])
+    # Both workers answer the broker's ping, each under its own name (the replicas share the host's name).
+    alive = _wait(lambda: len(w := json.loads(_get(compose.url + "/api/queue")[1])["broker"]["workers_alive"]) == 2 and w,
+                  90, "two workers answering the broker", compose)
+    assert all(name.startswith("compose@ctr-") for name in alive)
+
+    # A model pushed to the stack's image registry and registered by its reference by digest.
+    env = {"CORTEXBOX_DATABASE_URL": compose.database_url, "CORTEXBOX_IMAGE_REGISTRY": f"127.0.0.1:{compose.registry_port}"}
+    added = cortexbox("models", "add", template_image("pixels"), "--json", env=env, timeout=300)
+    assert added.returncode == 0, added.stderr[-3000:]
+    model = json.loads(added.stdout)
+    assert split_reference(model["reference"])[0] == f"127.0.0.1:{compose.registry_port}"
+
+    # Scored from the web API: queued, taken by a worker container, followed live from the web container.
+    t0 = time.monotonic()
+    status, started = _post(compose.url + "/api/runs", {"model": model["model"], "benchmark": BENCHMARK_QUEUED})
+    assert status == 202, started
+    (job,) = started["jobs"]
+    events = _follow(compose.url + started["events_url"], 600)
+    print(f"queued and scored by a worker in {time.monotonic() - t0:.1f} s, {len(events)} events")
+    names = [kind for kind, _ in events]
+    assert names[0] == "status" and names[-1] == "done" and events[-1][1]["status"] == "succeeded", events[-5:]
+    (run,) = [data for kind, data in events if kind == "run"]
+    assert run["job_id"] == job["job_id"] and run["worker"].startswith("compose@ctr-")
+    assert "progress" in names and [d["benchmark"] for k, d in events if k == "score"] == [BENCHMARK_QUEUED]
+    # The run's own page and stream, as any web process shows a run scored elsewhere; its scorer is a worker container.
+    run_events = _follow(compose.url + f"/api/runs/{run['run_id']}/events", 60)
+    assert run_events[0][1]["host"].startswith("ctr-")
+    assert run_events[-1][0] == "done" and run_events[-1][1]["status"] == "succeeded"
+    assert _get(compose.url + f"/runs/{run['run_id']}/live")[0] == 200
+
+    # Asking again adds nothing: the same job, scored once.
+    status, again = _post(compose.url + "/api/runs", {"model": model["model"], "benchmark": BENCHMARK_QUEUED})
+    assert status == 202 and [(j["job_id"], j["status"]) for j in again["jobs"]] == [(job["job_id"], "succeeded")]
+
+    def registry_state():
+        with psycopg2.connect(host=compose.socket_dir, user="cortexbox", dbname="cortexbox") as conn, conn.cursor() as cur:
+            cur.execute("SELECT j.id, j.status, j.worker, s.ceiled, s.provenance::text FROM score_job j "
+                        "JOIN score s ON s.job_id = j.id")
+            rows = cur.fetchall()
+            cur.execute("SELECT count(*) FROM score")
+            (scores,) = cur.fetchone()
+        conn.close()
+        return rows, scores
+
+    rows, scores = registry_state()
+    assert scores == 1 and len(rows) == 1
+    job_id, job_status, worker, ceiled, provenance = rows[0]
+    assert (job_id, job_status) == (job["job_id"], "succeeded") and worker == run["worker"]
+    assert split_reference(model["reference"])[2] in provenance  # the score names the registry digest
+
+    # down/up keeps everything (PostgreSQL's and Redis's volumes); the new containers serve the same score.
+    owners = {f"ctr-{w.id[:12]}" for w in workers}
+    compose("down", "-t", "10")
+    compose("up", "-d", "--scale", "worker=2")
+    compose.wait_for_web()
+    status, body = _get(compose.url + "/api/leaderboard")
+    assert status == 200, body
+    assert _leaderboard_cell(json.loads(body), model["model"], BENCHMARK_QUEUED)["value"] == pytest.approx(ceiled, rel=1e-12)
+    assert registry_state() == (rows, 1)
+    assert json.loads(_get(compose.url + "/api/queue")[1])["counts"] == {"succeeded": 1}
+    owners |= {f"ctr-{w.id[:12]}" for w in _services(compose, docker_client)["worker"]}
+
+    compose("down", "-t", "10")
+    assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={compose.project}"})
+    left = [c.name for c in docker_client.containers.list(all=True, filters={"label": "cortexbox.owner"})
+            if c.labels["cortexbox.owner"].split("-s")[0] in owners]
+    assert not left, f"model containers of the workers left behind: {left}"
+    try:  # the local tag the push made on this engine (the image keeps its own)
+        docker_client.images.remove(f"127.0.0.1:{compose.registry_port}/cortexbox/pixels:id-{model['digest'].split(':')[1][:40]}")
+    except Exception:  # noqa: BLE001 - another name, or gone
+        pass
+    print(f"whole test {time.monotonic() - start:.1f} s")
