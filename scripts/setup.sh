@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The CNCF Distribution registry (Debian's docker-registry 2.8): `cortexbox registry serve` runs our own, on
 # loopback, when CORTEXBOX_IMAGE_REGISTRY is wanted; nothing here starts it (the demo scores on this engine).
 command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); fresh_registry=1; }
+# iproute2: the tests' second Docker engine gets a bridge of its own (`ip link add`), tests/orchestrator/engines.py.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # Redis, the default broker of `cortexbox worker` (Celery; tests start their own server, appendonly on).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then

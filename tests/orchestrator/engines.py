@@ -1,8 +1,9 @@
 """A second Docker engine for tests: a ``dockerd`` of our own that stands in for another host.
 
 It has its own data root (so it holds none of the first engine's images), exec root (its own containerd), pid
-file, config file and unix socket, no bridge and no iptables rules (model containers have no network anyway, and
-the host's firewall stays as it was). Everything it leaves is removed at :meth:`DockerEngine.stop`; every wait is
+file, config file and unix socket, a bridge of its own and no iptables rules (model containers have no network
+anyway, and the host's firewall stays as it was). Not ``--bridge=none``: a dockerd started so deletes the host's
+``docker0`` (both engines share the network namespace), and the first engine's builds then fail. Everything it leaves is removed at :meth:`DockerEngine.stop`; every wait is
 bounded.
 """
 
@@ -31,12 +32,19 @@ class DockerEngine:
         self.host = f"unix://{self.socket}"
         self.process: subprocess.Popen | None = None
         self.client = None
+        self.bridge = "cbx" + os.urandom(5).hex()  # interface names have at most 15 characters
+        self._bridge_made = False
 
     def start(self, timeout_s: float = 60.0) -> "DockerEngine":
         import docker
 
         if shutil.which("dockerd") is None:
             raise EngineError("dockerd is not installed")
+        made = subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], capture_output=True, text=True,
+                              timeout=30)
+        if made.returncode != 0:
+            raise EngineError(f"cannot create the bridge {self.bridge}: {made.stderr.strip()}")
+        self._bridge_made = True
         config = self.root / "daemon.json"
         config.write_text("{}\n")  # not /etc/docker/daemon.json: the first engine's settings stay its own
         log = open(self.root / "dockerd.log", "ab")
@@ -44,7 +52,7 @@ class DockerEngine:
             self.process = subprocess.Popen(
                 ["dockerd", "--config-file", str(config), "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"), "-H", self.host,
-                 "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
+                 f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
@@ -102,6 +110,9 @@ class DockerEngine:
                 time.sleep(0.1)
         for mount in reversed(self._mounts()):
             subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
+        if self._bridge_made:
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=30)
+            self._bridge_made = False
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _mounts(self) -> list[str]:

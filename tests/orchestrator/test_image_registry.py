@@ -8,6 +8,7 @@ The pixels template is pushed once for the module (a few hundred MB of I/O); eve
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import socket
@@ -167,6 +168,9 @@ def test_a_second_engine_pulls_by_digest_checks_and_serves_the_model(second_engi
 
     engine = second_engine.client
     assert engine.info()["DockerRootDir"] != docker_client.info()["DockerRootDir"]
+    # It brought a bridge of its own: the first engine's docker0 (its builds' network) is still there.
+    assert os.path.exists(f"/sys/class/net/{second_engine.bridge}")
+    assert os.path.exists("/sys/class/net/docker0"), "starting the second engine removed the first engine's docker0"
     _forget_on(second_engine, pushed.reference)
     with pytest.raises(docker.errors.ImageNotFound):
         engine.images.get(pushed.reference)
