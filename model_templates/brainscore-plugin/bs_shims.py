@@ -10,7 +10,7 @@
   lets it import; the models, transforms and everything a classification network runs are pure Python on torch.
   Calling one of those ops still fails ("no kernel"), loudly.
 
-The reference side of the parity check (``cortexbox.orchestrator.importers.brainscore_reference``) installs the
+The reference side of the parity check (``perf/brainscore_reference.py``, run by Brain-Score's own Python) installs the
 same stand-ins from this file, so both sides run the same code.
 """
 

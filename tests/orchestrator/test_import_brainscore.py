@@ -27,7 +27,7 @@ from tests.orchestrator.test_cli import assert_one_line_error, cortexbox
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "model_templates"
-REFERENCE = REPO / "orchestrator" / "importers" / "brainscore_reference.py"
+REFERENCE = REPO / "perf" / "brainscore_reference.py"
 BS_VENV = Path(os.environ.get("BS_VENV", "/tmp/bs-venv"))
 BENCHMARK = "Kriegeskorte2008.hIT-rdm"
 #: pixels: uint8 values through float32 on both sides, so exactly equal; the score then too (same arrays, same code).

@@ -3,7 +3,7 @@
 Runs under a Python that has brainscore-vision installed (e.g. the venv that ``perf/parity_brainscore.py
 --setup-venv`` makes, plus the plugin's own packages), never under cortexbox's, and imports nothing of cortexbox::
 
-    /tmp/bs-venv/bin/python orchestrator/importers/brainscore_reference.py PROJECT OUT.npz IMAGE.png...
+    /tmp/bs-venv/bin/python perf/brainscore_reference.py PROJECT OUT.npz IMAGE.png...
 
 PROJECT is the folder ``cortexbox import brainscore`` wrote. Its ``plugin/`` folder is put first on
 ``brainscore_vision.models.__path__`` (so the very files the image carries are imported), its ``bs_shims.py`` is
