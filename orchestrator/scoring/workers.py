@@ -68,6 +68,10 @@ CANCEL_POLL_S = 1.0
 FINISHED = ("succeeded", "failed", "cancelled", "superseded")
 #: Failure classes retried on another delivery; every other class, and a user's mistake, is final.
 TRANSIENT = frozenset({FailureClass.LOST.value})
+#: What a container shows when its engine stopped under it (a broken stream, an exit, no answer): the model's own
+#: failure only if the engine stayed up; else the run was lost (transient).
+ENGINE_ARTEFACTS = frozenset({FailureClass.CRASH.value, FailureClass.PROTOCOL_VIOLATION.value, FailureClass.TIMEOUT.value,
+                              FailureClass.HANDSHAKE_FAILED.value})
 
 
 def retry_policy(failure: Failure) -> str:
@@ -220,17 +224,23 @@ def claim(registry: Registry, job_id: int, worker: str, lease_s: float) -> bool:
 
 class Lease(threading.Thread):
     """Renews the worker's lease on its job every ``heartbeat_s`` and watches the job's cancel flag; on cancel it
-    kills this process's model containers (the worker runs one job at a time)."""
+    kills this process's model containers (the worker runs one job at a time). It also pings the worker's Docker
+    engine every round: an engine that stopped answering during the job (``engine_lost``: restarted, crashed)
+    explains a container that died with it, which is then not the model's failure (`run_job`)."""
 
     def __init__(self, registry: Registry, job_id: int, worker: str, heartbeat_s: float):
         super().__init__(name=f"cortexbox-lease-{job_id}", daemon=True)
         self.registry, self.job_id, self.worker, self.heartbeat_s = registry, job_id, worker, heartbeat_s
         self.cancelled = False
+        self.engine_lost = False
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         last = time.monotonic()
         while not self._stop_event.wait(CANCEL_POLL_S):
+            if not self.engine_lost and not engine_answers():
+                self.engine_lost = True
+                logger.warning("job %s: the Docker engine stopped answering during the job", self.job_id)
             try:
                 if time.monotonic() - last >= self.heartbeat_s:
                     _beat(self.registry, self.job_id, self.worker)
@@ -245,6 +255,20 @@ class Lease(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(5)
+
+
+def engine_answers() -> bool:
+    """Whether this worker's Docker engine (``DOCKER_HOST``, set by `bind_engine`) answers a ping now."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - refused, reset, timed out: not answering
+        return False
 
 
 def _beat(registry: Registry, job_id: int, worker: str) -> None:
@@ -271,6 +295,21 @@ def kill_own_containers() -> int:
         except Exception:  # noqa: BLE001 - gone already
             pass
     return killed
+
+
+def remove_own_containers() -> int:
+    """Removes every container of this process (running or not) once its job ended: a removal that failed while the
+    engine was away (a restart) would otherwise leave it, since no reaper removes a live process's containers."""
+    from cortexbox.orchestrator.runtime import LABEL_OWNER, _owner_tag, docker_client
+
+    removed = 0
+    for container in docker_client().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={_owner_tag()}"}):
+        try:
+            container.remove(force=True)
+            removed += 1
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+    return removed
 
 
 def request_cancel(registry: Registry, job_id: int, app=None) -> str:
@@ -341,6 +380,11 @@ def run_job(registry: Registry, job_id: int, *, worker: str | None = None, lease
         result = queue_module.execute(request, registry=registry, events=events, queued=row, claimed=True)
     finally:
         lease.stop()
+        try:
+            if remove_own_containers():
+                logger.warning("job %s: removed containers its run left", job_id)
+        except Exception:  # noqa: BLE001 - the engine is away: the next job's end, or a reaper, removes them
+            logger.warning("job %s: could not check for leftover containers", job_id, exc_info=True)
     result = base | result
     if result["status"] == "failed" and not result.get("run_id"):  # a failure's run is the one linked to the job
         result["run_id"] = job_row(registry, job_id)[0].run_id
@@ -353,6 +397,15 @@ def run_job(registry: Registry, job_id: int, *, worker: str | None = None, lease
         return result | {"status": "cancelled"}
     if result["status"] == "failed":  # execute left a claimed job running: its one end is written here
         failure = Failure(**result["failure"])
+        # The engine away during the job or now: a dead container, or "cannot reach the Docker engine", is the
+        # platform's, not the model's or the user's.
+        if (failure.kind in ("internal", "user") or failure.failure_class in ENGINE_ARTEFACTS) and (
+                lease.engine_lost or not engine_answers()):
+            failure = Failure("internal", FailureClass.LOST.value, f"the Docker engine went away during the run "
+                              f"({failure.failure_class or 'error'}: {failure.error})"[:4000], failure.log_tail, transient=True)
+            result |= {"failure": failure.to_dict(), "error": f"{failure.failure_class}: {failure.error}"}
+            if result.get("run_id"):
+                registry.update_run(registry.run(result["run_id"]), failure_class=failure.failure_class, error=failure.error)
         policy = retry_policy(failure)
         attempts = job_row(registry, job_id)[0].attempts
         result["retry_policy"] = policy

@@ -4,8 +4,9 @@ travel through our image registry by digest, real containers.
 
 This module holds the cluster (the fixtures test_workers_chaos.py shares) and the control of jobs: a running job
 cancelled from the CLI (its container killed within seconds, recorded cancelled, never retried), a model's own
-failure never retried, `cortexbox queue` showing the live workers and their jobs. Each asserts the registry's final
-state; every wait is bounded.
+failure never retried, a worker's engine restarted under a run (transient: retried after its backoff, scored once),
+`cortexbox queue` showing the live workers and their jobs. Each asserts the registry's final state; every wait is
+bounded.
 """
 
 from __future__ import annotations
@@ -285,3 +286,47 @@ def test_a_models_own_failure_is_never_retried(cluster, hostile_image):
     assert (still.status, still.attempts, still.run_id) == ("failed", 1, row.run_id)
     (run,) = runs(registry)
     assert run.status == "failed" and run.failure_class == "bad_output" and scores(registry) == []
+
+
+def restart_engine(engine) -> None:
+    """Stops the second dockerd as a host's restart does (SIGTERM: it stops its containers and its containerd) and
+    starts it again on the same data root and socket."""
+    engine.process.terminate()
+    engine.process.wait(60)
+    engine.client.close()
+    engine.process = engine.client = None
+    if getattr(engine, "_bridge_made", False):  # start() makes the engine's bridge again
+        subprocess.run(["ip", "link", "del", engine.bridge], capture_output=True, timeout=30)
+        engine._bridge_made = False
+    engine.start()
+
+
+def test_an_engine_restarted_mid_run_is_retried_with_backoff_and_scored_once(cluster, second_engine):
+    """Worker b's engine (the second dockerd) restarts while b's container computes: the container dies with it,
+    which is not the model's failure: the run is recorded lost (transient), the job retried after its backoff on
+    the engine that came back, and scored once; no container is left."""
+    registry, env, logs = cluster["registry"], cluster["env"], cluster["logs"]
+    reference = add_pixels(cluster)
+    b = cluster["start"]("b", "b")
+    (job,) = json.loads(cli(env, "enqueue", "-m", reference, "-b", BENCHMARK, "--json").stdout)
+
+    def computing():  # the container is up and has the stimuli: mid-run
+        row = jobs(registry)[0]
+        texts = [(e.data or {}).get("text", "") for e in registry.run_events(row.run_id, -1, 50)] if row.run_id else []
+        return any(t.startswith("benchmark:") for t in texts) and not any("scoring layer" in t for t in texts)
+    wait(computing, 300, "b's container to compute", logs, every_s=0.05)
+    t0 = time.monotonic()
+    restart_engine(second_engine)
+    cluster["clients"]["b"] = second_engine.client
+    print(f"second engine restarted in {time.monotonic() - t0:.1f} s")
+    (row,) = wait(ended(registry), 300, "the job to end after the restart", logs)
+    assert (row.id, row.status, row.attempts, row.worker) == (job["job_id"], "succeeded", 2, f"b@{HOST}:{b.pid}"), row.error
+    (score,) = scores(registry)
+    assert score.job_id == row.id and score.run_id == row.run_id
+    first, second = runs(registry)
+    assert (first.status, first.failure_class) == ("failed", "lost") and "Docker engine went away" in first.error
+    assert second.id == row.run_id and second.status == "succeeded"
+    gap_s = (second.started_at - first.finished_at).total_seconds()
+    print(f"retried {gap_s:.1f} s after the lost run ended (backoff 5 s)")
+    assert gap_s >= 4.5  # the backoff (5 s; the stored times are the runs', not the broker's)
+    wait(lambda: not own_containers(second_engine.client, {f"{HOST}:{b.pid}"}), 30, "no container of b's", logs)
