@@ -253,3 +253,13 @@ def test_the_handover_only_serves_the_owner_uid(tmp_path):
     assert len(got) == 1 and os.fstat(got[0]).st_size == 64 * 1024
     os.close(got[0])
     ours.close()
+
+
+def test_the_area_budget_is_configurable_and_zero_turns_it_off():
+    from cortexbox.orchestrator.errors import UserError
+
+    assert WireBudgets().shared_memory_bytes == 256 * 1024**2
+    assert WireBudgets.from_env({"CORTEXBOX_WIRE": "shared_memory_bytes=64m"}).shared_memory_bytes == 64 * 1024**2
+    assert WireBudgets.from_env({"CORTEXBOX_WIRE": "shared_memory_bytes=0"}).shared_memory_bytes == 0
+    with pytest.raises(UserError, match="must be positive"):  # 0 means off only where it says so
+        WireBudgets.from_env({"CORTEXBOX_WIRE": "stall_timeout_s=0"})
