@@ -119,3 +119,63 @@ def test_a_pull_while_the_registry_is_down_resumes_when_it_is_back(cluster, seco
     (score,) = scores(registry)
     assert score.job_id == row.id and score.provenance["registry_digest"] == cluster["pushed"].digest
     assert second_engine.client.images.get(reference).id == cluster["pushed"].image_id
+
+
+def _web(cluster, port: int):
+    """`cortexbox web` (uvicorn) in its own process, with the cluster's broker and registry; waits until it answers."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    log = open(cluster["logs"] / "worker-web.log", "ab")  # worker-*: shown with the workers' logs on a timeout
+    web = subprocess.Popen([sys.executable, "-m", "cortexbox.orchestrator.cli", "web", "--port", str(port)],
+                           env=cluster["env"], stdout=log, stderr=subprocess.STDOUT)
+    cluster["workers"][f"web-{port}-{len(cluster['workers'])}"] = web  # stopped (and checked) with the workers
+
+    def answers():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/queue", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            assert web.poll() is None, (cluster["logs"] / "worker-web.log").read_text()[-3000:]
+            return False
+    wait(answers, 60, "the web app to answer", cluster["logs"], every_s=0.2)
+    return web
+
+
+def _api(port: int, path: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body is not None else "GET",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_the_web_app_killed_while_a_job_it_enqueued_runs_loses_nothing(cluster):
+    """POST /api/runs queues two jobs for the workers; the web process is killed with SIGKILL while the first one's
+    container runs; both jobs are scored once each, at their first attempt, and a web app started again shows them."""
+    import socket as socket_module
+
+    registry, logs, reference = cluster["registry"], cluster["logs"], add_pixels(cluster)
+    a, b = cluster["start"]("a", "a"), cluster["start"]("b", "b")
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = _web(cluster, port)
+    batch = _api(port, "/api/runs", {"model": reference, "benchmarks": [BENCHMARK, "Kriegeskorte2008.mIT-rdm"]})
+    assert [j["status"] for j in batch["jobs"]] == ["queued", "queued"]
+    owners = {f"{HOST}:{p.pid}" for p in (a, b)}
+    wait(lambda: running_container(cluster["clients"], owners), 300, "a worker's model container", logs)
+    web.kill()  # SIGKILL, while a job it enqueued runs
+    web.wait(10)
+    rows = wait(ended(registry, 2), 300, "both jobs to end", logs)
+    assert [(r.id, r.status, r.attempts) for r in rows] == [(j["job_id"], "succeeded", 1) for j in batch["jobs"]]
+    assert sorted(s.job_id for s in scores(registry)) == [j["job_id"] for j in batch["jobs"]]
+    assert [r.status for r in runs(registry)] == ["succeeded", "succeeded"]
+    # a web app started again reads the same state
+    _web(cluster, port)
+    report = _api(port, "/api/queue")
+    assert report["counts"] == {"succeeded": 2} and report["broker"]["queue_length"] == 0
+    assert sorted(n.split("@")[0] for n in report["broker"]["workers_alive"]) == ["a", "b"]
