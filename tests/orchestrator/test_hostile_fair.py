@@ -239,6 +239,10 @@ def containers(docker_client):
 
 @pytest.fixture(scope="module")
 def stored_answers():
+    return best_answers()
+
+
+def best_answers() -> dict:
     """The answers an attacker would love to store for each benchmark image: a 16-dimensional embedding of the
     target RDM (raw 0.57), keyed by the benchmark's stimulus id and by the exact placed pixels."""
     bench = benchmarks.get_benchmark(BENCHMARK)
@@ -266,15 +270,10 @@ def _pixel_key(pixels: np.ndarray) -> str:
 def gamer(docker_client, base_image, tmp_path_factory):
     """The hostile image in a gaming mode, with its stored answers after the mode's line in MODE; one tag per process,
     removed at the end."""
-    from cortexbox.orchestrator import images
-
     built: list[str] = []
 
     def build(mode: str, stored: dict) -> str:
-        project = tmp_path_factory.mktemp(f"fair-{mode}")
-        shutil.copytree(HOSTILE, project, dirs_exist_ok=True)
-        (project / "MODE").write_text(f"{mode}\n{json.dumps(stored)}\n")
-        built.append(images.build_model_image(docker_client, project, tag=f"cortexbox-test/hostile-fair:{mode}-{os.getpid()}").tag)
+        built.append(build_gamer(docker_client, tmp_path_factory.mktemp(f"fair-{mode}"), mode, stored))
         return built[-1]
 
     yield build
@@ -283,6 +282,14 @@ def gamer(docker_client, base_image, tmp_path_factory):
             docker_client.images.remove(tag, force=True)
         except Exception:  # noqa: BLE001 - gone already
             pass
+
+
+def build_gamer(docker_client, project, mode: str, stored: dict) -> str:
+    from cortexbox.orchestrator import images
+
+    shutil.copytree(HOSTILE, project, dirs_exist_ok=True)
+    (project / "MODE").write_text(f"{mode}\n{json.dumps(stored)}\n")
+    return images.build_model_image(docker_client, project, tag=f"cortexbox-test/hostile-fair:{mode}-{os.getpid()}").tag
 
 
 def _score(**kwargs):
