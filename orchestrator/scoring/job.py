@@ -229,7 +229,9 @@ class _Job:
                 layers=[name for name in run_layers if name in self.info["layers"]],
                 behaviours=[name for name in run_layers if name not in self.info["layers"]],
                 timeout_s=60 + self.request.seconds_per_stimulus * len(plan.ids),
-                on_progress=lambda done, total: self.events("progress", {"done": done, "total": total, "label": label}),
+                # Progress counts the set's stimuli: the repeat probes are a share of the wire, not stimuli to report.
+                on_progress=lambda done, total: self.events(
+                    "progress", {"done": round(done * plan.n / total) if total else done, "total": plan.n, "label": label}),
                 run_id=plan.run_id,
             )
             report = plan.restore(result.outputs, strict)  # rows in the set's order; INCONSISTENT when strict

@@ -10,6 +10,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cortexbox.benchmarks.stimuli import StimulusSet
@@ -143,8 +144,33 @@ def test_text_keys_depend_on_the_whole_context_and_position():
     assert text_keys([("a", "dog", "c"), ("b", "The", "c")])[1] != one[0]
 
 
+#: The extraction runs' plans (scoring/fair.py), newest last: what each run sent, as the set's stimuli.
+_PLANS: list[tuple[object, object]] = []
+
+
+@pytest.fixture(autouse=True)
+def _record_plans():
+    """Records each extraction run's plan and the set it sends, so a fake client can say which of the set's
+    stimuli a run sent (on the wire they go under random ids, shuffled, with repeat probes)."""
+    from cortexbox.orchestrator.scoring import fair
+
+    make = fair.RunPlan.make
+
+    def recording(stimulus_set, *args, **kwargs):
+        plan = make(stimulus_set, *args, **kwargs)
+        _PLANS.append((plan, stimulus_set))
+        return plan
+
+    patch = pytest.MonkeyPatch()  # its own: a test's monkeypatch.undo() must not undo this
+    patch.setattr(fair.RunPlan, "make", recording)
+    yield
+    patch.undo()
+    _PLANS.clear()
+
+
 class _FakeClient:
-    """Stands in for a model: each output row is a function of the pixels (or the part's text and context)."""
+    """Stands in for a model: each output row is a function of the pixels (or the part's text and context).
+    ``sent`` lists, per run, the set's stimulus ids that went out (in the set's order)."""
 
     def __init__(self):
         self.sent: list[list[str]] = []
@@ -152,7 +178,10 @@ class _FakeClient:
     def run(self, description, stimuli, stimulus_ids, *, layers, behaviours, timeout_s, on_progress, run_id):
         items = list(stimuli)
         assert [item[0] for item in items] == list(stimulus_ids)
-        self.sent.append(list(stimulus_ids))
+        plan, sent_set = next((p, st) for p, st in reversed(_PLANS) if p.ids == list(stimulus_ids))
+        names = [part[0] for part in sent_set.parts] if plan.text else list(sent_set.stimulus_ids)
+        assert not set(names) & set(stimulus_ids)  # the set's ids never reach the model
+        self.sent.append(names)
         outputs = {}
         for name in list(layers) + list(behaviours):
             if isinstance(items[0][1], str):  # text: position in the context and the text's length
