@@ -51,6 +51,8 @@ models_app = typer.Typer(no_args_is_help=True, help="Models known to the registr
 app.add_typer(models_app, name="models")
 cache_app = typer.Typer(help="The activation cache: usage by model and output, cap, free disk, pruning.")
 app.add_typer(cache_app, name="cache")
+import_app = typer.Typer(no_args_is_help=True, help="Bring models from other platforms in as model projects and images.")
+app.add_typer(import_app, name="import")
 # Community competitions (orchestrator/community/cli.py): accounts, teams, competitions, and submitting an image.
 from cortexbox.orchestrator.community.cli import competitions_app, submit, teams_app, users_app  # noqa: E402
 
@@ -58,8 +60,6 @@ app.add_typer(users_app, name="users")
 app.add_typer(teams_app, name="teams")
 app.add_typer(competitions_app, name="competitions")
 app.command("submit")(submit)
-import_app = typer.Typer(no_args_is_help=True, help="Bring models from other platforms in as model projects and images.")
-app.add_typer(import_app, name="import")
 registry_app = typer.Typer(no_args_is_help=True, help="Our image registry: model images travel between Docker engines by digest.")
 app.add_typer(registry_app, name="registry")
 
