@@ -13,9 +13,10 @@ Every extraction run is planned here, from a per-run seed that the score's prove
   cache, the metric) sees them; a model whose outputs are a function of each stimulus therefore scores exactly as
   without the shuffle (the pixels, AlexNet and unigram templates: the same numbers to the last digit). The activation cache is keyed by the placed pixels or the context's text, never by ids or
   order, so it is unaffected.
-* **Repeat probes.** An image run also re-sends ``probes`` of its stimuli (4 by default) at random later positions,
-  each under a new id and with one pixel of the placed image changed by 1 (one channel, +1, or -1 at 255). An honest
-  model answers nearly the same; a model that answers from a lookup of exact pixels seen before (a hash of the bytes
+* **Repeat probes.** An image run of a model image (not of an endpoint: the operator's own server, never a
+  submission) also re-sends ``probes`` of its stimuli (4 by default) at random later positions, each under a new id
+  and with one pixel of the placed image changed by 1 (one channel, +1, or -1 at 255). An honest model answers
+  nearly the same; a model that answers from a lookup of exact pixels seen before (a hash of the bytes
   -> stored answer, anything else for unknown bytes) answers the probe differently, and the run fails with
   ``FailureClass.INCONSISTENT``, with the probe's numbers in the message (a competition wants a failure clearly
   explained, not a silently stored flag). In a layer selection an inconsistent layer is left out of the choice (and

@@ -50,8 +50,10 @@ class ScoreRequest:
     job_id: int | None = None
     #: Seed of the stimulus order and repeat probes (scoring/fair.py); None: a fresh one, recorded in the provenance.
     order_seed: int | None = None
-    #: Stimuli sent twice per image run to catch a lookup of seen pixels (scoring/fair.py); 0: none.
-    repeat_probes: int = fair.PROBES
+    #: Stimuli sent twice per image run to catch a lookup of seen pixels (scoring/fair.py); 0: none. None: fair.PROBES
+    #: for a model image, none for an endpoint (the operator's own server, never a submission: e.g. a replay of stored
+    #: activations by pixel hash in a parity test).
+    repeat_probes: int | None = None
 
 
 @dataclass
@@ -98,6 +100,7 @@ class _Job:
         #: Every extraction run's order and ids come from this seed (scoring/fair.py); its runs' probe reports.
         self.order_seed = request.order_seed if request.order_seed is not None else fair.new_seed()
         self.fair_runs: list[dict] = []
+        self.repeat_probes = request.repeat_probes if request.repeat_probes is not None else fair.PROBES if request.image else 0
         #: Outputs that answered a repeat probe inconsistently in a layer selection: never chosen, never cached.
         self.inconsistent: set[str] = set()
 
@@ -221,7 +224,7 @@ class _Job:
             session = self._session()
             self.events("stage", {"text": f"{label}: {len(send)} of {n} stimuli, {len(run_layers)} output(s)"})
             t0 = time.perf_counter()
-            plan = fair.RunPlan.make(send_set, self.order_seed, label, self.request.repeat_probes)
+            plan = fair.RunPlan.make(send_set, self.order_seed, label, self.repeat_probes)
             result = session.client.run(
                 session.description,
                 plan.stream(send_set, degrees),
