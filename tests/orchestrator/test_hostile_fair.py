@@ -277,9 +277,11 @@ def gamer(docker_client, base_image, tmp_path_factory):
         return built[-1]
 
     yield build
-    for tag in built:
+    stages = [t for image in docker_client.images.list(name="cortexbox-stage/cortexbox-test--hostile-fair--build")
+              for t in image.tags if t.endswith(f"-{os.getpid()}")]  # the build stages' tags of this process
+    for tag in built + stages:
         try:
-            docker_client.images.remove(tag, force=True)
+            docker_client.images.remove(tag, force=tag in built)
         except Exception:  # noqa: BLE001 - gone already
             pass
 
