@@ -263,3 +263,47 @@ def test_the_area_budget_is_configurable_and_zero_turns_it_off():
     assert WireBudgets.from_env({"CORTEXBOX_WIRE": "shared_memory_bytes=0"}).shared_memory_bytes == 0
     with pytest.raises(UserError, match="must be positive"):  # 0 means off only where it says so
         WireBudgets.from_env({"CORTEXBOX_WIRE": "stall_timeout_s=0"})
+
+
+def test_the_ring_never_hands_out_a_block_the_client_still_holds():
+    """Equal blocks that fill the ring exactly: after a wrap the newest block ends where the oldest live one starts.
+    The next block must wait for a release, not go on top of the oldest (a run under load saw its block "written
+    again after it was announced")."""
+    import mmap
+
+    from cortexbox.model.v1 import model_service_pb2 as pb
+    from cortexbox.sdk.server import _SharedRing
+
+    block, control = 4096, wire.SHM_CONTROL_BYTES
+    area = mmap.mmap(-1, control + 3 * block)
+    token = os.urandom(wire.SHM_TOKEN_BYTES)
+    area[: wire.SHM_TOKEN_BYTES] = token
+    ring = _SharedRing(area, pb.SharedMemoryOffer(area_bytes=len(area), control_bytes=control,
+                                                  alignment_bytes=wire.SHM_ALIGNMENT, token=token))
+    released = np.frombuffer(area, np.uint8)[wire.SHM_RELEASED_OFFSET : wire.SHM_RELEASED_OFFSET + 8].view("<u8")
+    stop = threading.Event()
+    payload = memoryview(bytes(block))
+    held: list[tuple[int, int]] = []  # (block index, offset) the client has not released
+
+    def write() -> int | None:
+        stop.clear()
+        timer = threading.Timer(0.2, stop.set)  # a write that must wait is stopped instead
+        timer.start()
+        try:
+            got = ring.write(payload, stop)
+        finally:
+            timer.cancel()
+        if got is not None:
+            assert all(not (got.offset < off + block and off < got.offset + block) for _, off in held), (got, held)
+            held.append((ring.announced - 1, got.offset))
+        return None if got is None else got.offset
+
+    assert [write(), write(), write()] == [control, control + block, control + 2 * block]
+    assert write() is None  # full
+    released[0] = 1
+    held.pop(0)
+    assert write() == control  # wrapped into the released space
+    assert write() is None  # full again: the newest ends where the oldest live block starts
+    released[0] = 2
+    held.pop(0)
+    assert write() == control + block

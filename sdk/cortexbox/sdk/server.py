@@ -543,11 +543,14 @@ class _SharedRing:
         if not self.live:
             return self.start
         tail, head = self.live[0][1], -(-self.live[-1][2] // self.align) * self.align
-        if head >= tail:  # live blocks in [tail, head): room after them, else at the start
-            if head + nbytes <= self.end:
-                return head
-            return self.start if self.start + nbytes <= tail else None
-        return head if head + nbytes <= tail else None  # wrapped: room between them
+        # Wrapped when the newest block starts before the oldest (blocks are placed in ring order). Not `head < tail`:
+        # a wrapped newest block may end exactly where the oldest starts (head == tail, the ring full), and the space
+        # after `head` is then the oldest block's, still the client's.
+        if self.live[-1][1] < tail:
+            return head if head + nbytes <= tail else None  # wrapped: room between them
+        if head + nbytes <= self.end:  # live blocks in [tail, head): room after them, else at the start
+            return head
+        return self.start if self.start + nbytes <= tail else None
 
     def write(self, raw: memoryview, stop: threading.Event) -> pb.SharedMemoryBlock | None:
         """Copies `raw` into the ring (waiting while the client holds the space) and returns its block;
