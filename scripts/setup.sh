@@ -21,6 +21,8 @@ command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); fre
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # Redis, the default broker of `cortexbox worker` (Celery; tests start their own server, appendonly on).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# RabbitMQ, the other broker (an amqp:// URL): tests/orchestrator/test_workers_rabbitmq.py runs a node of its own.
+[ -x /usr/sbin/rabbitmq-server ] || { need_apt+=(rabbitmq-server); fresh_rabbitmq=1; }
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq
@@ -29,6 +31,10 @@ fi
 # The package's own service listens on every interface at :5000 and is not ours: where systemd started it, stop it.
 if [ -n "${fresh_registry:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+# Likewise RabbitMQ's own service (every interface, :5672): cortexbox starts brokers where it needs them.
+if [ -n "${fresh_rabbitmq:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled rabbitmq-server >/dev/null 2>&1; then
+  systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
 fi
 
 # gVisor (Debian's runsc), the optional `--runtime runsc` sandbox: optional here too (its tests skip without it).
