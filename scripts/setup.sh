@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time setup of a fresh Debian/Ubuntu machine for cortexbox (run as root):
-# Docker engine, debootstrap (for the offline base image), a running dockerd, and a
+# Docker engine, debootstrap (for the offline base image), the test and scale-out tools (Chromium, WordNet,
+# the image registry, Redis, RabbitMQ, gVisor; none left running as a service), a running dockerd, and a
 # virtual environment in .venv with cortexbox and its SDK installed from this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); fre
 # iproute2: the tests' second Docker engine gets a bridge of its own (`ip link add`), tests/orchestrator/engines.py.
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # Redis, the default broker of `cortexbox worker` (Celery; tests start their own server, appendonly on).
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-server >/dev/null 2>&1 || { need_apt+=(redis-server); fresh_redis=1; }
 # RabbitMQ, the other broker (an amqp:// URL): tests/orchestrator/test_workers_rabbitmq.py runs a node of its own.
 [ -x /usr/sbin/rabbitmq-server ] || { need_apt+=(rabbitmq-server); fresh_rabbitmq=1; }
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -32,9 +33,13 @@ fi
 if [ -n "${fresh_registry:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
-# Likewise RabbitMQ's own service (every interface, :5672): cortexbox starts brokers where it needs them.
+# Likewise the brokers' own services (RabbitMQ on every interface at :5672, Redis at :6379): cortexbox starts the
+# brokers it needs (tests, `docker-compose`), each its own.
 if [ -n "${fresh_rabbitmq:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled rabbitmq-server >/dev/null 2>&1; then
   systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+fi
+if [ -n "${fresh_redis:-}" ] && command -v systemctl >/dev/null 2>&1 && systemctl is-enabled redis-server >/dev/null 2>&1; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
 # gVisor (Debian's runsc), the optional `--runtime runsc` sandbox: optional here too (its tests skip without it).
