@@ -152,6 +152,16 @@ def cluster(redis, tmp_path, pushed, image_registry_server, second_engine, data_
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+    import docker.errors
+
+    # `models add` of a hostile image left a local tag of its registry reference: untag it (the image keeps its own).
+    for image in docker_client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{image_registry_server.address}/cortexbox-test/"):
+                try:
+                    docker_client.images.remove(tag)
+                except docker.errors.ImageNotFound:
+                    pass
     owners = {f"{HOST}:{p.pid}" for p in workers.values()}
     left = []
     for client in clients.values():
