@@ -47,11 +47,10 @@ import xarray as xr
 from .language import LanguageBenchmark, TextStimulusSet, values_by_stimulus
 from .metrics import ItemStatisticsCeiling, pearson_r_score
 from .metrics.bootstrap import (
-    CHUNK_ELEMENTS,
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     bootstrap_record,
-    stratified_block_counts,
+    grouped_block_replicates,
     weighted_pearson,
 )
 from .metrics.normalization import explained_variance
@@ -201,13 +200,6 @@ class Futrell2018Pearsonr(LanguageBenchmark):
 
     def _bootstrap(self, stories: np.ndarray, reading_times: np.ndarray, surprisal: np.ndarray) -> np.ndarray:
         """Replicates of Pearson r(reading time, surprisal) under a moving block bootstrap of words within stories."""
-        change = np.flatnonzero(np.r_[True, stories[1:] != stories[:-1], True])
-        lengths = np.diff(change)
-        rng = np.random.default_rng(self.seed)
-        out = np.empty(self.n_boot)
-        chunk = max(1, CHUNK_ELEMENTS // len(stories))
-        for start in range(0, self.n_boot, chunk):
-            b = min(chunk, self.n_boot - start)
-            counts = stratified_block_counts(rng, lengths.tolist(), BLOCK_WORDS, b)
-            out[start : start + b] = weighted_pearson(counts, reading_times[:, None], surprisal[:, None])[:, 0]
-        return out
+        return grouped_block_replicates(
+            stories, BLOCK_WORDS, self.n_boot, self.seed,
+            lambda counts: weighted_pearson(counts, reading_times[:, None], surprisal[:, None])[:, 0])

@@ -64,7 +64,7 @@ import xarray as xr
 from .dims import STIMULUS_ID
 from .futrell2018 import BLOCK_WORDS, load_reading_times
 from .language import LanguageBenchmark, TextStimulusSet, values_by_stimulus
-from .metrics.bootstrap import CHUNK_ELEMENTS, DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, stratified_block_counts
+from .metrics.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_record, grouped_block_replicates
 from .score import Score
 
 __all__ = ["SPILLOVER", "Futrell2018SpilloverDLL", "heldout_delta_loglik", "load_frequencies", "spillover_design"]
@@ -323,13 +323,5 @@ class Futrell2018SpilloverDLL(LanguageBenchmark):
 
     def _bootstrap(self, stories: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """Replicates of the mean per-word ΔLL under a moving block bootstrap of words within stories."""
-        change = np.flatnonzero(np.r_[True, stories[1:] != stories[:-1], True])
-        lengths = np.diff(change)
-        rng = np.random.default_rng(self.seed)
-        out = np.empty(self.n_boot)
-        chunk = max(1, CHUNK_ELEMENTS // len(stories))
-        for start in range(0, self.n_boot, chunk):
-            b = min(chunk, self.n_boot - start)
-            counts = stratified_block_counts(rng, lengths.tolist(), BLOCK_WORDS, b)
-            out[start : start + b] = counts @ delta / counts.sum(axis=1)
-        return out
+        return grouped_block_replicates(stories, BLOCK_WORDS, self.n_boot, self.seed,
+                                        lambda counts: counts @ delta / counts.sum(axis=1))

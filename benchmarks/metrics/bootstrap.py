@@ -128,6 +128,21 @@ def stratified_block_counts(rng: np.random.Generator, lengths: Sequence[int], bl
     return np.hstack([block_counts(rng, int(n), block, n_boot) for n in lengths])
 
 
+def grouped_block_replicates(groups: np.ndarray, block: int, n_boot: int, seed: int, statistic) -> np.ndarray:
+    """``n_boot`` replicates of ``statistic(counts)`` (counts: replicates x rows, returning one value per replicate)
+    under a moving block bootstrap within each run of equal ``groups`` (e.g. words within stories), drawn in chunks
+    that keep the count matrix under :data:`CHUNK_ELEMENTS`."""
+    change = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True])
+    lengths = np.diff(change).tolist()
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    chunk = max(1, CHUNK_ELEMENTS // len(groups))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        out[start : start + b] = statistic(stratified_block_counts(rng, lengths, block, b))
+    return out
+
+
 # -- weighted statistics -----------------------------------------------------------------------------------------------
 def weighted_pearson(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson r of the columns of ``x`` and ``y`` (``(n, k)``) over rows repeated ``weights`` times, for each row of
