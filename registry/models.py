@@ -249,7 +249,9 @@ class Submission(SQLModel, table=True):
     """One image a team submitted to a competition, pinned by its digest (the engine's image id, or the
     image registry's digest once pushed). ``status``: queued | running | succeeded | failed (the model's
     fault: counts against the quota) | platform_failed (ours: never counts, ``counts_quota`` False).
-    ``duplicate_of``: another team's earlier submission with the same digest (flagged)."""
+    ``duplicate_of``: another team's earlier submission with the same digest (flagged). ``layers_digest``: the
+    sha256 of the image's ordered rootfs diff_ids (its filesystem, whatever its config says); ``resembles``: another
+    team's earlier submission with the same filesystem but another digest (a re-labelled copy; organisers only)."""
 
     __tablename__ = "submission"
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -266,6 +268,8 @@ class Submission(SQLModel, table=True):
     failure_class: Optional[str] = None
     counts_quota: bool = True
     duplicate_of: Optional[int] = None
+    layers_digest: Optional[str] = Field(default=None, index=True)
+    resembles: Optional[int] = None
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
 
@@ -285,3 +289,28 @@ class SubmissionRun(SQLModel, table=True):
     status: str = "queued"  # queued | running | succeeded | failed
     failure_class: Optional[str] = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SubmissionJob(SQLModel, table=True):
+    """One scoring of a submission (``attempt`` 0) or an organiser's rescoring (1, 2, ...) as a worker takes it
+    (orchestrator/community/tasks.py): unique on (submission, attempt), so a delivery claims it with one
+    conditional UPDATE and a second delivery of a held or finished job does nothing. ``worker``/``heartbeat_at``:
+    the lease of the worker holding it; ``attempts``: deliveries taken (a platform failure is retried).
+    ``status``: queued | running | succeeded | failed | platform_failed."""
+
+    __tablename__ = "submission_job"
+    __table_args__ = (UniqueConstraint("submission_id", "attempt"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    submission_id: int = Field(foreign_key="submission.id", index=True)
+    attempt: int = 0
+    status: str = "queued"
+    worker: Optional[str] = None
+    heartbeat_at: Optional[datetime] = None
+    attempts: int = 0
+    task_id: Optional[str] = None
+    cancel_requested: bool = False
+    failure_class: Optional[str] = None
+    error: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
