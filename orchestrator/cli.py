@@ -400,11 +400,12 @@ def worker(
     engine: Optional[str] = typer.Option(None, "--engine", metavar="URL", help="The Docker engine this worker owns, e.g. unix:///run/docker-2.sock (default: $DOCKER_HOST)"),
     name: str = typer.Option("worker", "--name", metavar="NAME", help="The worker's name in the registry's leases and in `cortexbox queue`"),
     lease_s: float = typer.Option(60.0, "--lease-s", metavar="SECONDS", min=1.0, help="Heartbeat silence after which a job's worker counts as lost"),
+    community_url: Optional[str] = typer.Option(None, "--community-url", metavar="URL", help="The community database whose submissions this worker scores and recovers (default: community.db in $CORTEXBOX_HOME)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """With $CORTEXBOX_BROKER_URL: a Celery worker bound to one Docker engine, scoring jobs from the broker one at a
-    time until stopped. Without: run every queued scoring job here, once (e.g. those an ingestion queued with
-    --no-score)."""
+    """With $CORTEXBOX_BROKER_URL: a Celery worker bound to one Docker engine, scoring jobs (and competition
+    submissions) from the broker one at a time until stopped. Without: run every queued scoring job here, once
+    (e.g. those an ingestion queued with --no-score)."""
     from cortexbox.benchmarks.settings import settings
     from cortexbox.orchestrator.scoring import run_queued_jobs
 
@@ -414,7 +415,7 @@ def worker(
 
         err.print(f"cortexbox worker {name} on {engine or 'the Docker engine of $DOCKER_HOST (or the default)'}",
                   markup=False, highlight=False)
-        run_worker(broker, name=name, engine=engine, lease_s=lease_s)
+        run_worker(broker, name=name, engine=engine, lease_s=lease_s, community_url=community_url)
         return
     if engine:
         from cortexbox.orchestrator.scoring.workers import bind_engine
