@@ -6,9 +6,10 @@ Two seams:
 * ``pin``: with an image registry configured (``$CORTEXBOX_IMAGE_REGISTRY``), the image is pushed and runs by its
   registry reference ``REGISTRY/REPOSITORY@sha256:...``; without one, by the engine's image id (content-addressed
   too: sha256 of the image config).
-* ``SubmissionQueue``: an in-process worker thread (the pattern of the web app's live runs) calls ``score_model``
-  once per benchmark, writing into the community registry, so the run events the live pages read are the same.
-  A broker task per (submission, attempt) would replace ``SubmissionQueue.enqueue``'s body (see seams.py).
+* ``SubmissionQueue``: with a broker, a job per (submission, attempt) for issue 12's Celery workers
+  (community/tasks.py); without one, a thread of the web process scores it under the same job row. Either way
+  ``score_model`` runs once per benchmark, writing into the community registry, so the run events the live pages
+  read are the same.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from sqlmodel import select
 from cortexbox.orchestrator.community import competitions
 from cortexbox.orchestrator.community.accounts import Caller, Forbidden
 from cortexbox.orchestrator.community.archive import ArchiveInfo, ArchiveRejected, load_stream
-from cortexbox.orchestrator.community.competitions import PLATFORM_FAILURES, NotFound
-from cortexbox.orchestrator.errors import ModelFailure, UserError
+from cortexbox.orchestrator.community.competitions import NotFound
+from cortexbox.orchestrator.errors import UserError
 from cortexbox.registry import Registry, Run
-from cortexbox.registry.models import Competition, Submission, SubmissionRun, Team, utcnow
+from cortexbox.registry.models import Competition, Submission, SubmissionRun, Team
 
 logger = logging.getLogger(__name__)
 
@@ -176,40 +177,20 @@ def team_submissions(registry: Registry, comp: Competition, team_id: int | None)
 
 
 # -- scoring -------------------------------------------------------------------------------------------------------
-class _LinkingRegistry:
-    """The community registry, linking each run ``score_model`` starts to its submission's row at once (so the
-    submitter can follow it live from its first event)."""
-
-    def __init__(self, registry: Registry, submission_run_id: int):
-        self._registry = registry
-        self._id = submission_run_id
-
-    def start_run(self, *args, **kwargs):
-        run = self._registry.start_run(*args, **kwargs)
-        _update(self._registry, SubmissionRun, self._id, run_id=run.id, status="running")
-        return run
-
-    def __getattr__(self, name: str):
-        return getattr(self._registry, name)
-
-
-def _update(registry: Registry, table, row_id: int, **fields: Any) -> None:
-    with registry.session() as s:
-        row = s.get(table, row_id)
-        for key, value in fields.items():
-            setattr(row, key, value)
-        s.add(row)
-        s.commit()
-
-
 class SubmissionQueue:
-    """Scores submissions one at a time in a background thread of this process. ``score`` replaces
-    ``score_model`` (tests)."""
+    """Where the web app sends a submission attempt to be scored. With a broker (``broker``: the web app's Celery app
+    of ``$CORTEXBOX_BROKER_URL``, the setting POST /api/runs uses) the attempt's job is published for issue 12's
+    workers (community/tasks.py: claimed once, leased, a platform failure retried and refunded). Without one (the
+    single-host `cortexbox web`) the fallback: a background thread of this process scores attempts one at a time,
+    under the same job row and claim, a platform failure ending the submission ``platform_failed`` at once (no
+    broker to deliver it again). ``score`` replaces ``score_model`` (tests; in process only)."""
 
-    def __init__(self, registry: Registry, score: Callable[..., Any] | None = None, cache_dir: str | None = None):
+    def __init__(self, registry: Registry, score: Callable[..., Any] | None = None, cache_dir: str | None = None,
+                 broker: Callable[[], Any] | None = None):
         self.registry = registry
         self._score = score
         self.cache_dir = cache_dir
+        self._broker = broker
         self._queue: Queue[tuple[int, int] | None] = Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -217,6 +198,13 @@ class SubmissionQueue:
         self.idle.set()
 
     def enqueue(self, submission_id: int, attempt: int = 0) -> None:
+        from cortexbox.orchestrator.community import tasks
+
+        app = self._broker() if self._broker is not None else None
+        if app is not None:
+            tasks.enqueue(self.registry, submission_id, attempt, app)
+            return
+        tasks.enqueue(self.registry, submission_id, attempt)
         self.idle.clear()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -243,58 +231,16 @@ class SubmissionQueue:
                     self.idle.set()
 
     def execute(self, submission_id: int, attempt: int = 0) -> str:
-        """Scores the submission on every benchmark of its competition (``attempt`` > 0: an organiser's rescoring
-        from the stored digest, without the activation cache); returns the submission's status."""
-        from cortexbox.orchestrator.community.seams import ScoreRequest, score_model
+        """Scores the attempt here (``attempt`` > 0: an organiser's rescoring from the stored digest, without the
+        activation cache); returns the submission's status (``rescored`` for a rescoring)."""
+        from cortexbox.orchestrator import owner
+        from cortexbox.orchestrator.community import tasks
+        from cortexbox.orchestrator.scoring.workers import LEASE_S
 
-        score = self._score or score_model
-        with self.registry.session() as s:
-            sub = s.get(Submission, submission_id)
-            comp = s.get(Competition, sub.competition_id)
-        if attempt == 0:
-            _update(self.registry, Submission, sub.id, status="running")
-        model_failure, platform_failure = None, None
-        for benchmark, private in competitions.benchmarks(comp):
-            with self.registry.session() as s:
-                sr = SubmissionRun(submission_id=sub.id, benchmark=benchmark, attempt=attempt, private=private, status="running")
-                s.add(sr)
-                s.commit()
-                s.refresh(sr)
-            request = ScoreRequest(benchmark=benchmark, image=sub.image_ref, use_cache=attempt == 0,
-                                   database_url=self.registry.url, cache_dir=self.cache_dir)
-            try:
-                score(request, registry=_LinkingRegistry(self.registry, sr.id), events=None)
-                _update(self.registry, SubmissionRun, sr.id, status="succeeded")
-                continue
-            except ModelFailure as e:
-                failure = e.failure.value
-            except UserError as e:  # the image vanished from the engine, the data is missing: ours
-                logger.error("submission %s on %s: %s", sub.id, benchmark, e)
-                failure = "internal"
-            except Exception:  # noqa: BLE001 - our code or the engine: a platform failure
-                logger.exception("submission %s on %s failed on the platform's side", sub.id, benchmark)
-                failure = "internal"
-            with self.registry.session() as s:
-                run_id = s.get(SubmissionRun, sr.id).run_id
-                run = s.get(Run, run_id) if run_id is not None else None
-            if run is not None and (run.status == "running" or run.failure_class is None):  # ours, not the model's
-                self.registry.update_run(run, status="failed", failure_class=failure, error=run.error or "the platform failed")
-            _update(self.registry, SubmissionRun, sr.id, status="failed", failure_class=failure)
-            if failure in PLATFORM_FAILURES:
-                platform_failure = platform_failure or failure
-            else:
-                model_failure = model_failure or failure
-        if attempt:
-            return "rescored"
-        if model_failure is None and platform_failure is None:
-            status, failure, counts = "succeeded", None, True
-        elif model_failure is not None:
-            status, failure, counts = "failed", model_failure, True
-        else:
-            status, failure, counts = "platform_failed", platform_failure, False
-        _update(self.registry, Submission, sub.id, status=status, failure_class=failure, counts_quota=counts,
-                finished_at=utcnow())
-        return status
+        tasks.enqueue(self.registry, submission_id, attempt)
+        result = tasks.run(self.registry, submission_id, attempt, worker=f"web@{owner.tag()}", lease_s=LEASE_S,
+                           score=self._score, cache_dir=self.cache_dir, retries=False, own_containers=False)
+        return "rescored" if attempt else result["status"]
 
 
 def rescore(registry: Registry, queue: SubmissionQueue, comp: Competition, caller: Caller) -> list[int]:
@@ -302,8 +248,12 @@ def rescore(registry: Registry, queue: SubmissionQueue, comp: Competition, calle
     (an organiser's check that the final ranking is reproducible); the newest attempt replaces the board's values."""
     if not competitions.may_organise(caller, comp):
         raise Forbidden(f"only the organiser of {comp.slug} may rescore it")
+    from cortexbox.registry.models import SubmissionJob
+
     entries = [row["submission"] for row in competitions.board(registry, comp, "public")["rows"]]
     for submission_id in entries:
         attempts = [sr.attempt for sr in runs_of(registry, submission_id)]
+        with registry.session() as s:
+            attempts += list(s.exec(select(SubmissionJob.attempt).where(SubmissionJob.submission_id == submission_id)))
         queue.enqueue(submission_id, attempt=max(attempts, default=0) + 1)
     return entries

@@ -116,6 +116,9 @@ def celery_app(broker_url: str):
         task_publish_retry=True,
     )
     app.task(name=TASK, bind=True, max_retries=None)(_score_task)
+    from cortexbox.orchestrator.community import tasks as submission_tasks  # a submission attempt: its own job
+
+    app.task(name=submission_tasks.TASK, bind=True, max_retries=None)(submission_tasks.celery_task)
     return app
 
 
@@ -228,9 +231,10 @@ class Lease(threading.Thread):
     engine every round: an engine that stopped answering during the job (``engine_lost``: restarted, crashed)
     explains a container that died with it, which is then not the model's failure (`run_job`)."""
 
-    def __init__(self, registry: Registry, job_id: int, worker: str, heartbeat_s: float):
+    def __init__(self, registry: Registry, job_id: int, worker: str, heartbeat_s: float, table=ScoreJob):
         super().__init__(name=f"cortexbox-lease-{job_id}", daemon=True)
         self.registry, self.job_id, self.worker, self.heartbeat_s = registry, job_id, worker, heartbeat_s
+        self.table = table  # ScoreJob, or a submission's job (community/tasks.py): the same lease columns
         self.cancelled = False
         self.engine_lost = False
         self._stop_event = threading.Event()
@@ -243,10 +247,10 @@ class Lease(threading.Thread):
                 logger.warning("job %s: the Docker engine stopped answering during the job", self.job_id)
             try:
                 if time.monotonic() - last >= self.heartbeat_s:
-                    _beat(self.registry, self.job_id, self.worker)
+                    _beat(self.registry, self.job_id, self.worker, self.table)
                     last = time.monotonic()
                 if not self.cancelled:
-                    self.cancelled = _cancel_requested(self.registry, self.job_id)
+                    self.cancelled = _cancel_requested(self.registry, self.job_id, self.table)
                 if self.cancelled:  # every round: a container that starts after the cancel is killed too
                     kill_own_containers()
             except Exception:  # noqa: BLE001 - a registry hiccup must not end the job; the next beat tries again
@@ -271,16 +275,16 @@ def engine_answers() -> bool:
         return False
 
 
-def _beat(registry: Registry, job_id: int, worker: str) -> None:
+def _beat(registry: Registry, job_id: int, worker: str, table=ScoreJob) -> None:
     with registry.session() as s:
-        s.exec(update(ScoreJob).where(ScoreJob.id == job_id, ScoreJob.worker == worker, ScoreJob.status == "running")
+        s.exec(update(table).where(table.id == job_id, table.worker == worker, table.status == "running")
                .values(heartbeat_at=utcnow()))
         s.commit()
 
 
-def _cancel_requested(registry: Registry, job_id: int) -> bool:
+def _cancel_requested(registry: Registry, job_id: int, table=ScoreJob) -> bool:
     with registry.session() as s:
-        return bool(s.exec(select(ScoreJob.cancel_requested).where(ScoreJob.id == job_id)).first())
+        return bool(s.exec(select(table.cancel_requested).where(table.id == job_id)).first())
 
 
 def kill_own_containers() -> int:
@@ -342,6 +346,8 @@ class WorkerState:
     name = "worker"
     lease_s = LEASE_S
     app = None
+    #: The community database (`cortexbox worker --community-url`; None: community.db in the cortexbox home).
+    community_url: str | None = None
 
     @classmethod
     def identity(cls) -> str:
@@ -474,6 +480,22 @@ def _recovery_loop(registry: Registry, app, lease_s: float, stop: threading.Even
             recover(registry, app, lease_s)
         except Exception:  # noqa: BLE001 - the next round tries again
             logger.warning("lease recovery failed", exc_info=True)
+        _recover_submissions(app, lease_s)
+
+
+def _recover_submissions(app, lease_s: float) -> None:
+    """The same recovery for the community registry's submission jobs (community/tasks.py)."""
+    from cortexbox.orchestrator.community import tasks as submission_tasks
+
+    try:
+        community = submission_tasks.community_registry(WorkerState.community_url)
+        if community is not None:
+            try:
+                submission_tasks.recover(community, app, lease_s)
+            finally:
+                community.engine.dispose()
+    except Exception:  # noqa: BLE001 - the next round tries again
+        logger.warning("lease recovery of submissions failed", exc_info=True)
 
 
 def bind_engine(engine: str | None) -> None:
@@ -489,18 +511,22 @@ def bind_engine(engine: str | None) -> None:
 
 
 def run_worker(broker_url: str, *, name: str, engine: str | None = None, lease_s: float = LEASE_S,
-               loglevel: str = "WARNING") -> None:
+               loglevel: str = "WARNING", community_url: str | None = None) -> None:
     """`cortexbox worker` with a broker: binds this process to one Docker engine, reaps what dead workers left on
-    it, requeues expired leases, publishes queued jobs that have no message, then consumes jobs one at a time."""
+    it, requeues expired leases, publishes queued jobs that have no message, then consumes jobs one at a time: the
+    registry's scoring jobs and the submissions of the community registry (``community_url``, default community.db
+    in the cortexbox home; a task names its own, community/tasks.py)."""
     bind_engine(engine)
     from cortexbox.orchestrator.runtime import docker_client
 
     docker_client().ping()  # no engine: a one-line error now, not a failed job per delivery
     app = celery_app(broker_url)
     WorkerState.name, WorkerState.lease_s, WorkerState.app = name, lease_s, app
+    WorkerState.community_url = community_url
     registry = Registry()
     recover(registry, app, lease_s)
     dispatch_queued(app, registry)
+    _recover_submissions(app, lease_s)
     stop = threading.Event()
     threading.Thread(target=_recovery_loop, args=(registry, app, lease_s, stop), name="cortexbox-recovery", daemon=True).start()
     try:

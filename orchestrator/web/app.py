@@ -334,7 +334,9 @@ def create_app(database_url: str | None = None, *, score=None, cache_dir: str | 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     app.include_router(api)
-    community = community_router(community_url, score=score, cache_dir=cache_dir, templates=templates)
+    # With a broker, submissions are scored by its workers (score= replaces score_model in process only: tests).
+    community = community_router(community_url, score=score, cache_dir=cache_dir, templates=templates,
+                                 broker=None if score is not None else broker)
     app.include_router(community)
     app.state.community = community.state
 

@@ -97,6 +97,8 @@ class CommunityState:
     score: Any = None
     cache_dir: str | None = None
     upload_dir: Path | None = None
+    #: The web app's Celery app of $CORTEXBOX_BROKER_URL, or None (read per call): submissions go to the workers.
+    broker: Any = None
 
     @functools.cached_property
     def registry(self) -> Registry:
@@ -104,7 +106,7 @@ class CommunityState:
 
     @functools.cached_property
     def queue(self) -> submissions.SubmissionQueue:
-        return submissions.SubmissionQueue(self.registry, score=self.score, cache_dir=self.cache_dir)
+        return submissions.SubmissionQueue(self.registry, score=self.score, cache_dir=self.cache_dir, broker=self.broker)
 
     def close(self, timeout: float | None = None) -> None:
         if "queue" in self.__dict__:
@@ -112,9 +114,10 @@ class CommunityState:
 
 
 def community_router(community_url: str | None = None, *, score=None, cache_dir: str | None = None,
-                     templates=None) -> APIRouter:
-    """The router (``router.state``: the community registry, opened on first use, and its submission queue)."""
-    state = CommunityState(default_community_url(community_url), score=score, cache_dir=cache_dir)
+                     templates=None, broker=None) -> APIRouter:
+    """The router (``router.state``: the community registry, opened on first use, and its submission queue, which
+    publishes to ``broker()``'s workers when it returns a Celery app, else scores in this process)."""
+    state = CommunityState(default_community_url(community_url), score=score, cache_dir=cache_dir, broker=broker)
     router = APIRouter()
     router.state = state  # type: ignore[attr-defined]
 
