@@ -116,6 +116,33 @@ def revoke(registry: Registry, token: str) -> None:
             s.commit()
 
 
+def tokens_of(registry: Registry, caller: Caller) -> list[dict]:
+    """The caller's API tokens by their public id (never a secret): what it may revoke."""
+    with registry.session() as s:
+        rows = s.exec(select(ApiToken).where(ApiToken.account_id == caller.account_id, ApiToken.kind == "api")
+                      .order_by(ApiToken.id))
+        return [{"token_id": r.token_id, "created_at": r.created_at.isoformat(timespec="seconds")} for r in rows]
+
+
+def revoke_token(registry: Registry, token_id: str, by: Caller) -> int:
+    """Revokes an API token by its public id (the ``<id>`` of ``cbx_<id>_<secret>``): the caller's own, or any
+    account's for an admin (another's token is "not found" to anyone else, who learns nothing). Its account's web
+    sessions end with it (a session made by logging in records no parent token, and must not outlive the token it
+    came from). Returns the number of rows removed."""
+    from cortexbox.orchestrator.community.competitions import NotFound
+
+    with registry.session() as s:
+        row = s.exec(select(ApiToken).where(ApiToken.token_id == token_id, ApiToken.kind == "api")).first() \
+            if re.fullmatch(r"[0-9a-f]{16}", token_id or "") else None
+        if row is None or (row.account_id != by.account_id and not by.is_admin):
+            raise NotFound(f"no token {token_id!r} of yours", "GET /api/tokens lists your tokens' ids")
+        sessions = list(s.exec(select(ApiToken).where(ApiToken.account_id == row.account_id, ApiToken.kind == "session")))
+        for doomed in [row, *sessions]:
+            s.delete(doomed)
+        s.commit()
+        return 1 + len(sessions)
+
+
 def _account(s, name: str) -> Account:
     account = s.exec(select(Account).where(Account.name == name)).first()
     if account is None:

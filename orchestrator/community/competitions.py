@@ -2,7 +2,7 @@
 
 A competition's spec (checked by ``check_spec``)::
 
-    {"slug": "v4-2027", "title": "...", "quota_per_day": 3,
+    {"slug": "v4-2027", "title": "...", "quota_per_day": 3, "team_size": 10,
      "limits": {"upload": "2g", "unpacked": "6g", "layers": 64},
      "tracks": [{"name": "it", "visibility": "public", "benchmarks": {"IT": ["Kriegeskorte2008.hIT-rdm"]}},
                 {"name": "held-out", "visibility": "private", "benchmarks": ["Kriegeskorte2008.judgements-rdm"]}],
@@ -20,6 +20,7 @@ Rules (each is tested in tests/orchestrator/test_competitions*.py):
   lost, the engine or our own code failed), so a platform failure never costs quota; the model's own failures
   (crash, out of memory, timeout, bad output, ...) do. An upload refused before it is stored (bad token, oversize,
   malformed archive, late) is not a submission and costs nothing.
+* Team size: a team with more members than the spec's ``team_size`` (default ``TEAM_SIZE``, 10) may not submit.
 * A team's entry is its submission with the best public value (ties: the earlier one). The public board ranks
   entries on the public tracks (their mean, as a tree over the tracks) while the competition runs; the final board
   ranks the same entries on the private tracks. Private values, and anything of a private run but its status and
@@ -45,13 +46,15 @@ from cortexbox.orchestrator.community.accounts import NAME, Caller, Forbidden
 from cortexbox.orchestrator.community.archive import Limits
 from cortexbox.orchestrator.errors import UserError
 from cortexbox.registry import Benchmark, Registry, Run, Score
-from cortexbox.registry.models import Competition, Submission, SubmissionRun, Team
+from cortexbox.registry.models import Competition, Submission, SubmissionRun, Team, TeamMember
 
 #: Failure classes that are the platform's fault, never the model's: they never cost quota. "internal" is what
 #: the community worker records for an exception of its own or of the engine; "lost" a scoring process that died;
 #: "cancelled" a worker stopped under a run (teams cannot cancel).
 PLATFORM_FAILURES = frozenset({"lost", "internal", "engine", "worker_lost", "platform_error", "cancelled"})
 VISIBILITIES = ("public", "private")
+#: Members a team may have to submit to a competition (its spec's ``team_size``), unless the spec says otherwise.
+TEAM_SIZE = 10
 QUOTA_RULE = ("quota_per_day submissions per team per UTC day; a submission counts unless it ended platform_failed "
               "(a platform failure never costs quota); an upload refused before it is stored costs nothing")
 
@@ -100,6 +103,9 @@ def check_spec(spec: Any, known: set[str] | None = None) -> dict[str, Any]:
     quota = spec.get("quota_per_day", 5)
     if not isinstance(quota, int) or isinstance(quota, bool) or not 1 <= quota <= 1000:
         raise UserError(f"quota_per_day must be a whole number from 1 to 1000, got {quota!r}")
+    team_size = spec.get("team_size", TEAM_SIZE)
+    if not isinstance(team_size, int) or isinstance(team_size, bool) or not 1 <= team_size <= 1000:
+        raise UserError(f"team_size must be a whole number from 1 to 1000, got {team_size!r}")
     try:
         Limits.from_spec(spec)
     except (TypeError, ValueError) as e:
@@ -137,7 +143,8 @@ def check_spec(spec: Any, known: set[str] | None = None) -> dict[str, Any]:
     if not phases:
         raise UserError("a competition needs at least one phase with opening and closing times")
     return {"slug": slug, "title": str(spec.get("title") or slug), "description": str(spec.get("description") or ""),
-            "quota_per_day": quota, "limits": dict(spec.get("limits") or {}), "tracks": tracks, "phases": phases}
+            "quota_per_day": quota, "team_size": team_size, "limits": dict(spec.get("limits") or {}), "tracks": tracks,
+            "phases": phases}
 
 
 def create(registry: Registry, spec: Any, organiser: Caller) -> Competition:
@@ -246,6 +253,12 @@ def check_submission(registry: Registry, comp: Competition, caller: Caller, now:
         last = past[-1] if past else comp.spec["phases"][-1]
         raise Refused(f"late submission refused: phase {last['name']} of {comp.slug} closed at {last['closes']}",
                       "no submissions are taken after a phase's closing time")
+    cap = comp.spec.get("team_size", TEAM_SIZE)
+    with registry.session() as s:
+        members = len(list(s.exec(select(TeamMember.id).where(TeamMember.team_id == caller.team_id))))
+    if members > cap:
+        raise Refused(f"team {caller.team} has {members} members; {comp.slug} takes submissions from teams of at most {cap}",
+                      "ask an admin to move members to another team")
     left = quota(registry, comp, caller.team_id, now)
     if left["left"] <= 0:
         raise Refused(f"team {caller.team} has used its {left['per_day']} submission(s) of today in {comp.slug}",

@@ -35,7 +35,9 @@ from cortexbox.orchestrator.community.accounts import (
     issue_token,
     join_team,
     revoke,
+    revoke_token,
     team_members,
+    tokens_of,
 )
 from cortexbox.orchestrator.community.archive import ArchiveRejected, Limits, UploadTooLarge, check_archive, receive
 from cortexbox.orchestrator.community.competitions import NotFound, Refused
@@ -151,6 +153,7 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
         phase = competitions.current_phase(comp)
         return {"slug": comp.slug, "title": comp.title, "description": comp.spec.get("description", ""),
                 "status": comp.status, "revealed": comp.revealed, "quota_per_day": comp.spec["quota_per_day"],
+                "team_size": comp.spec.get("team_size", competitions.TEAM_SIZE),
                 "limits": Limits.from_spec(comp.spec).__dict__, "phases": comp.spec["phases"],
                 "current_phase": phase["name"] if phase else None,
                 "tracks": [{"name": t["name"], "visibility": t["visibility"], "benchmarks": t["benchmarks"]}
@@ -164,6 +167,17 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
     def api_me(who: Who) -> dict:
         members = team_members(registry(), who.team_id) if who.team_id else []
         return {"user": who.name, "admin": who.is_admin, "team": who.team, "members": members}
+
+    @api.get("/tokens", summary="The caller's API tokens, by their public id")
+    def api_tokens(who: Who) -> list[dict]:
+        return tokens_of(registry(), who)
+
+    @api.delete("/tokens/{token_id}", summary="Revoke an API token (the caller's own; an admin: anyone's)")
+    def api_revoke(token_id: str, who: Who) -> dict:
+        """Refused from then on everywhere (API, pages, login); the account's web sessions end with it."""
+        with _errors():
+            removed = revoke_token(registry(), token_id, who)
+        return {"revoked": token_id, "sessions_ended": removed - 1}
 
     @api.post("/teams", status_code=201, summary="Create a team; the caller becomes its first member")
     def api_add_team(body: TeamRequest, who: Who) -> dict:
@@ -275,12 +289,22 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
         return submissions.view(registry(), sub, comp, who)
 
     def _accept(path: Path, comp, who: Caller, limits: Limits):
+        """Loads, pins and stores; a refusal after the load (the quota checked again in ``store``, another image
+        than the manifest's, the image registry down) removes the tag the load made, unless it was there before
+        (the team's earlier submission of the same image), so a refused upload leaves nothing in the engine."""
         info = check_archive(path, limits)
-        image_id = submissions.load_into_engine(path, info, f"{submissions.TAG_REPOSITORY}/{comp.slug}:{who.team}-{info.image_id[7:19]}")
-        if image_id != info.image_id:
-            raise ArchiveRejected("the engine loaded another image than the archive's manifest names", "use `docker save`")
-        ref, registry_digest = submissions.pin(image_id, f"{submissions.TAG_REPOSITORY}/{comp.slug}")
-        return submissions.store(registry(), comp, who, info, ref, registry_digest)
+        tag = f"{submissions.TAG_REPOSITORY}/{comp.slug}:{who.team}-{info.image_id[7:19]}"
+        existed = submissions.tag_exists(tag)
+        image_id = submissions.load_into_engine(path, info, tag)
+        try:
+            if image_id != info.image_id:
+                raise ArchiveRejected("the engine loaded another image than the archive's manifest names", "use `docker save`")
+            ref, registry_digest = submissions.pin(image_id, f"{submissions.TAG_REPOSITORY}/{comp.slug}")
+            return submissions.store(registry(), comp, who, info, ref, registry_digest)
+        except BaseException:
+            if not existed:
+                submissions.untag(tag)
+            raise
 
     @api.get("/submissions/{submission_id}", summary="A submission of the caller's team")
     def api_submission(submission_id: int, who: Who) -> dict:

@@ -292,3 +292,73 @@ def test_an_image_registry_pins_the_submission_and_its_failure_is_a_platform_err
     with pytest.raises(submissions.EngineUnavailable, match="the image registry failed") as e:
         submissions.pin("sha256:" + "a" * 64, "cortexbox-submission/c")
     assert isinstance(e.value, UserError)
+
+
+# -- tokens revoked, team size -----------------------------------------------------------------------------------------
+def test_an_account_revokes_its_own_token_an_admin_any_and_a_revoked_token_is_refused_everywhere(server):
+    """Over HTTP: alice revokes her token (its id from GET /api/tokens): from then on it is refused by every API,
+    page and the login form, and the web session she opened with it ends too; bob cannot revoke carol's token (a
+    404: he learns nothing of it), the admin can."""
+    from cortexbox.orchestrator.community.accounts import issue_token
+
+    client, registry, tokens, tmp_path = server
+    alice, carol = tokens["alice"], tokens["carol"]
+    listed = client.get("/api/tokens", headers=bearer(alice)).json()
+    assert [t["token_id"] for t in listed] == [alice.split("_")[1]] and alice.split("_")[2] not in json.dumps(listed)
+    r = client.post("/login", data={"token": alice}, follow_redirects=False)  # a web session made with the token
+    session = r.cookies["cbx_session"]
+    assert client.get("/api/me", headers={"Cookie": f"cbx_session={session}"}).json()["user"] == "alice"
+    client.cookies.clear()
+    spare = issue_token(registry, 2)  # alice's second token stays valid
+    r = client.delete(f"/api/tokens/{alice.split('_')[1]}", headers=bearer(alice))
+    assert r.status_code == 200 and r.json() == {"revoked": alice.split("_")[1], "sessions_ended": 1}, r.text
+    ok = image_archive(tmp_path / "ok.tar").read_bytes()
+    calls = [("get", "/api/me"), ("get", "/api/tokens"), ("get", "/api/competitions/open/quota"),
+             ("get", "/api/competitions/open/submissions"), ("post", "/api/competitions/open/submissions"),
+             ("post", "/api/teams"), ("delete", f"/api/tokens/{spare.split('_')[1]}")]
+    for method, url in calls:
+        r = client.request(method.upper(), url, headers=bearer(alice), **({"content": ok} if method == "post" else {}))
+        assert r.status_code == 401 and "revoked" in r.json()["detail"], (url, r.status_code, r.text)
+    assert client.get("/api/me", headers={"Cookie": f"cbx_session={session}"}).status_code == 401
+    client.cookies.clear()
+    r = client.get("/competitions/open/team", headers=bearer(alice), follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")  # a page treats it as no login
+    r = client.post("/login", data={"token": alice}, follow_redirects=False)
+    assert r.headers["location"] == "/login?error=1" and "cbx_session" not in r.cookies
+    assert client.get("/api/me", headers=bearer(spare)).json()["user"] == "alice"
+    # another's token: not found for bob (and his own stays), revoked by the admin
+    carol_id = carol.split("_")[1]
+    r = client.delete(f"/api/tokens/{carol_id}", headers=bearer(tokens["bob"]))
+    assert r.status_code == 404 and r.json()["detail"] == f"no token '{carol_id}' of yours (hint: GET /api/tokens lists your tokens' ids)"
+    assert client.delete("/api/tokens/not-an-id", headers=bearer(tokens["bob"])).status_code == 404
+    assert client.get("/api/me", headers=bearer(carol)).status_code == 200
+    assert client.delete(f"/api/tokens/{carol_id}", headers=bearer(tokens["org"])).status_code == 200
+    assert client.get("/api/me", headers=bearer(carol)).status_code == 401
+    _nothing_stored(registry, tmp_path)
+
+
+def test_a_team_larger_than_the_competitions_team_size_is_refused_and_nothing_is_stored(server):
+    """team_size (default 10, competitions.TEAM_SIZE) in the spec: red has two members, a competition of one-person
+    teams refuses its upload with a clear 403 before anything is read; bob's one-person team is let through to the
+    archive check. A bad team_size is refused when the competition is made."""
+    client, registry, tokens, tmp_path = server
+    assert competitions.get(registry, "open").spec["team_size"] == competitions.TEAM_SIZE == 10
+    for bad in (0, "3", True, 1001):
+        r = client.post("/api/competitions", json=spec("solo", limits={"upload": "64k"}) | {"team_size": bad},
+                        headers=bearer(tokens["org"]))
+        assert r.status_code == 400 and "team_size must be a whole number from 1 to 1000" in r.json()["detail"], bad
+    r = client.post("/api/competitions", json=spec("solo", limits={"upload": "64k"}) | {"team_size": 1},
+                    headers=bearer(tokens["org"]))
+    assert r.status_code == 201 and r.json()["team_size"] == 1
+    with registry.session() as s:
+        row = s.exec(select(Competition).where(Competition.slug == "solo")).one()
+        row.status = "open"
+        s.add(row)
+        s.commit()
+    r = client.post("/api/competitions/solo/submissions", content=b"x" * 100, headers=bearer(tokens["alice"]))
+    assert r.status_code == 403, r.text
+    assert r.json()["detail"] == ("team red has 2 members; solo takes submissions from teams of at most 1 "
+                                  "(hint: ask an admin to move members to another team)")
+    r = client.post("/api/competitions/solo/submissions", content=b"x" * 100, headers=bearer(tokens["bob"]))
+    assert r.status_code == 400 and "not a tar archive" in r.json()["detail"]  # past the team check
+    _nothing_stored(registry, tmp_path)
