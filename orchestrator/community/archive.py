@@ -72,6 +72,9 @@ class ArchiveInfo:
     upload_bytes: int
     unpacked_bytes: int
     dropped: list[str] = field(default_factory=list)  # entries not sent to the engine (tags)
+    #: sha256 of the config's ordered rootfs diff_ids: the image's filesystem, whatever its config (labels, ENV, CMD)
+    #: says. The engine checks every layer against its diff_id on load, so once loaded it names these very bytes.
+    layers_digest: str | None = None
 
 
 async def receive(chunks: AsyncIterator[bytes], dest: Path, cap: int) -> int:
@@ -212,7 +215,13 @@ def check_archive(path: Path, limits: Limits = Limits()) -> ArchiveInfo:
         return ArchiveInfo(image_id=image_id, config=config_member.name, layers=[m.name for m in layer_members],
                            repo_tags=[str(t)[:200] for t in tags] if isinstance(tags, list) else [],
                            upload_bytes=path.stat().st_size, unpacked_bytes=unpacked,
-                           dropped=[n for n in ("repositories",) if n in members])
+                           dropped=[n for n in ("repositories",) if n in members],
+                           layers_digest=layers_digest(diff_ids))
+
+
+def layers_digest(diff_ids: list) -> str:
+    """The filesystem's fingerprint: sha256 of the ordered diff_ids, one a line."""
+    return "sha256:" + hashlib.sha256("\n".join(str(d) for d in diff_ids).encode()).hexdigest()
 
 
 def load_stream(path: Path) -> Iterator[bytes]:

@@ -26,7 +26,9 @@ Rules (each is tested in tests/orchestrator/test_competitions*.py):
   ranks the same entries on the private tracks. Private values, and anything of a private run but its status and
   failure class (no score, error message or log line), are shown to teams only once the organiser reveals them,
   and private logs never.
-* The same image digest from two teams is flagged (``duplicate_of``) on the boards and the organiser's export.
+* The same image digest from two teams is flagged (``duplicate_of``) on the boards and the organiser's export; the
+  same filesystem (rootfs diff_ids) under another digest (a re-labelled copy) is flagged ``resembles`` in the
+  organiser's export and page only.
 """
 
 from __future__ import annotations
@@ -348,6 +350,7 @@ def export(registry: Registry, comp: Competition, fmt: str = "json") -> str:
     rows = [{"submission": st.submission.id, "team": st.team, "digest": st.submission.digest,
              "status": st.submission.status, "failure_class": st.submission.failure_class,
              "counts_quota": st.submission.counts_quota, "duplicate_of": st.submission.duplicate_of,
+             "resembles": st.submission.resembles, "layers_digest": st.submission.layers_digest,
              "submitted_at": _aware(st.submission.created_at).isoformat(timespec="seconds"),
              "public": st.values.get("public"), "private": st.values.get("private"),
              **{f"track:{n}": st.values.get(n) for n in names}} for st in standings]

@@ -71,6 +71,31 @@ def load_into_engine(path: Path, info: ArchiveInfo, tag: str) -> str:
     return image.id
 
 
+def tag_exists(tag: str) -> bool:
+    import docker.errors
+
+    from cortexbox.orchestrator.runtime import docker_client
+
+    try:
+        docker_client().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except Exception:  # noqa: BLE001 - the engine is away (the load fails next): never remove what may be in use
+        return True
+
+
+def untag(tag: str) -> None:
+    """Removes a submission's tag (the image goes with it unless another tag or a container holds it); logged,
+    never raised: the refusal that called it is what the submitter must see."""
+    from cortexbox.orchestrator.runtime import docker_client
+
+    try:
+        docker_client().images.remove(tag)
+    except Exception:  # noqa: BLE001 - gone already, or the engine is away
+        logger.warning("could not remove the tag %s of a refused submission", tag, exc_info=True)
+
+
 def pin(image_id: str, repository: str) -> tuple[str, str | None]:
     """(what the scoring job runs, the image registry's digest or None). With an image registry configured
     (``$CORTEXBOX_IMAGE_REGISTRY``, issue 12's orchestrator/image_registry.py) the image is pushed and runs as
@@ -90,22 +115,30 @@ def pin(image_id: str, repository: str) -> tuple[str, str | None]:
 
 def store(registry: Registry, comp: Competition, caller: Caller, info: ArchiveInfo, image_ref: str,
           registry_digest: str | None) -> Submission:
-    """Stores the submission (the phase and quota checked again: another upload may have landed meanwhile); a
-    digest another team submitted before is flagged with that submission's id."""
+    """Stores the submission (the phase and quota checked again: another upload may have landed meanwhile). A
+    digest another team submitted before is flagged with that submission's id (``duplicate_of``); another digest
+    over the same filesystem as another team's earlier submission (the same layers: a re-tagged or re-labelled
+    copy, another CMD or ENV) is flagged with that one's id as ``resembles``, shown to organisers only."""
     phase = competitions.check_submission(registry, comp, caller)
     with registry.session() as s:
-        other = s.exec(select(Submission).where(Submission.competition_id == comp.id, Submission.digest == info.image_id,
-                                                Submission.team_id != caller.team_id).order_by(Submission.id)).first()
+        others = select(Submission).where(Submission.competition_id == comp.id, Submission.team_id != caller.team_id)
+        other = s.exec(others.where(Submission.digest == info.image_id).order_by(Submission.id)).first()
+        alike = None if info.layers_digest is None else s.exec(others.where(
+            Submission.layers_digest == info.layers_digest, Submission.digest != info.image_id).order_by(Submission.id)).first()
         row = Submission(competition_id=comp.id, team_id=caller.team_id, account_id=caller.account_id,
                          digest=info.image_id, image_ref=image_ref, registry_digest=registry_digest,
                          upload_bytes=info.upload_bytes, unpacked_bytes=info.unpacked_bytes, phase=phase,
-                         duplicate_of=other.id if other else None)
+                         duplicate_of=other.id if other else None, layers_digest=info.layers_digest,
+                         resembles=alike.id if alike else None)
         s.add(row)
         s.commit()
         s.refresh(row)
     if row.duplicate_of is not None:
         logger.warning("submission %s of team %s has the digest of submission %s of another team",
                        row.id, caller.team, row.duplicate_of)
+    if row.resembles is not None:
+        logger.warning("submission %s of team %s has the filesystem of submission %s of another team (another config)",
+                       row.id, caller.team, row.resembles)
     return row
 
 
@@ -164,6 +197,7 @@ def view(registry: Registry, sub: Submission, comp: Competition, caller: Caller)
             "failure_class": sub.failure_class, "counts_quota": sub.counts_quota, "duplicate_of": sub.duplicate_of,
             "upload_bytes": sub.upload_bytes, "unpacked_bytes": sub.unpacked_bytes,
             "submitted_at": sub.created_at.replace(tzinfo=sub.created_at.tzinfo or timezone.utc).isoformat(timespec="seconds"),
+            **({"resembles": sub.resembles} if organiser else {}),  # organisers only: it names another team's entry
             "private_hidden": hidden, "runs": runs,
             "live_url": f"/submissions/{sub.id}/live", "events_url": f"/api/submissions/{sub.id}/events"}
 
