@@ -323,13 +323,13 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
 
         async def stream():
             yield "retry: 1000\n\n"
-            seen: set[int] = set()
+            seen: set[tuple[int, int]] = set()  # (row, run): a retried benchmark's row gets a new run
             deadline = time.monotonic() + STREAM_S
             while time.monotonic() < deadline and not await request.is_disconnected():
                 rows = await asyncio.to_thread(submissions.runs_of, registry(), submission_id)
-                fresh = [r for r in rows if r.id not in seen and r.run_id is not None]
+                fresh = [r for r in rows if (r.id, r.run_id) not in seen and r.run_id is not None]
                 for sr in fresh:
-                    seen.add(sr.id)
+                    seen.add((sr.id, sr.run_id))
                     yield _sse(f"{sr.id}", "run", {"benchmark": sr.benchmark, "private": sr.private})
                     async for seq, kind, data in follow_run(registry(), sr.run_id, disconnected=request.is_disconnected,
                                                             deadline=deadline):
@@ -342,7 +342,7 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
                             data = {k: data.get(k) for k in fields} | {"benchmark": sr.benchmark}
                         yield _sse(f"{sr.id}.{seq}", kind, data)
                 current, _ = await asyncio.to_thread(submissions.get, registry(), submission_id, who)
-                if current.status not in ("queued", "running") and all(r.id in seen or r.run_id is None for r in
+                if current.status not in ("queued", "running") and all((r.id, r.run_id) in seen or r.run_id is None for r in
                                                                        await asyncio.to_thread(submissions.runs_of, registry(), submission_id)):
                     yield _sse(None, "done", {"status": current.status, "failure_class": current.failure_class,
                                               "submission": submission_id})

@@ -148,7 +148,7 @@ def ignored_deliveries(logs: Path) -> int:
 def test_a_submission_is_scored_by_a_worker_once_even_when_delivered_again(stack, pixels_tar):
     """POST a tarball: the worker (not the web process) scores it on both benchmarks, the public board shows it;
     its task delivered again while it runs and twice after it ended: every extra delivery does nothing (one job
-    delivery, two runs, two scores)."""
+    delivery, two runs, two scores). The organiser's rescoring is the same task's attempt 1, on the worker too."""
     community, logs = stack["community"], stack["logs"]
     stack["open"](quota=3)
     worker = stack["start"]("w1")
@@ -183,6 +183,18 @@ def test_a_submission_is_scored_by_a_worker_once_even_when_delivered_again(stack
     # what the team sees: its scores, the private one hidden
     seen = stack["client"].get(f"/api/submissions/{sub['submission']}", headers=bearer(stack["tokens"]["alice"])).json()
     assert seen["status"] == "succeeded" and [("ceiled" in r) for r in seen["runs"]] == [True, False]
+
+    # the organiser's rescoring goes through the same task: attempt 1, scored by the worker, from the digest
+    r = stack["client"].post(f"/api/competitions/{SLUG}/rescore", headers=bearer(stack["tokens"]["org"]))
+    assert r.status_code == 200 and r.json() == {"rescoring": [sub["submission"]]}, r.text
+    again = wait(lambda: [j for j in rows(community, SubmissionJob, attempt=1) if j.status not in ("queued", "running")],
+                 300, "the rescoring to end", logs)
+    assert [(j.submission_id, j.status, j.attempts) for j in again] == [(sub["submission"], "succeeded", 1)]
+    rescored = rows(community, SubmissionRun, submission_id=sub["submission"], attempt=1)
+    assert [r.status for r in rescored] == ["succeeded", "succeeded"]
+    assert all(community.run_events(r.run_id, -1, 1)[0].data["pid"] == worker.pid for r in rescored)
+    assert len(rows(community, Score)) == 4 and rows(community, Submission)[0].status == "succeeded"
+    assert stack["app"].state.community.queue._thread is None
 
 
 @pytest.mark.slow
