@@ -52,6 +52,10 @@ class Settings:
     database_url: str | None = _setting(
         "CORTEXBOX_DATABASE_URL", "SQLite file <home>/registry.db",
         "the registry's SQLAlchemy URL, e.g. PostgreSQL of docker-compose.yml")
+    community_database_url: str | None = _setting(
+        "CORTEXBOX_COMMUNITY_URL", "SQLite file <home>/community.db",
+        "the community registry's SQLAlchemy URL (accounts, competitions, submissions): a database of its own, which "
+        "the web app and every worker that scores submissions must share")
     data_dir: Path | None = _setting(
         "CORTEXBOX_DATA_DIR", "../shared/data from the current directory, when it exists",
         "benchmark data and model weights, read in place, never copied into the repository")
@@ -115,6 +119,7 @@ class Settings:
         return cls(
             home=home,
             database_url=get("CORTEXBOX_DATABASE_URL") or None,
+            community_database_url=get("CORTEXBOX_COMMUNITY_URL") or None,
             data_dir=data_dir,
             run_dir=Path(get("CORTEXBOX_RUN_DIR") or Path(tempfile.gettempdir()) / "cortexbox-runs"),
             scope=get("CORTEXBOX_SCOPE") or "default",

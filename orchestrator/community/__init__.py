@@ -10,10 +10,13 @@ from cortexbox.benchmarks.settings import settings
 
 
 def community_url(url: str | None = None) -> str:
-    """The community registry's URL: ``url`` if given, else the SQLite file ``community.db`` in the cortexbox
-    home (made if missing). A separate database, so that the public pages cannot show a private score."""
+    """The community registry's URL: ``url`` if given, else ``$CORTEXBOX_COMMUNITY_URL``, else the SQLite file
+    ``community.db`` in the cortexbox home (made if missing). A separate database, so that the public pages cannot
+    show a private score."""
     if url:
         return url
+    if settings().community_database_url:
+        return settings().community_database_url
     home = settings().home
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'community.db'}"

@@ -21,7 +21,7 @@ users_app = typer.Typer(no_args_is_help=True, help="Accounts of the community re
 teams_app = typer.Typer(no_args_is_help=True, help="Teams that submit to competitions.")
 competitions_app = typer.Typer(no_args_is_help=True, help="Competitions: create, open, close, reveal, boards, export.")
 
-DB_HELP = "Community registry URL (default: community.db in $CORTEXBOX_HOME)"
+DB_HELP = "Community registry URL (default: $CORTEXBOX_COMMUNITY_URL, else community.db in $CORTEXBOX_HOME)"
 
 
 def _registry(url: str | None):

@@ -302,7 +302,7 @@ def community_registry(url: str | None) -> Registry | None:
     if url is None:
         from cortexbox.benchmarks.settings import settings
 
-        if not (settings().home / "community.db").exists():
+        if not settings().community_database_url and not (settings().home / "community.db").exists():
             return None
     return Registry(community_url(url))
 
@@ -362,7 +362,9 @@ def celery_task(task, submission_id: int, attempt: int, community: str) -> dict[
     """The broker's task: one delivery of (submission, attempt) in a `cortexbox worker`."""
     from cortexbox.orchestrator.scoring.workers import WorkerState
 
-    registry = Registry(resolve(community, WorkerState.community_url))
+    from cortexbox.benchmarks.settings import settings
+
+    registry = Registry(resolve(community, WorkerState.community_url or settings().community_database_url))
     try:
         result = run(registry, int(submission_id), int(attempt), worker=WorkerState.identity(), lease_s=WorkerState.lease_s)
         logger.info("submission %s attempt %s: %s", submission_id, attempt, result.get("status"))

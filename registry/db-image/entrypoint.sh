@@ -1,8 +1,10 @@
 #!/bin/sh
 # cortexbox-db serve | health
 #
-# serve: on first start, initialise a cluster in /var/lib/cortexbox-db (role and database
-# "cortexbox"), then run PostgreSQL listening only on the unix socket in /run/cortexbox-db.
+# serve: on first start, initialise a cluster in /var/lib/cortexbox-db (role "cortexbox", the
+# registry's database "cortexbox" and the community registry's "cortexbox_community": accounts,
+# competitions and submissions, a database of its own so the public pages can never read a private
+# score), then run PostgreSQL listening only on the unix socket in /run/cortexbox-db.
 # health: exit 0 once that socket accepts connections (the image's HEALTHCHECK).
 #
 # Who may connect is decided by the socket folder's permissions (0770, owner and group 7432):
@@ -15,6 +17,7 @@ DATA_ROOT=/var/lib/cortexbox-db
 PGDATA="$DATA_ROOT/15"
 SOCKET_DIR=/run/cortexbox-db
 DB=cortexbox
+COMMUNITY_DB=cortexbox_community
 
 command="${1:-serve}"
 
@@ -49,11 +52,21 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 # TYPE  DATABASE  USER      METHOD
 local   all       postgres  peer
 local   $DB       $DB       trust
+local   $COMMUNITY_DB $DB   trust
 HBA
     for statement in "CREATE ROLE $DB LOGIN;" "CREATE DATABASE $DB OWNER $DB;"; do
         echo "$statement" | "$PGBIN/postgres" --single -D "$PGDATA.init" postgres >/dev/null
     done
     mv "$PGDATA.init" "$PGDATA"
+fi
+
+# A cluster made before the community database existed gets it (and its access line) on its next start.
+if [ ! -e "$PGDATA/cortexbox-community-created" ]; then
+    grep -q "^local   $COMMUNITY_DB " "$PGDATA/pg_hba.conf" \
+        || echo "local   $COMMUNITY_DB $DB   trust" >> "$PGDATA/pg_hba.conf"
+    echo "CREATE DATABASE $COMMUNITY_DB OWNER $DB;" | "$PGBIN/postgres" --single -D "$PGDATA" postgres >/dev/null 2>&1 || true
+    echo "SELECT 1;" | "$PGBIN/postgres" --single -D "$PGDATA" "$COMMUNITY_DB" >/dev/null
+    touch "$PGDATA/cortexbox-community-created"
 fi
 
 exec "$PGBIN/postgres" -D "$PGDATA" \
