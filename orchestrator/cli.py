@@ -400,7 +400,7 @@ def worker(
     engine: Optional[str] = typer.Option(None, "--engine", metavar="URL", help="The Docker engine this worker owns, e.g. unix:///run/docker-2.sock (default: $DOCKER_HOST)"),
     name: str = typer.Option("worker", "--name", metavar="NAME", help="The worker's name in the registry's leases and in `cortexbox queue`"),
     lease_s: float = typer.Option(60.0, "--lease-s", metavar="SECONDS", min=1.0, help="Heartbeat silence after which a job's worker counts as lost"),
-    community_url: Optional[str] = typer.Option(None, "--community-url", metavar="URL", help="The community database whose submissions this worker scores and recovers (default: community.db in $CORTEXBOX_HOME)"),
+    community_url: Optional[str] = typer.Option(None, "--community-url", metavar="URL", help="The community database whose submissions this worker scores and recovers (default: $CORTEXBOX_COMMUNITY_URL, else community.db in $CORTEXBOX_HOME)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """With $CORTEXBOX_BROKER_URL: a Celery worker bound to one Docker engine, scoring jobs (and competition
