@@ -86,6 +86,10 @@ class Settings:
     image_registry: str | None = _setting(
         "CORTEXBOX_IMAGE_REGISTRY", "none: images stay on the engine that built them",
         "HOST:PORT of our image registry (`cortexbox registry serve`, e.g. 127.0.0.1:5000): models add pushes there, workers pull by digest")
+    upload_dir: Path = _setting(
+        "CORTEXBOX_UPLOAD_DIR", "<home>/uploads",
+        "where the web app keeps submitted image tarballs until a worker loads them: with a broker, a folder the "
+        "web app writes and every worker that scores submissions reads (docker-compose.yml: a shared volume)")
     broker_url: str | None = _setting(
         "CORTEXBOX_BROKER_URL", "none: jobs run in the process that asks for them",
         "Celery broker of `cortexbox worker`: redis://127.0.0.1:6379/0, redis+socket:///path.sock, or amqp://... (RabbitMQ)")
@@ -131,6 +135,7 @@ class Settings:
             wheelhouse=Path(get("CORTEXBOX_WHEELHOUSE") or cache / "cortexbox" / "wheelhouse"),
             image_registry=get("CORTEXBOX_IMAGE_REGISTRY") or None,
             broker_url=get("CORTEXBOX_BROKER_URL") or None,
+            upload_dir=Path(get("CORTEXBOX_UPLOAD_DIR") or home / "uploads"),
         )
 
     @property

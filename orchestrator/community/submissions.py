@@ -1,6 +1,17 @@
 """Submissions: a checked archive goes into the engine, is pinned by digest, stored, and scored on every
 benchmark of its competition by a queue worker; what a team may see of it.
 
+Where the image is loaded: without a broker (the single-host ``cortexbox web``), in the web process at upload
+(``load_into_engine`` and ``pin`` before ``store``). With a broker, the web app never touches an engine (in
+docker-compose.yml it has no engine socket: the socket is root on the host, and the web app is what strangers talk
+to): it checks the archive, stores the submission with an empty ``image_ref`` and moves the archive into the upload
+folder (``$CORTEXBOX_UPLOAD_DIR``, shared with the workers); the worker that takes its job calls ``install``, which
+loads the archive into *its* engine under the same rules, pins it, records ``image_ref`` and ``registry_digest``
+and only then deletes the archive (a redelivery finds the image recorded, or loaded, and reuses it). An engine
+that refuses the image, or loads another config than the archive names, is the submission's own failure
+(``BAD_IMAGE``: final, counted, like a model that crashes); an engine or registry that is away is the platform's
+(retried, refunded).
+
 Two seams:
 
 * ``pin``: with an image registry configured (``$CORTEXBOX_IMAGE_REGISTRY``), the image is pushed and runs by its
@@ -38,8 +49,31 @@ logger = logging.getLogger(__name__)
 TAG_REPOSITORY = "cortexbox-submission"
 
 
+#: A submission whose image the worker's engine refused, or loaded as another config than the archive named: the
+#: submitter's own failure (final, counts against the quota), like a model that crashes.
+BAD_IMAGE = "bad_image"
+
+
 class EngineUnavailable(UserError):
     """The engine could not be reached or failed on its side: HTTP 503, nothing stored, no quota used."""
+
+
+def submission_tag(slug: str, team: str, digest: str) -> str:
+    """The engine tag of a team's image in a competition (the same wherever it is loaded)."""
+    return f"{TAG_REPOSITORY}/{slug}:{team}-{digest.removeprefix('sha256:')[:12]}"
+
+
+def upload_dir() -> Path:
+    """The folder of uploads (``$CORTEXBOX_UPLOAD_DIR``, default uploads/ in the cortexbox home)."""
+    from cortexbox.benchmarks.settings import settings
+
+    return settings().upload_dir
+
+
+def archive_path(submission: Submission, folder: Path | None = None) -> Path:
+    """Where a stored submission's archive waits for a worker (its id and digest: two community databases that
+    share a folder never take each other's)."""
+    return (folder or upload_dir()) / f"submission-{submission.id}-{submission.digest.removeprefix('sha256:')[:16]}.tar"
 
 
 def load_into_engine(path: Path, info: ArchiveInfo, tag: str) -> str:
@@ -142,6 +176,98 @@ def store(registry: Registry, comp: Competition, caller: Caller, info: ArchiveIn
     return row
 
 
+def stage(registry: Registry, comp: Competition, caller: Caller, info: ArchiveInfo, path: Path) -> Submission:
+    """With a broker: stores the checked archive's submission with no image yet (``image_ref`` empty; digest,
+    ``duplicate_of`` and ``resembles`` come from the archive's config) and moves the archive next to ``path`` under
+    its ``archive_path`` for a worker's ``install``. Nothing reaches an engine here."""
+    row = store(registry, comp, caller, info, "", None)
+    try:
+        path.replace(archive_path(row, path.parent))
+    except BaseException:
+        with registry.session() as s:  # an upload refused after all stores nothing
+            s.delete(s.get(Submission, row.id))
+            s.commit()
+        raise
+    return row
+
+
+def install(registry: Registry, submission_id: int, folder: Path | None = None) -> Submission:
+    """The worker's side of ``stage``: loads the submission's archive into this process's engine, pins it, records
+    ``image_ref`` and ``registry_digest``, then deletes the archive. Idempotent: an image already recorded is
+    reused, one already loaded (a delivery that died before recording it) is pinned from the engine.
+
+    Raises ArchiveRejected when the engine refuses the image or loads another config than the archive names (the
+    submission's failure, ``BAD_IMAGE``); EngineUnavailable when the engine or the image registry is away, and a
+    UserError when the archive is missing or no longer passes its checks (both the platform's: retried, refunded)."""
+    from cortexbox.orchestrator.community.archive import Limits, check_archive
+
+    with registry.session() as s:
+        sub = s.get(Submission, submission_id)
+        comp = s.get(Competition, sub.competition_id)
+        team = s.get(Team, sub.team_id)
+    if sub.image_ref:
+        return sub
+    path, tag = archive_path(sub, folder), submission_tag(comp.slug, team.name, sub.digest)
+    if path.exists():
+        try:  # the web app checked it; checked again before root's engine reads what a less trusted process wrote
+            info = check_archive(path, Limits.from_spec(comp.spec))
+        except ArchiveRejected as e:
+            raise UserError(f"the stored archive of submission {sub.id} no longer passes its checks: {e}",
+                            "the upload folder was changed under the web app: check $CORTEXBOX_UPLOAD_DIR") from None
+        if info.image_id != sub.digest:
+            raise UserError(f"the stored archive of submission {sub.id} holds {info.image_id}, not {sub.digest}",
+                            "the upload folder was changed under the web app: check $CORTEXBOX_UPLOAD_DIR")
+        existed = tag_exists(tag)
+        image_id = load_into_engine(path, info, tag)
+        if image_id != sub.digest:
+            if not existed:
+                untag(tag)
+            raise ArchiveRejected("the engine loaded another image than the archive's manifest names", "use `docker save`")
+    elif not _loaded(sub.digest):
+        raise UserError(f"the archive of submission {sub.id} is not in {path.parent} and its image is not on this engine",
+                        "every worker must see the web app's upload folder ($CORTEXBOX_UPLOAD_DIR)")
+    else:
+        _tag(sub.digest, tag)
+    image_ref, registry_digest = pin(sub.digest, f"{TAG_REPOSITORY}/{comp.slug}")
+    with registry.session() as s:
+        row = s.get(Submission, sub.id)
+        row.image_ref, row.registry_digest = image_ref, registry_digest
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+    path.unlink(missing_ok=True)
+    logger.info("submission %s loaded as %s", sub.id, image_ref)
+    return row
+
+
+def _loaded(image_id: str) -> bool:
+    import docker.errors
+
+    from cortexbox.orchestrator.runtime import docker_client
+
+    try:
+        return docker_client().images.get(image_id).id == image_id
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.DockerException as e:
+        raise EngineUnavailable(f"the container engine is not reachable: {type(e).__name__}", "try again later") from None
+
+
+def _tag(image_id: str, tag: str) -> None:
+    from cortexbox.orchestrator.runtime import docker_client
+
+    repository, _, name = tag.rpartition(":")
+    docker_client().images.get(image_id).tag(repository, name)
+
+
+def discard_archive(registry: Registry, submission_id: int, folder: Path | None = None) -> None:
+    """Deletes a staged archive no worker will load (its submission ended without an image); none is no error."""
+    with registry.session() as s:
+        sub = s.get(Submission, submission_id)
+    if sub is not None:
+        archive_path(sub, folder).unlink(missing_ok=True)
+
+
 def get(registry: Registry, submission_id: int, caller: Caller) -> tuple[Submission, Competition]:
     """The submission, if the caller's team made it or the caller organises its competition (404 for anyone
     else: another team learns nothing, not even that it exists)."""
@@ -192,13 +318,18 @@ def view(registry: Registry, sub: Submission, comp: Competition, caller: Caller)
         runs.append(entry)
     with registry.session() as s:
         team = s.get(Team, sub.team_id)
+        from cortexbox.registry.models import SubmissionJob
+
+        job = s.exec(select(SubmissionJob).where(SubmissionJob.submission_id == sub.id, SubmissionJob.attempt == 0)).first()
+    # why the engine refused the team's own image (the engine's words about its archive: nothing held out)
+    refused = {"error": job.error} if sub.failure_class == BAD_IMAGE and job is not None and job.error else {}
     return {"submission": sub.id, "competition": comp.slug, "team": team.name if team else None, "digest": sub.digest,
             "registry_digest": sub.registry_digest, "phase": sub.phase, "status": sub.status,
             "failure_class": sub.failure_class, "counts_quota": sub.counts_quota, "duplicate_of": sub.duplicate_of,
             "upload_bytes": sub.upload_bytes, "unpacked_bytes": sub.unpacked_bytes,
             "submitted_at": sub.created_at.replace(tzinfo=sub.created_at.tzinfo or timezone.utc).isoformat(timespec="seconds"),
             **({"resembles": sub.resembles} if organiser else {}),  # organisers only: it names another team's entry
-            "private_hidden": hidden, "runs": runs,
+            "private_hidden": hidden, "runs": runs, **refused,
             "live_url": f"/submissions/{sub.id}/live", "events_url": f"/api/submissions/{sub.id}/events"}
 
 

@@ -13,6 +13,8 @@ Celery app, consumed by the same worker process from the same queue, under the s
 * each benchmark's row (``SubmissionRun``, unique on (submission, benchmark, attempt)) is made once: a delivery that
   takes over a lost one keeps the rows that ended (a score, or the model's own failure) and scores again only the
   ones the platform lost, so one (submission, attempt, benchmark) never gets two scores;
+* a submission the web app staged (with a broker it never touches an engine) has its archive loaded into the
+  worker's own engine and pinned first (``install``; reused by a redelivery);
 * retries by failure class (workers.retry_policy): a platform failure (worker lost, engine restarted or away, our
   own code) is retried with backoff up to workers.MAX_ATTEMPTS deliveries and never costs quota (once out of
   retries the submission ends ``platform_failed``, refunded); a model failure is final and counts.
@@ -257,8 +259,9 @@ def run(registry: Registry, submission_id: int, attempt: int, *, worker: str, le
     lease = workers.Lease(registry, job.id, worker, heartbeat_s=max(0.5, lease_s / 6), table=SubmissionJob)
     lease.start()
     try:
-        outcome = score_attempt(registry, submission_id, attempt, score=score, cache_dir=cache_dir,
-                                engine_lost=lambda: lease.engine_lost or not workers.engine_answers())
+        outcome = install(registry, submission_id, job.id) or score_attempt(
+            registry, submission_id, attempt, score=score, cache_dir=cache_dir,
+            engine_lost=lambda: lease.engine_lost or not workers.engine_answers())
     finally:
         lease.stop()
         if own_containers:
@@ -276,6 +279,27 @@ def run(registry: Registry, submission_id: int, attempt: int, *, worker: str, le
     return base | finish(registry, job.id, submission_id, attempt, model, platform)
 
 
+def install(registry: Registry, submission_id: int, job_id: int) -> dict[str, Any] | None:
+    """Loads the image of a submission the web app staged (submissions.install: a no-op once its image is recorded);
+    None when there is an image to score, else the attempt's outcome: the engine refusing the image is the
+    submission's failure (BAD_IMAGE, final, counted), anything else (the engine or image registry away, the archive
+    missing from the upload folder) the platform's (retried, refunded). The message goes on the job."""
+    from cortexbox.orchestrator.community import submissions
+    from cortexbox.orchestrator.community.archive import ArchiveRejected
+
+    try:
+        submissions.install(registry, submission_id)
+        return None
+    except ArchiveRejected as e:
+        logger.warning("submission %s: its image was refused: %s", submission_id, e)
+        _update_job(registry, job_id, error=f"{e} (hint: {e.hint})"[:1000] if e.hint else str(e)[:1000])
+        return {"model_failure": submissions.BAD_IMAGE, "platform_failure": None}
+    except Exception as e:  # noqa: BLE001 - the engine, the image registry, the upload folder: ours
+        logger.warning("submission %s: its image could not be loaded: %s", submission_id, e, exc_info=not isinstance(e, UserError))
+        _update_job(registry, job_id, error=f"loading the image failed: {e}"[:1000])
+        return {"model_failure": None, "platform_failure": "engine"}
+
+
 def finish(registry: Registry, job_id: int, submission_id: int, attempt: int, model: str | None,
            platform: str | None) -> dict[str, Any]:
     """Writes the attempt's end on its job and (attempt 0) its submission: a model failure is final and counts
@@ -290,7 +314,18 @@ def finish(registry: Registry, job_id: int, submission_id: int, attempt: int, mo
     if attempt == 0:
         _update(registry, Submission, submission_id, status=status, failure_class=failure, counts_quota=counts,
                 finished_at=utcnow())
+        _discard(registry, submission_id)
     return {"status": status, "failure_class": failure}
+
+
+def _discard(registry: Registry, submission_id: int) -> None:
+    """The staged archive of a submission that ended (none once its image was loaded: ``install`` deleted it)."""
+    from cortexbox.orchestrator.community.submissions import discard_archive
+
+    try:
+        discard_archive(registry, submission_id)
+    except OSError:
+        logger.warning("submission %s: could not delete its staged archive", submission_id, exc_info=True)
 
 
 # -- the worker's side -----------------------------------------------------------------------------------------------
@@ -335,6 +370,7 @@ def recover(registry: Registry, app, lease_s: float) -> list[int]:
         if final and job.attempt == 0:
             _update(registry, Submission, job.submission_id, status="platform_failed",
                     failure_class=FailureClass.LOST.value, counts_quota=False, finished_at=utcnow())
+            _discard(registry, job.submission_id)
         if not final:
             requeued.append(job.id)
     try:

@@ -268,8 +268,11 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
     async def api_submit(slug: str, request: Request, who: Who) -> dict:
         """Checks, in order: the token, the team, the competition open and in a phase, the quota; then streams the
         body to disk with a running count (refused past the cap), checks the archive, loads it into the engine
-        without its tags, pins it by digest, stores the submission and queues it. Any refusal stores nothing."""
+        without its tags, pins it by digest, stores the submission and queues it. Any refusal stores nothing.
+        With a broker the engine is the worker's: the archive is checked, the submission stored without an image
+        and the archive left in the upload folder for the worker that takes its job (submissions.stage)."""
         comp = competition(slug)
+        staged = state.broker is not None and state.broker() is not None
         limits = Limits.from_spec(comp.spec)
         with _errors():
             competitions.check_submission(registry(), comp, who)
@@ -282,10 +285,17 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
             path = folder / f"{secrets.token_hex(12)}.tar"
             try:
                 await receive(request.stream(), path, limits.upload_bytes)
-                sub = await asyncio.to_thread(_accept, path, comp, who, limits)
+                if staged:
+                    info = await asyncio.to_thread(check_archive, path, limits)
+                    sub = await asyncio.to_thread(submissions.stage, registry(), comp, who, info, path)
+                else:
+                    sub = await asyncio.to_thread(_accept, path, comp, who, limits)
             finally:
                 path.unlink(missing_ok=True)
-        state.queue.enqueue(sub.id)
+        try:
+            state.queue.enqueue(sub.id)
+        except UserError as e:  # stored with its job: published by the workers' recovery once the broker is back
+            logger.warning("submission %s is stored but not published yet: %s", sub.id, e)
         return submissions.view(registry(), sub, comp, who)
 
     def _accept(path: Path, comp, who: Caller, limits: Limits):
@@ -293,7 +303,7 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
         than the manifest's, the image registry down) removes the tag the load made, unless it was there before
         (the team's earlier submission of the same image), so a refused upload leaves nothing in the engine."""
         info = check_archive(path, limits)
-        tag = f"{submissions.TAG_REPOSITORY}/{comp.slug}:{who.team}-{info.image_id[7:19]}"
+        tag = submissions.submission_tag(comp.slug, who.team, info.image_id)
         existed = submissions.tag_exists(tag)
         image_id = submissions.load_into_engine(path, info, tag)
         try:
@@ -460,9 +470,7 @@ def community_router(community_url: str | None = None, *, score=None, cache_dir:
 
 
 def default_upload_dir() -> Path:
-    from cortexbox.benchmarks.settings import settings
-
-    return settings().home / "uploads"
+    return submissions.upload_dir()
 
 
 __all__ = ["COOKIE", "CommunityState", "community_router"]

@@ -362,3 +362,98 @@ def test_a_team_larger_than_the_competitions_team_size_is_refused_and_nothing_is
     r = client.post("/api/competitions/solo/submissions", content=b"x" * 100, headers=bearer(tokens["bob"]))
     assert r.status_code == 400 and "not a tar archive" in r.json()["detail"]  # past the team check
     _nothing_stored(registry, tmp_path)
+
+
+# -- with a broker: the web app stages, the worker loads -----------------------------------------------------------------
+class _Broker:
+    def __init__(self):
+        self.sent: list = []
+
+    def send_task(self, name, args, **kwargs):
+        self.sent.append((name, args))
+
+
+def test_with_a_broker_the_web_app_stages_the_archive_without_an_engine_and_the_worker_loads_it(server, monkeypatch):
+    """The web app with a broker never calls the engine: the checked archive's submission is stored without an image
+    (digest and duplicate flag from the archive), its archive kept in the upload folder, its task published. The
+    worker's side (tasks.run): an engine away is the platform's failure (retried, the archive kept); the image loaded
+    and pinned is recorded and its archive deleted, a redelivery reuses it; an engine that refuses another archive
+    ends that submission ``bad_image``, counted, its archive deleted, the engine's reason shown to the team."""
+    from cortexbox.orchestrator.community import submissions, tasks
+    from cortexbox.registry.models import SubmissionJob
+
+    client, registry, tokens, tmp_path = server
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("CORTEXBOX_UPLOAD_DIR", str(uploads))  # the worker's side reads the same folder
+    broker = _Broker()
+    client.app.state.community.broker = lambda: broker
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the web app touched the engine")
+
+    monkeypatch.setattr("cortexbox.orchestrator.runtime.docker_client", no_engine)
+    ok = image_archive(tmp_path / "ok.tar")
+    r = client.post("/api/competitions/open/submissions", content=ok.read_bytes(), headers=bearer(tokens["alice"]))
+    assert r.status_code == 202, r.text
+    first = r.json()
+    r = client.post("/api/competitions/open/submissions", content=ok.read_bytes(), headers=bearer(tokens["bob"]))
+    assert r.status_code == 202 and r.json()["duplicate_of"] == first["submission"], r.text
+    digest = check_archive(ok).image_id
+    with registry.session() as s:
+        subs = s.exec(select(Submission).order_by(Submission.id)).all()
+    assert [(x.digest, x.image_ref, x.status) for x in subs] == [(digest, "", "queued")] * 2
+    staged = [submissions.archive_path(x, uploads) for x in subs]
+    assert sorted(p.name for p in uploads.iterdir()) == sorted(p.name for p in staged)
+    assert staged[0].read_bytes() == ok.read_bytes()
+    assert broker.sent == [(tasks.TASK, [x.id, 0, tasks.masked(registry.url)]) for x in subs]
+
+    # the worker: its engine away first (the platform's: retried, nothing counted, the archive kept)
+    loads = []
+
+    def away(path, info, tag):
+        raise submissions.EngineUnavailable("the container engine is not reachable: ConnectionError", "try again later")
+
+    monkeypatch.setattr(submissions, "tag_exists", lambda tag: False)
+    monkeypatch.setattr(submissions, "load_into_engine", away)
+    scored = []
+
+    def score(request, registry, events):
+        scored.append(request.image)
+
+    def deliver(sub_id):
+        return tasks.run(registry, sub_id, 0, worker="w@test:1", lease_s=30, score=score, own_containers=False)
+
+    out = deliver(subs[0].id)
+    assert (out["status"], out["failure_class"]) == ("queued", "engine") and staged[0].exists() and scored == []
+
+    def load(path, info, tag):
+        loads.append((path, tag))
+        return info.image_id
+
+    monkeypatch.setattr(submissions, "load_into_engine", load)
+    monkeypatch.setattr(submissions, "pin", lambda image_id, repository: (f"127.0.0.1:5999/{repository}@sha256:{'b' * 64}",
+                                                                         "sha256:" + "b" * 64))
+    assert deliver(subs[0].id)["status"] == "succeeded"
+    ref = f"127.0.0.1:5999/cortexbox-submission/open@sha256:{'b' * 64}"
+    assert loads == [(staged[0], submissions.submission_tag("open", "red", digest))] and scored == [ref, ref]
+    with registry.session() as s:
+        done = s.get(Submission, subs[0].id)
+    assert (done.status, done.image_ref, done.registry_digest, done.counts_quota) == ("succeeded", ref, "sha256:" + "b" * 64, True)
+    assert not staged[0].exists()
+    assert submissions.install(registry, subs[0].id).image_ref == ref and len(loads) == 1  # a redelivery reuses it
+
+    # another engine refuses the second team's image: the submission's own failure, final and counted
+    def refuse(path, info, tag):
+        raise ArchiveRejected("the engine refused the image: layer does not match its diff_id", "use `docker save`")
+
+    monkeypatch.setattr(submissions, "load_into_engine", refuse)
+    out = deliver(subs[1].id)
+    assert (out["status"], out["failure_class"]) == ("failed", submissions.BAD_IMAGE) and len(scored) == 2
+    with registry.session() as s:
+        refused = s.get(Submission, subs[1].id)
+        (job,) = s.exec(select(SubmissionJob).where(SubmissionJob.submission_id == subs[1].id)).all()
+    assert (refused.status, refused.counts_quota, refused.image_ref, job.attempts) == ("failed", True, "", 1)
+    assert not staged[1].exists() and not list(uploads.iterdir())
+    seen = client.get(f"/api/submissions/{subs[1].id}", headers=bearer(tokens["bob"])).json()
+    assert seen["failure_class"] == "bad_image" and "layer does not match its diff_id" in seen["error"]
+    assert "error" not in client.get(f"/api/submissions/{subs[0].id}", headers=bearer(tokens["alice"])).json()

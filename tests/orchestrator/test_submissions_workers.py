@@ -59,7 +59,7 @@ def stack(redis, tmp_path, data_dir, monkeypatch, docker_client):  # noqa: F811 
     home = tmp_path / "home"
     home.mkdir()
     for name, value in (("CORTEXBOX_HOME", str(home)), ("CORTEXBOX_BROKER_URL", redis.url),
-                        ("CORTEXBOX_DATA_DIR", str(data_dir))):
+                        ("CORTEXBOX_DATA_DIR", str(data_dir)), ("CORTEXBOX_UPLOAD_DIR", str(tmp_path / "uploads"))):
         monkeypatch.setenv(name, value)
     for name in ("CORTEXBOX_DATABASE_URL", "CORTEXBOX_IMAGE_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
@@ -69,7 +69,6 @@ def stack(redis, tmp_path, data_dir, monkeypatch, docker_client):  # noqa: F811 
     community = Registry(community_url)
     tokens = people(community)
     application = create_app(f"sqlite:///{home / 'registry.db'}", community_url=community_url)
-    application.state.community.upload_dir = tmp_path / "uploads"
     workers: dict[str, subprocess.Popen] = {}
 
     def start(name: str) -> subprocess.Popen:
@@ -161,6 +160,8 @@ def test_a_submission_is_scored_by_a_worker_once_even_when_delivered_again(stack
     print(f"submission scored by the worker {scored_s:.1f} s after the upload was accepted")
     assert (done.status, done.failure_class, done.counts_quota) == ("succeeded", None, True)
     assert stack["app"].state.community.queue._thread is None  # the web process scored nothing
+    # the web app staged the archive; the worker loaded it into its engine, recorded the image and deleted it
+    assert done.image_ref == pixels_tar["image_id"] and not list((logs / "uploads").iterdir())
     (job,) = rows(community, SubmissionJob, submission_id=sub["submission"])
     assert (job.status, job.attempt, job.attempts) == ("succeeded", 0, 1) and job.worker.startswith(f"w1@{HOST}:{worker.pid}")
     srs = rows(community, SubmissionRun, submission_id=sub["submission"])
