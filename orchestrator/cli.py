@@ -520,6 +520,28 @@ def models_add(image: str = typer.Argument(..., help="Docker image tag or id"), 
         out.print(untrusted(" ".join([row.name, row.digest, *pinned.values()][:3]), oneline=True, limit=600), soft_wrap=True)
 
 
+@models_app.command("check")
+def models_check(image: str = typer.Argument(..., help="Docker image tag or id"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Check a model image's metadata against what it does on public stimuli (never recordings): declared layers
+    and behaviours answer at their shapes, regions name layers, visual degrees in range, behaviours in their label
+    spaces. Scoring runs the same check once per image; a model that lies fails as nonconformant (exit 1)."""
+    from cortexbox.orchestrator import conformance
+    from cortexbox.orchestrator.errors import ModelFailure
+    from cortexbox.orchestrator.runtime import open_session
+
+    with open_session(image=image) as session:
+        try:
+            record = conformance.check(session)
+        except ModelFailure as e:
+            raise session.diagnose(e) from None
+        model_id = session.description.raw.model_id
+    if as_json:
+        _emit_json({"model": model_id, "digest": session.image_id, **record})
+    else:
+        out.print(untrusted(f"{model_id}: conforms ({record['outputs']} outputs on {record['stimuli']} public stimuli, "
+                            f"{record['seconds']:.1f} s)", oneline=True, limit=600), soft_wrap=True)
+
+
 @registry_app.command("serve")
 def registry_serve(
     address: str = typer.Option("", "--address", help="HOST:PORT on loopback (default $CORTEXBOX_IMAGE_REGISTRY, else 127.0.0.1:5000)"),

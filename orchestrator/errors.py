@@ -33,6 +33,7 @@ class FailureClass(str, Enum):
     PROTOCOL_VIOLATION = "protocol_violation"  # a message broke the wire contract
     BAD_OUTPUT = "bad_output"  # well-formed messages with unusable values (NaN, inf, ...)
     INCONSISTENT = "inconsistent"  # answered a repeated stimulus differently: a lookup, not a model (scoring/fair.py)
+    NONCONFORMANT = "nonconformant"  # does not do what its metadata declares: layers, regions, degrees (conformance.py)
     MODEL_ERROR = "model_error"  # the model's own code raised and said so
     HANDSHAKE_FAILED = "handshake_failed"  # the socket is not served by the container we started
     REJECTED = "rejected"  # the model refused the request (unknown output, bad stimulus, ...)

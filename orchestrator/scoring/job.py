@@ -18,7 +18,7 @@ import numpy as np
 
 from cortexbox.benchmarks import neuroid_assembly
 from cortexbox.benchmarks.rdm_benchmark import DegenerateRDM
-from cortexbox.orchestrator import image_registry
+from cortexbox.orchestrator import conformance, image_registry
 from cortexbox.orchestrator.cache import ActivationCache, stimulus_keys
 from cortexbox.orchestrator.errors import CortexboxError, FailureClass, ModelFailure, UserError
 from cortexbox.orchestrator.provenance import code_version, library_versions
@@ -110,6 +110,7 @@ class _Job:
             self._open()
         if not self.recorded:  # the model's description, stored once per session (a ModelFailure if it lies)
             self.description = self.session.description
+            self._check_conformance()
             self._record_model()
             self.recorded = True
         return self.session
@@ -121,8 +122,24 @@ class _Job:
         self.timings["start_s"] = time.perf_counter() - t0
         self.recorded = False
 
+    def _check_conformance(self) -> None:
+        """A model image's metadata checked against what it does on public stimuli (orchestrator/conformance.py),
+        once per digest: a liar fails the run as nonconformant before any benchmark stimulus is sent."""
+        self.conformance = None
+        if not self.request.image:
+            return  # an endpoint is the operator's own server, never a submission
+        known = self.registry.model_by_digest(self.session.image_id)
+        if known is not None and conformance.passed(known.info):
+            self.conformance = known.info["conformance"]
+            return
+        self.events("stage", {"text": "checking the model's metadata on public stimuli"})
+        self.conformance = conformance.check(self.session, self.description,
+                                             seconds_per_stimulus=self.request.seconds_per_stimulus)
+
     def _record_model(self) -> None:
         info = self.description.to_dict()
+        if self.conformance is not None:
+            info["conformance"] = self.conformance
         if self.request.image:
             digest = self.session.image_id
         else:
@@ -170,6 +187,8 @@ class _Job:
         self.description = None
         if self.request.image and self.request.use_cache:
             self.model_row = self.registry.model_by_digest(self.image_digest)
+            if self.model_row is not None and not conformance.passed(self.model_row.info):
+                self.model_row = None  # registered before its metadata was checked: started and checked now
         if self.model_row is None:
             self._session()
 

@@ -219,6 +219,51 @@ HOST_MODES = {
 }
 
 
+# -- lying metadata (threat T10, tests/orchestrator/test_hostile_liar.py): each declares what it does not do, and
+# commits IT to "features" (which works), so a benchmark of IT scores it unless its claims are checked
+LIARS = ("liar_region", "liar_degrees", "liar_shape", "liar_labels")
+
+
+def _liar(mode: str, hostile: type) -> type:
+    class Liar(hostile):
+        model_id = f"hostile-{mode}"
+        region_layers = {"IT": "features", **({"V4": "v4"} if mode == "liar_region" else {})}
+        commitment_layers = ("features",)
+        visual_degrees = 200.0 if mode == "liar_degrees" else 8.0  # within the wire's (0, 360], no eye's span
+        served = 0  # batches of "pooled" served so far
+
+        def layers(self):
+            extra = {"liar_region": "v4", "liar_shape": "pooled"}.get(mode)
+            return [*super().layers(), *([Output(extra, (16,))] if extra else [])]
+
+        def activations(self, stimuli, layers):
+            if "v4" in layers:  # declared, committed to V4, and never computed
+                raise RuntimeError("there is no V4 in this model")
+            out = {}
+            if "features" in layers:  # a 4x4 grid of mean brightness: enough to score on any benchmark
+                out["features"] = np.stack([_grid_means(s.pixels) for s in stimuli])
+            if "pooled" in layers:  # 16 wide on its first batch, 8 on every later one
+                Liar.served += 1
+                out["pooled"] = np.zeros((len(stimuli), 16 if Liar.served == 1 else 8), np.float32) + Liar.served
+            return out
+
+        def behaviour_outputs(self):
+            return [Output("logits", (10,))] if mode == "liar_labels" else []  # 10 classes: not ImageNet's
+
+        def behaviours(self, stimuli, names):
+            return {"logits": np.tile(np.arange(10, dtype=np.float32), (len(stimuli), 1))}
+
+    return Liar
+
+
+def _grid_means(pixels: np.ndarray) -> np.ndarray:
+    h, w = pixels.shape[0] // 4 * 4, pixels.shape[1] // 4 * 4
+    return pixels[:h, :w].mean(axis=2).reshape(4, h // 4, 4, w // 4).mean(axis=(1, 3)).reshape(-1).astype(np.float32)
+
+
+if MODE in LIARS:
+    Hostile = _liar(MODE, Hostile)
+
 # -- attacks on the wire (tests/orchestrator/test_hostile_wire.py) live in wire_attacks.py: a server of their own, or another Model
 import wire_attacks  # noqa: E402
 
