@@ -32,7 +32,9 @@ def hostile_image(docker_client, base_image, tmp_path_factory):
         return built[mode]
 
     yield build
-    for tag in built.values():
+    # The build stage of each image is tagged cortexbox-stage/...:<mode>-<pid> (images.keep_stages): ours, by this pid.
+    stages = [f"{images.STAGE_REPOSITORY}/cortexbox-test--hostile--build:{tag.rpartition(':')[2]}" for tag in built.values()]
+    for tag in [*built.values(), *stages]:
         try:
             docker_client.images.remove(tag, force=True)
         except docker.errors.ImageNotFound:
