@@ -332,3 +332,108 @@ def test_compose_workers_score_what_the_web_queues_and_down_up_keeps_it(compose,
     except Exception:  # noqa: BLE001 - another name, or gone
         pass
     print(f"whole test {time.monotonic() - start:.1f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_compose_a_team_uploads_a_tarball_to_the_web_container_and_a_worker_container_loads_pushes_and_scores_it(
+        compose, stack_images, template_image, docker_client, data_dir, tmp_path):
+    """The competition flow on the stack: the organiser, a team and an open competition made from the host in the
+    stack's community database (PostgreSQL cortexbox_community, through the socket folder); the team uploads a real
+    `docker save` tarball of the pixels template over HTTP to the web container, which has no engine socket; a worker
+    container loads it into the host's engine, pushes it to the stack's image registry and scores it by that
+    reference by digest; the staged archive is gone from the uploads volume."""
+    from sqlmodel import select
+
+    from cortexbox.orchestrator.image_registry import split_reference
+    from cortexbox.registry import Registry
+    from cortexbox.registry.models import Submission, SubmissionRun
+    from tests.orchestrator.test_competitions_helpers import spec
+
+    slug = f"cmp-{compose.project[-8:]}"
+    pushed_repository = f"127.0.0.1:{compose.registry_port}/cortexbox-submission/{slug}"
+    start = time.monotonic()
+    compose("up", "-d")
+    compose.wait_for_web()
+    services = _services(compose, docker_client)
+    (web,), (worker,) = services["web"], services["worker"]
+    print(f"stack with 1 worker up in {time.monotonic() - start:.1f} s")
+    # The web container has no engine: no socket mounted, none inside, no DOCKER_HOST.
+    assert not any("docker.sock" in m["Source"] + m["Destination"] for m in web.attrs["Mounts"])
+    assert web.exec_run(["test", "-e", "/var/run/docker.sock"]).exit_code != 0
+    assert not any(e.startswith("DOCKER_HOST=") for e in web.attrs["Config"]["Env"])
+    uploads = [m for m in web.attrs["Mounts"] if m["Destination"] == "/var/lib/cortexbox/uploads"]
+    assert len(uploads) == 1 and uploads[0]["Type"] == "volume"
+
+    # The organiser, a team and an open competition, from the host.
+    community_url = f"postgresql+psycopg2://cortexbox@/cortexbox_community?host={compose.socket_dir}"
+    env = {"CORTEXBOX_COMMUNITY_URL": community_url}
+    t0 = time.monotonic()
+    tokens = {}
+    for name, extra in (("org", ["--admin"]), ("alice", [])):
+        done = cortexbox("users", "add", name, *extra, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        tokens[name] = done.stdout.strip().splitlines()[-1]
+    done = cortexbox("teams", "add", "red", "--user", "alice", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec(slug, quota=2, limits={"upload": "1g", "unpacked": "2g"})))
+    for args in (("competitions", "create", str(spec_path), "--organiser", "org"), ("competitions", "open", slug)):
+        done = cortexbox(*args, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    print(f"organiser, team and open competition made from the host in {time.monotonic() - t0:.1f} s")
+
+    pixels = template_image("pixels")
+    tarball = tmp_path / "pixels.tar"
+    with open(tarball, "wb") as f:
+        for chunk in docker_client.images.get(pixels).save(chunk_size=1024**2):
+            f.write(chunk)
+    image_id = docker_client.images.get(pixels).id
+    community = Registry(community_url)
+    try:
+        t0 = time.monotonic()
+        with open(tarball, "rb") as f:
+            request = urllib.request.Request(f"{compose.url}/api/competitions/{slug}/submissions", data=f, method="POST",
+                                             headers={"Authorization": f"Bearer {tokens['alice']}",
+                                                      "Content-Type": "application/x-tar",
+                                                      "Content-Length": str(tarball.stat().st_size)})
+            with urllib.request.urlopen(request, timeout=300) as response:
+                assert response.status == 202
+                sub = json.loads(response.read())
+        print(f"{tarball.stat().st_size / 1e6:.0f} MB tarball accepted by the web container in {time.monotonic() - t0:.1f} s")
+        assert sub["digest"] == image_id and sub["status"] == "queued"
+
+        def ended():
+            view = json.loads(_get_auth(f"{compose.url}/api/submissions/{sub['submission']}", tokens["alice"]))
+            return view if view["status"] not in ("queued", "running") else None
+
+        view = _wait(ended, 600, "the submission to be scored by the worker container", compose)
+        print(f"loaded, pushed and scored by the worker container {time.monotonic() - t0:.1f} s after the upload")
+        assert (view["status"], view["failure_class"], view["counts_quota"]) == ("succeeded", None, True), view
+        assert [(r["benchmark"], r["status"]) for r in view["runs"]] == [("Kriegeskorte2008.hIT-rdm", "succeeded"),
+                                                                        ("Kriegeskorte2008.judgements-rdm", "succeeded")]
+        with community.session() as s:
+            row = s.get(Submission, sub["submission"])
+            runs = s.exec(select(SubmissionRun).where(SubmissionRun.submission_id == row.id)).all()
+        registry_host, repository, digest = split_reference(row.image_ref)
+        assert f"{registry_host}/{repository}" == pushed_repository and digest == row.registry_digest
+        assert view["registry_digest"] == row.registry_digest
+        for sr in runs:  # scored in the worker container (its host is the container's: ctr-<id>)
+            first = community.run_events(sr.run_id, -1, 1)[0]
+            assert first.data["host"].startswith(f"ctr-{worker.id[:12]}"), first.data
+        assert worker.exec_run(["ls", "-A", "/var/lib/cortexbox/uploads"]).output == b""  # the archive was deleted
+        board = json.loads(_get(f"{compose.url}/api/competitions/{slug}/board")[1])
+        assert [(r["team"], r["submission"]) for r in board["rows"]] == [("red", sub["submission"])]
+    finally:
+        community.engine.dispose()
+        for image in docker_client.images.list():
+            for tag in image.tags:
+                if tag.startswith((f"cortexbox-submission/{slug}:", f"{pushed_repository}:")):
+                    docker_client.images.remove(tag)
+    print(f"whole test {time.monotonic() - start:.1f} s")
+
+
+def _get_auth(url: str, token: str) -> str:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
