@@ -168,3 +168,63 @@ def _exists(client, tag: str) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
+
+
+def test_a_staged_upload_is_loaded_by_the_worker_and_an_image_the_engine_refuses_is_the_submissions_failure(
+        server, images, docker_client, monkeypatch, tmp_path):
+    """With a broker the web app only stages uploads; the worker's delivery (tasks.run, on this engine) loads the
+    pixels tarball, tags it, records its image id and deletes the archive, and a redelivery of a job requeued after
+    that reuses the image without the archive. An archive that passes our checks but whose layer is not what its
+    config's diff_id says is refused by the engine: ``bad_image``, final and counted, no tag left, archive deleted."""
+    import hashlib
+    import json
+
+    from cortexbox.orchestrator.community import submissions, tasks
+    from cortexbox.orchestrator.community.archive import check_archive
+    from tests.orchestrator.test_competitions_helpers import image_archive
+
+    client, registry, tokens = server
+    uploads = client.app.state.community.upload_dir
+    monkeypatch.setenv("CORTEXBOX_UPLOAD_DIR", str(uploads))
+    client.app.state.community.broker = lambda: object()  # staged; the queue is stubbed (no message sent)
+    for image in docker_client.images.list():  # the tags of the tests above
+        for old in image.tags:
+            if old.startswith(f"cortexbox-submission/{SLUG}:"):
+                docker_client.images.remove(old)
+    r = upload(client, images["pixels"], tokens["alice"])
+    assert r.status_code == 202, r.text
+    red = r.json()["submission"]
+    tag = submissions.submission_tag(SLUG, "red", images["pixels_id"])
+    assert not _exists(docker_client, tag) and len(list(uploads.iterdir())) == 1  # staged, not loaded
+    scored = []
+
+    def deliver(sub_id):
+        tasks.enqueue(registry, sub_id)
+        return tasks.run(registry, sub_id, 0, worker="w@test:1", lease_s=30, own_containers=False,
+                         score=lambda request, registry, events: scored.append(request.image))
+
+    assert deliver(red)["status"] == "succeeded" and scored == [images["pixels_id"]] * 2
+    assert _exists(docker_client, tag) and not list(uploads.iterdir())
+    with registry.session() as s:  # a redelivery after the image was loaded: its row emptied as if never recorded
+        row = s.get(Submission, red)
+        row.image_ref = ""
+        s.add(row)
+        s.commit()
+    assert submissions.install(registry, red).image_ref == images["pixels_id"]  # from the engine, no archive
+
+    layer = b"not the layer its diff_id names" + b"\0" * 482
+    config = {"architecture": "amd64", "os": "linux", "config": {"Labels": {"t": str(time.time())}},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(b"another").hexdigest()]}}
+    forged = image_archive(tmp_path / "forged.tar", config=config, layer_data=layer)
+    digest = check_archive(forged).image_id
+    r = client.post(f"/api/competitions/{SLUG}/submissions", content=forged.read_bytes(), headers=bearer(tokens["bob"]))
+    assert r.status_code == 202, r.text
+    blue = r.json()["submission"]
+    out = deliver(blue)
+    assert (out["status"], out["failure_class"]) == ("failed", submissions.BAD_IMAGE), out
+    with registry.session() as s:
+        row = s.get(Submission, blue)
+    assert (row.status, row.counts_quota, row.image_ref) == ("failed", True, "")
+    assert not _exists(docker_client, submissions.submission_tag(SLUG, "blue", digest)) and not list(uploads.iterdir())
+    seen = client.get(f"/api/submissions/{blue}", headers=bearer(tokens["bob"])).json()
+    assert seen["failure_class"] == "bad_image" and "the engine refused the image" in seen["error"], json.dumps(seen)
