@@ -152,6 +152,70 @@ def test_nan_in_a_block_is_bad_output(served):
     assert e.value.failure == FailureClass.BAD_OUTPUT and "NaN" in e.value.message
 
 
+class Huge(Model):
+    """One 4.8 MB block per batch (several of the client's pieces), of values near float32's largest: their sum
+    overflows to inf although every value is finite. `bad` = (stimulus id, feature, value) puts one value in."""
+
+    model_id = "huge"
+    max_batch_size = 4
+    features = 300_000
+
+    def __init__(self, bad: tuple[str, int, float] | None = None):
+        self.bad = bad
+
+    def layers(self):
+        return [Output("big", (self.features,))]
+
+    def activations(self, stimuli, layers):
+        out = np.full((len(stimuli), self.features), 3e38, np.float32)
+        out[:, 0] = [float(s.pixels[0, 0, 0]) for s in stimuli]
+        for i, s in enumerate(stimuli):
+            if self.bad is not None and s.id == self.bad[0]:
+                out[i, self.bad[1]] = self.bad[2]
+        return {"big": out}
+
+
+def test_a_block_whose_sum_overflows_is_accepted_and_a_late_nan_or_inf_is_caught(served):
+    """The finiteness check of each piece is exact: values whose sum overflows float32 are finite and accepted (a
+    check by summing would have to fall back); a NaN or -inf in the last piece of a block (past 4 MB, in the last
+    stimulus of a batch) is bad output, reported at the piece that holds it."""
+    address, _ = served(Huge())
+    _, result = run(address, ["big"], n=8)
+    assert result.shared_memory_bytes == 8 * Huge.features * 4
+    assert (result.outputs["big"][:, 1:] == np.float32(3e38)).all()
+    np.testing.assert_array_equal(result.outputs["big"][:, 0], np.arange(8))
+    for value in (np.nan, -np.inf):
+        address, _ = served(Huge(bad=("img007", Huge.features - 1, value)))
+        with pytest.raises(ModelFailure) as e:
+            run(address, ["big"], n=8)
+        assert e.value.failure == FailureClass.BAD_OUTPUT, e.value
+        assert "1 NaN or infinite values" in e.value.message and "of 4800000" in e.value.message
+        piece_start = int(e.value.message.split("in bytes ")[1].split("..")[0])
+        assert 4_000_000 <= piece_start < 4_800_000
+
+
+def test_a_run_delivers_into_the_arrays_the_caller_gives(served):
+    """`out`: a caller that keeps its result buffers across runs gets its values in them, through the area as
+    through chunks; an array of the wrong shape, dtype or name is refused before the run starts."""
+    address, _ = served(Mixed())
+    for budgets in (WireBudgets(), WireBudgets(shared_memory_bytes=0)):
+        given = {"f32": np.full((10, 1000), -1, np.float32), "wide": np.full((10, 300_000), -1, np.float32)}
+        _, result = run(address, ["f32", "f16", "wide"], n=10, budgets=budgets, out=given)
+        assert result.outputs["f32"] is given["f32"] and result.outputs["wide"] is given["wide"]
+        assert (result.shared_memory_bytes > 0) == (budgets.shared_memory_bytes > 0)
+        np.testing.assert_array_equal(given["f32"][:, 999], np.arange(10) + 999 / 8)
+        np.testing.assert_array_equal(given["wide"][:, 0], np.arange(10))
+        np.testing.assert_array_equal(result.outputs["f16"][:, 0], np.arange(10))
+    for bad, message in [
+        ({"f32": np.zeros((10, 999), np.float32)}, "must be a writeable C-contiguous float32 array of shape"),
+        ({"f32": np.zeros((10, 1000), np.float64)}, "must be a writeable C-contiguous float32 array of shape"),
+        ({"f32": np.zeros((1000, 10), np.float32).T}, "must be a writeable C-contiguous float32 array of shape"),
+        ({"i32": np.zeros((10, 5), np.float32)}, "not a requested numeric output"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run(address, ["f32"], n=10, out=bad)
+
+
 def test_a_model_that_gets_no_releases_is_stopped_by_the_stall_watchdog(served, monkeypatch):
     """The client never releases a block: the server waits for space (bounded by the run's cancellation),
     the client sees no new bytes, and the watchdog ends the run; the server is free for the next run."""
