@@ -150,6 +150,7 @@ def check(session, description: ModelDescription | None = None, *, seconds_per_s
         result = client.run(description, iter(stimuli), ids, timeout_s=timeout_s,
                             layers=[g for g in group if g in description.layers],
                             behaviours=[g for g in group if g not in description.layers])
+        session.check_budgets()
         return result.outputs
 
     runs = 0

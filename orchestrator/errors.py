@@ -29,6 +29,7 @@ class FailureClass(str, Enum):
 
     CRASH = "crash"  # the container exited (or the server vanished) during the run
     OUT_OF_MEMORY = "out_of_memory"  # the kernel's OOM killer, or the model reported OOM
+    OUT_OF_DISK = "out_of_disk"  # wrote past its run folder's budget without a tmpfs (runtime.RunDirWatch)
     TIMEOUT = "timeout"  # a deadline passed: start-up, loading, or the run itself
     PROTOCOL_VIOLATION = "protocol_violation"  # a message broke the wire contract
     BAD_OUTPUT = "bad_output"  # well-formed messages with unusable values (NaN, inf, ...)

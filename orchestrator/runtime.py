@@ -88,6 +88,10 @@ class SandboxLimits:
     #: inodes (files, folders, so depth too) when the orchestrator is root: a model cannot fill the host's disk.
     run_dir_bytes: int = 16 * 1024**2
     run_dir_inodes: int = 256
+    #: How the run folder's total is held: "tmpfs" (the kernel's, when the orchestrator is root; else "watch"),
+    #: or "watch": `RunDirWatch` sums the folder every `run_dir_poll_s` and stops the container past the budget.
+    run_dir_limit: str = "tmpfs"
+    run_dir_poll_s: float = 0.05
     log_file_bytes: int = 5 * 1024**2  # Docker's json-file log, two files of this size
     log_tail_lines: int = 60  # the log tail kept with a failure (stored, shown) ...
     log_tail_bytes: int = 8 * 1024  # ... and its size, bounded when it is read from Docker
@@ -103,6 +107,7 @@ class SandboxLimits:
 
     def __post_init__(self):
         _runtime_name(self.runtime)
+        _run_dir_limit(self.run_dir_limit)
         if self.pids is None:
             object.__setattr__(self, "pids", DEFAULT_PIDS.get(self.runtime, DEFAULT_PIDS["runc"]))
 
@@ -125,7 +130,13 @@ class SandboxLimits:
 
 def _parse_budgets(text: str, cls=SandboxLimits) -> dict:
     return budgets.parse(text, cls, variable=ENV_SANDBOX, example="pids=96,cpus=1,run_dir_bytes=32m",
-                         strings={"runtime": lambda raw: _runtime_name(raw)})
+                         strings={"runtime": lambda raw: _runtime_name(raw), "run_dir_limit": _run_dir_limit})
+
+
+def _run_dir_limit(value: str) -> str:
+    if value not in ("tmpfs", "watch"):
+        raise UserError(f"run_dir_limit={value!r} is neither tmpfs nor watch", "e.g. run_dir_limit=watch")
+    return value
 
 
 def _runtime_name(name: str) -> str:
@@ -230,6 +241,88 @@ def remove_run_dir(path: Path) -> bool:
     return not os.path.lexists(path)
 
 
+class RunDirWatch:
+    """The run folder's total without root (no tmpfs): a thread sums the folder every `run_dir_poll_s` with
+    os.scandir, never following a link, counting at most `run_dir_inodes` + 1 entries (files, folders, links: so
+    depth too), and bytes as allocated (st_blocks: a sparse file counts what it takes). Past either budget, or on
+    a folder it may not read (the model hid something), it seals the folder (mode 0555: the folder is ours, so no
+    new file in it) and kills the container once (`stop`), and keeps the reason; the session then reports
+    `out_of_disk`. The overshoot is what the model writes between two looks and, into files already open or its
+    own sub-folders, until the kill lands (the fsize ulimit bounds each file; perf/hostile_zoo.md)."""
+
+    def __init__(self, path: Path, limits: SandboxLimits, stop):
+        import threading
+
+        self.path, self.limits, self.stop = path, limits, stop
+        self.reason: str | None = None
+        self.peak_bytes = 0
+        self.peak_entries = 0
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # the thread and the session's diagnosis both look
+        self._thread = threading.Thread(target=self._loop, name="run-dir-watch", daemon=True)
+
+    def start(self) -> "RunDirWatch":
+        self._thread.start()
+        return self
+
+    def measure(self) -> tuple[int, int, str | None]:
+        """(bytes, entries, why it is over or None), walking no more than the entry budget allows."""
+        cap = self.limits.run_dir_inodes
+        total, entries, todo = 0, 0, [str(self.path)]
+        while todo:
+            try:
+                with os.scandir(todo.pop()) as listing:
+                    for entry in listing:
+                        entries += 1
+                        if entries > cap:
+                            return total, entries, f"more than {cap} files and folders"
+                        st = entry.stat(follow_symlinks=False)
+                        total += st.st_blocks * 512
+                        if stat.S_ISDIR(st.st_mode):
+                            todo.append(entry.path)
+            except FileNotFoundError:
+                continue  # removed while we looked
+            except PermissionError:
+                return total, entries, "a folder the host may not read"
+        if total > self.limits.run_dir_bytes:
+            return total, entries, f"{total / 2**20:.1f} MiB, over its {self.limits.run_dir_bytes / 2**20:.0f} MiB"
+        return total, entries, None
+
+    def check(self) -> str | None:
+        """One look: the reason (and the container stopped) when the folder is over a budget."""
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> str | None:
+        if self.reason is None:
+            total, entries, why = self.measure()
+            self.peak_bytes, self.peak_entries = max(self.peak_bytes, total), max(self.peak_entries, entries)
+            if why is not None:
+                self.reason = f"the model's run folder held {why}"
+                try:  # no new file in the folder from now on (ours, so the model cannot undo it), then the kill
+                    os.chmod(self.path, 0o555)
+                except OSError as e:
+                    log.warning("could not seal the run folder %s: %s", self.path, e)
+                try:
+                    self.stop()
+                except Exception as e:  # noqa: BLE001 - gone already, or the engine is away: close() removes it
+                    log.warning("could not stop the container over its run folder's budget: %s", e)
+        return self.reason
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.limits.run_dir_poll_s):
+            try:
+                if self.check() is not None:
+                    return
+            except OSError as e:  # never a reason to leave the run unwatched silently
+                log.warning("run folder watch: %s", e)
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
 def _run_dir_owner(name: str) -> int | None:
     """The orchestrator pid that a run folder's name starts with ("<pid>-<token>..."), if any."""
     pid, sep, _ = name.partition("-")
@@ -304,6 +397,10 @@ class ModelSession:
     def diagnose(self, error: ModelFailure) -> ModelFailure:
         return error
 
+    def check_budgets(self) -> None:
+        """Raises the failure of a budget the host watches (not the kernel) that a run passed, even one that
+        finished before the container could be stopped (ContainerSession: the run folder's RunDirWatch)."""
+
     def log_tail(self) -> str:
         return ""
 
@@ -349,6 +446,7 @@ class ContainerSession(ModelSession):
         self.limits = limits or SandboxLimits()
         self.container = None
         self.run_dir: Path | None = None
+        self.watch: RunDirWatch | None = None
         # A reference by digest that names our registry is pulled when this engine lacks it, and checked.
         self.image_id = image_registry.local_image(docker, image).id
         check_runtime(docker, self.limits.runtime)
@@ -370,13 +468,14 @@ class ContainerSession(ModelSession):
         # In a container our pid means nothing to `cortexbox gc` elsewhere: no pid in the name, never taken for dead.
         pid = os.getpid() if owner.container_id() is None else "c"
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{pid}-{secrets.token_hex(16)}-", dir=root))
-        tmpfs = mount_run_tmpfs(self.run_dir, self.limits)  # if so, owned by the sandbox user, 0700
-        if not tmpfs and os.geteuid() == 0:
+        # A tmpfs (root) holds the folder's total in the kernel, owned by the sandbox user, 0700; else RunDirWatch.
+        tmpfs = self.limits.run_dir_limit == "tmpfs" and mount_run_tmpfs(self.run_dir, self.limits)
+        if not tmpfs and os.geteuid() == 0 and self.limits.run_dir_limit == "tmpfs":  # the mount failed
             os.chown(self.run_dir, SANDBOX_UID, SANDBOX_UID)
             os.chmod(self.run_dir, 0o700)
         elif not tmpfs:
             os.chmod(self.run_dir, 0o777)
-        self.sandbox = {**self.limits.to_dict(), "run_dir": "tmpfs" if tmpfs else "directory"}
+        self.sandbox = {**self.limits.to_dict(), "run_dir": "tmpfs" if tmpfs else "watched"}
         self.socket_path = self.run_dir / "model.sock"
         self.nonce = secrets.token_hex(32)
         self.run_id = secrets.token_hex(8)
@@ -422,6 +521,8 @@ class ContainerSession(ModelSession):
             hostname="model",
             stop_signal="SIGTERM",
         )
+        if not tmpfs:
+            self.watch = RunDirWatch(self.run_dir, lim, self._stop_container).start()
         try:
             self.container.start()
         except docker_sdk.errors.APIError as e:
@@ -465,7 +566,20 @@ class ContainerSession(ModelSession):
         except Exception:  # noqa: BLE001 - the container may be gone
             return {}
 
+    def _stop_container(self) -> None:
+        self.docker.api.kill(self.container.id)  # one call: every write until it lands is overshoot
+
+    def _over_disk(self) -> ModelFailure | None:
+        reason = self.watch.check() if self.watch is not None else None
+        return None if reason is None else self._failure(FailureClass.OUT_OF_DISK, reason)
+
+    def check_budgets(self) -> None:
+        if (over := self._over_disk()) is not None:
+            raise over
+
     def _raise_if_exited(self, when: str) -> None:
+        if (over := self._over_disk()) is not None:
+            raise over
         state = self._state()
         if state.get("Status") in ("exited", "dead"):
             if state.get("OOMKilled"):
@@ -490,6 +604,8 @@ class ContainerSession(ModelSession):
         stream is a crash, or an OOM kill; a hang is a timeout."""
         if self.container is None:
             return error
+        if (over := self._over_disk()) is not None:  # stopped for its run folder: whatever the wire saw after
+            return over
         if error.failure in (FailureClass.CRASH, FailureClass.PROTOCOL_VIOLATION, FailureClass.TIMEOUT):
             # A dying server breaks the stream first and exits a moment later.
             for _ in range(20):
@@ -517,6 +633,8 @@ class ContainerSession(ModelSession):
                 if "No such container" not in str(e):
                     log.warning("could not remove container %s: %s", self.container.id[:12], e)
             self.container = None
+        if self.watch is not None:
+            self.watch.close()
         if self.run_dir is not None:
             remove_run_dir(self.run_dir)
             self.run_dir = None

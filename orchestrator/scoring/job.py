@@ -256,6 +256,7 @@ class _Job:
                     "progress", {"done": round(done * plan.n / total) if total else done, "total": plan.n, "label": label}),
                 run_id=plan.run_id,
             )
+            session.check_budgets()  # a run folder over its budget, stopped only after the run ended
             report = plan.restore(result.outputs, strict)  # rows in the set's order; INCONSISTENT when strict
             self.fair_runs.append(report)
             self.inconsistent.update(report.get("inconsistent", ()))

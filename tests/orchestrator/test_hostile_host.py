@@ -123,6 +123,96 @@ def test_cleanup_survives_a_deep_chain_and_never_follows_links(docker_client, ho
         remove_run_dir(CANARY)
 
 
+WATCHED = dict(TEST_LIMITS, run_dir_limit="watch")  # the path without root, forced: no tmpfs, RunDirWatch
+
+
+def attack_watched(docker_client, image: str) -> tuple[ModelFailure, dict]:
+    """Runs one stimulus through `image` with the run folder watched (as without root); the failure, diagnosed by the
+    session as `score` does, and what the watch saw, the time to fail and the host's disk afterwards."""
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    free_before = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
+    t0 = time.monotonic()
+    session = ContainerSession(docker_client, image, limits=SandboxLimits(**WATCHED))
+    try:
+        assert session.sandbox["run_dir"] == "watched" and not os.path.ismount(session.run_dir)
+        ids, items = stimuli(1)
+        with pytest.raises(ModelFailure) as caught:  # as the scoring job: a run may end before the container is stopped
+            session.client.run(session.description, items, ids, layers=["features"], timeout_s=120)
+            session.check_budgets()
+        failure = session.diagnose(caught.value)
+        seen = {"peak_bytes": session.watch.peak_bytes, "peak_entries": session.watch.peak_entries,
+                "seconds": time.monotonic() - t0, "final_bytes": session.watch.measure()[0]}  # once stopped
+    finally:
+        run_dir = session.run_dir
+        session.close()
+    seen["left"] = os.path.lexists(run_dir) or list(root.iterdir())
+    # Others write hundreds of MiB to this disk at times (a sample read 440): what this run left would show in every
+    # sample of 2 s, the least of them is the bound.
+    samples = []
+    for _ in range(20):
+        samples.append((free_before - os.statvfs(root).f_bavail * os.statvfs(root).f_frsize) / 2**20)
+        time.sleep(0.1)
+    seen["disk_mib"] = round(min(samples), 1)
+    return failure, seen
+
+
+@pytest.mark.docker
+def test_the_run_folder_has_a_total_without_root(docker_client, hostile_image, no_container_survives):
+    """Without root there is no tmpfs, and the per-file limit alone let one run leave 2.2 GB: the watch sums the
+    folder every 50 ms and stops the container past run_dir_bytes (16 MiB): out_of_disk, the folder removed."""
+    limits = SandboxLimits(**WATCHED)
+    assert run_facts(docker_client, hostile_image("normal"), limits).shape == (16,)  # an honest run is untouched
+    failure, seen = attack_watched(docker_client, hostile_image("fill_run_folder"))
+    print(f"fill_run_folder watched: {failure}; {seen}")
+    assert failure.failure == FailureClass.OUT_OF_DISK and "MiB, over its 16 MiB" in failure.message, failure
+    # The overshoot is what it writes between two looks (50 ms) and while the kill travels (page-cache writes at
+    # ~1 GB/s here: 100-200 MiB); the tmpfs as root is exact. What stays is nothing.
+    assert limits.run_dir_bytes < seen["peak_bytes"] <= seen["final_bytes"] <= 256 * 2**20
+    assert seen["seconds"] < 30 and not seen["left"] and seen["disk_mib"] < 64
+
+
+@pytest.mark.docker
+def test_the_watch_bounds_files_and_depth_and_never_follows_links(docker_client, hostile_image, no_container_survives):
+    """The 3,000-deep chain without a tmpfs: stopped past run_dir_inodes entries; the links out are never followed
+    (the canary's folder is not counted, nor removed)."""
+    CANARY.mkdir(exist_ok=True)
+    (CANARY / "keep").write_text("the host's own file")
+    try:
+        failure, seen = attack_watched(docker_client, hostile_image("deep_run_folder"))
+        print(f"deep_run_folder watched: {failure}; {seen}")
+        assert failure.failure == FailureClass.OUT_OF_DISK and "more than 256 files and folders" in failure.message
+        assert seen["peak_entries"] == 257 and seen["seconds"] < 30 and not seen["left"] and seen["disk_mib"] < 64
+        assert (CANARY / "keep").read_text() == "the host's own file"
+    finally:
+        remove_run_dir(CANARY)
+
+
+def test_the_watch_counts_allocated_bytes_entries_and_no_links(tmp_path):
+    """The sum without a container: a sparse file counts what it takes, a link to a big folder counts as one entry,
+    the entry budget stops the walk, and a budget passed calls stop once."""
+    from cortexbox.orchestrator.runtime import RunDirWatch
+
+    big = tmp_path / "outside"
+    big.mkdir()
+    (big / "data").write_bytes(b"x" * (4 << 20))
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "sparse", "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB long, nothing allocated
+    (run / "escape").symlink_to(big)
+    stops = []
+    watch = RunDirWatch(run, SandboxLimits(run_dir_bytes=2 << 20, run_dir_inodes=8), lambda: stops.append(1))
+    total, entries, why = watch.measure()
+    assert total < 64 * 1024 and entries == 2 and why is None
+    (run / "real").write_bytes(b"y" * (3 << 20))
+    assert watch.check() == "the model's run folder held 3.0 MiB, over its 2 MiB" and stops == [1]
+    assert watch.check() is not None and stops == [1]  # stopped once
+    for i in range(10):
+        (run / f"f{i}").touch()
+    assert RunDirWatch(run, SandboxLimits(run_dir_inodes=8), lambda: None).measure()[1:] == (9, "more than 8 files and folders")
+
+
 def test_removal_goes_to_any_depth_without_following_links(tmp_path):
     """The path without a tmpfs (not root) and `gc`: 3,000 levels, a link to a folder outside, unreadable
     folders; nothing raises, the folder outside stays."""
@@ -264,6 +354,11 @@ def test_budgets_are_configurable_in_one_place(monkeypatch):
     assert SandboxLimits.configured(runtime="runc").to_dict()["runtime"] == "runc"  # --runtime over the variable
     monkeypatch.setenv("CORTEXBOX_SANDBOX", "runtime=run c;rm")
     with pytest.raises(UserError, match="not a container runtime"):
+        SandboxLimits.configured()
+    monkeypatch.setenv("CORTEXBOX_SANDBOX", "run_dir_limit=watch,run_dir_poll_s=0.02")
+    assert (SandboxLimits.configured().run_dir_limit, SandboxLimits.configured().run_dir_poll_s) == ("watch", 0.02)
+    monkeypatch.setenv("CORTEXBOX_SANDBOX", "run_dir_limit=none")
+    with pytest.raises(UserError, match="neither tmpfs nor watch"):
         SandboxLimits.configured()
 
 
