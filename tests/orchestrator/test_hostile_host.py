@@ -126,14 +126,14 @@ def test_cleanup_survives_a_deep_chain_and_never_follows_links(docker_client, ho
 WATCHED = dict(TEST_LIMITS, run_dir_limit="watch")  # the path without root, forced: no tmpfs, RunDirWatch
 
 
-def attack_watched(docker_client, image: str) -> tuple[ModelFailure, dict]:
+def attack_watched(docker_client, image: str, **limits) -> tuple[ModelFailure, dict]:
     """Runs one stimulus through `image` with the run folder watched (as without root); the failure, diagnosed by the
     session as `score` does, and what the watch saw, the time to fail and the host's disk afterwards."""
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     free_before = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
     t0 = time.monotonic()
-    session = ContainerSession(docker_client, image, limits=SandboxLimits(**WATCHED))
+    session = ContainerSession(docker_client, image, limits=SandboxLimits(**{**WATCHED, **limits}))
     try:
         assert session.sandbox["run_dir"] == "watched" and not os.path.ismount(session.run_dir)
         ids, items = stimuli(1)

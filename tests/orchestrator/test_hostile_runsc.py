@@ -132,3 +132,67 @@ def test_host_attacks_are_contained_under_runsc(runsc, hostile_image):
         return  # the run folder is a tmpfs only when the orchestrator is root
     kib, err, _ = run_in_sandbox(runsc, hostile_image("fill_run_folder"), n=1, timeout_s=120, limits=LIMITS).outputs["features"][0][:3]
     assert kib * 1024 <= LIMITS.run_dir_bytes and err == errno.ENOSPC, (kib, err)
+
+
+# -- the fair-scoring attackers, the shared-memory liar, the metadata liars and the watched run folder ---------------
+from tests.orchestrator.test_hostile_fair import BENCHMARK as FAIR_BENCHMARK  # noqa: E402
+from tests.orchestrator.test_hostile_fair import gamer, stored_answers  # noqa: E402,F401 - fixtures
+from tests.orchestrator.test_hostile_liar import LIES  # noqa: E402
+
+
+def test_the_gaming_attackers_are_caught_under_runsc(runsc, gamer, stored_answers):  # noqa: F811 - fixtures
+    """T12: answers stored per benchmark id, or per exact pixels: the job's random ids and repeat probes catch both
+    (`inconsistent`, no score) as under runc (test_hostile_fair)."""
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
+    from cortexbox.registry import Registry
+
+    for mode, key in (("id_keyed", "by_id"), ("lookup", "by_pixels")):
+        image = gamer(mode, stored_answers[key])
+        t0 = time.monotonic()
+        with pytest.raises(ModelFailure) as caught:
+            score_model(ScoreRequest(benchmark=FAIR_BENCHMARK, image=image, limits=LIMITS))
+        assert caught.value.failure == FailureClass.INCONSISTENT, f"{mode}: {caught.value}"
+        assert time.monotonic() - t0 < 120
+    assert list(Registry().scores()) == []
+
+
+def test_the_shared_memory_liar_gets_no_area_under_runsc(runsc, hostile_image):
+    """Under runsc no shared-memory area is offered (whether gVisor shares a host memfd is not tested), so every lie
+    about a block is a block that was never offered: protocol_violation, as each lie is under runc."""
+    from cortexbox.orchestrator.runtime import ContainerSession
+    from tests.orchestrator.test_sandbox import stimuli
+
+    session = ContainerSession(runsc, hostile_image("shm_liar"), limits=LIMITS)
+    outcomes = {}
+    try:
+        ids, items = stimuli(8)
+        for lie in ("outside", "control_page", "misaligned", "short", "rewrite", "unoffered", "string", "resize"):
+            kind = {"behaviours": ["word"]} if lie == "string" else {"layers": ["features"]}
+            try:
+                session.client.run(session.description, items, ids, timeout_s=30, run_id=lie, **kind)
+                outcomes[lie] = "accepted"
+            except ModelFailure as e:
+                outcomes[lie] = session.diagnose(e).failure
+    finally:
+        session.close()
+    assert outcomes == dict.fromkeys(outcomes, FailureClass.PROTOCOL_VIOLATION), outcomes
+
+
+@pytest.mark.parametrize("mode", list(LIES))
+def test_a_liar_is_refused_under_runsc(runsc, hostile_image, mode, data_dir):
+    """T10 under runsc: the conformance run refuses each liar before hIT is scored, naming the lie."""
+    from cortexbox.orchestrator.scoring import ScoreRequest, score_model
+
+    with pytest.raises(ModelFailure) as caught:
+        score_model(ScoreRequest(benchmark="Kriegeskorte2008.hIT-rdm", image=hostile_image(mode), limits=LIMITS))
+    assert caught.value.failure == FailureClass.NONCONFORMANT, caught.value
+    assert all(words in caught.value.message for words in LIES[mode]), caught.value.message
+
+
+def test_the_watched_run_folder_stops_a_filler_under_runsc(runsc, hostile_image):
+    """Finding 4 without a tmpfs, under runsc (--host-uds=all: the model writes the host's folder through the gofer)."""
+    from tests.orchestrator.test_hostile_host import attack_watched
+
+    failure, seen = attack_watched(runsc, hostile_image("fill_run_folder"), runtime="runsc")
+    print(f"fill_run_folder watched under runsc: {failure}; {seen}")
+    assert failure.failure == FailureClass.OUT_OF_DISK and not seen["left"] and seen["disk_mib"] < 64

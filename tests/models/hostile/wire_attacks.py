@@ -167,12 +167,11 @@ def shm_liar(socket_dir: str, nonce: str | None):
             lie = config.run_id
             ids = [r.stimulus.id for r in request_iterator]
             offer = config.shared_memory
-            area = None
+            area, refused = None, []
             if config.HasField("shared_memory"):
                 fd = wire.receive_area(socket_dir, offer.socket_name, 5)
                 area = mmap.mmap(fd, offer.area_bytes)
                 if lie == "resize":  # the seals refuse both; a shrunk area would crash a reader with SIGBUS
-                    refused = []
                     for size in (wire.SHM_CONTROL_BYTES, offer.area_bytes * 2):
                         try:
                             os.ftruncate(fd, size)
