@@ -7,9 +7,11 @@ orchestrator's client streams the stimuli over gRPC and validates and places eve
 Container start-up is measured separately: it is paid once per model, not per stimulus. The container
 path is measured twice on the same container: with the shared-memory transport (tensors written into
 the run's memfd) and chunked over gRPC (shared_memory_bytes=0). The three are run in turns, `--repeats`
-times, and each reports its best, so that load from other work on the machine hits them alike.
+times (each round starting with the next path), and each reports its best, so that load from other work on
+the machine hits them alike; each round's CPU seconds are reported too (in process: this process; through the
+container: the client's process and the container's cgroup).
 
-    python perf/extraction.py --template pytorch-vision [--layers all|LAYER,...] [--repeats 3]
+    python perf/extraction.py --template pytorch-vision [--layers all|LAYER,...] [--repeats 5] [--out FILE.json]
 
 Targets: container time at most 1.10x the in-process time (issue 2, chunked); at most 1.05x with
 shared memory for all layers of the AlexNet template (issue 14).
@@ -58,14 +60,34 @@ def in_process(model, stimuli, layers: list[str], features: dict[str, int]) -> f
     return time.perf_counter() - t0
 
 
+def container_cpu_s(container) -> float | None:
+    """CPU seconds the container's cgroup has used (docker's cgroupfs driver: v1 cpuacct, or v2 cpu.stat); None where
+    neither is readable. With the client's own CPU it is the container path's cost in CPU, which load on the machine
+    distorts less than its wall time."""
+    cid = container.id
+    for path in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage"):
+        try:
+            return int(Path(path).read_text()) / 1e9
+        except OSError:
+            pass
+    for path in (f"/sys/fs/cgroup/docker/{cid}/cpu.stat", f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"):
+        try:
+            return int(Path(path).read_text().split("usage_usec")[1].split()[0]) / 1e6
+        except (OSError, IndexError, ValueError):
+            pass
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--template", default="pytorch-vision")
     parser.add_argument("--image", help="image tag (default: built from the template as cortexbox-perf/<template>:extraction)")
     parser.add_argument("--layers", default="all", help="'all' or comma-separated layer names")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpus", type=float, default=float(os.cpu_count() or 2))
+    parser.add_argument("--out", type=Path, help="also write the report (JSON) here")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     from cortexbox.benchmarks import get_benchmark
     from cortexbox.orchestrator import images
@@ -97,17 +119,25 @@ def main() -> None:
     # Alternate the paths so that drifting load on the machine affects them alike.
     budgets = {"shared_memory": WireBudgets(), "chunked": WireBudgets(shared_memory_bytes=0)}
     walls: dict[str, list[float]] = {"in_process": [], "shared_memory": [], "chunked": []}
+    cpu: dict[str, list[float]] = {"in_process": [], "shared_memory": [], "chunked": []}  # CPU s: this process (+ the container)
     shared_bytes = 0
     try:
         d = session.description
         for path in ("shared_memory", "chunked"):  # warm-up, both ways
             session.client.budgets = budgets[path]
             session.client.run(d, stimuli[:8], ids[:8], layers=layers, timeout_s=600)
-        for _ in range(args.repeats):
-            walls["in_process"].append(in_process(model, stimuli, layers, layer_outputs))
-            for path in ("shared_memory", "chunked"):
+        paths = list(walls)
+        for r in range(args.repeats):
+            for path in paths[r % 3 :] + paths[: r % 3]:  # each round starts with another path
+                c0, k0 = time.process_time(), container_cpu_s(session.container)
+                if path == "in_process":
+                    walls[path].append(in_process(model, stimuli, layers, layer_outputs))
+                    cpu[path].append(time.process_time() - c0)
+                    continue
                 session.client.budgets = budgets[path]
                 result = session.client.run(d, iter(stimuli), ids, layers=layers, timeout_s=1800)
+                k1 = container_cpu_s(session.container)
+                cpu[path].append(time.process_time() - c0 + (k1 - k0 if k0 is not None and k1 is not None else math.nan))
                 walls[path].append(result.wall_s)
                 if path == "shared_memory":
                     shared_bytes = result.shared_memory_bytes
@@ -128,13 +158,19 @@ def main() -> None:
         "ratio_chunked": round(chunked / local, 3),
         "shared_memory_MiB": round(shared_bytes / 2**20, 1),
         "rounds_s": {path: [round(w, 3) for w in ws] for path, ws in walls.items()},
+        # CPU seconds of each round: in process, this process; through the container, the client and the container.
+        "rounds_cpu_s": {path: [round(c, 2) for c in cs] for path, cs in cpu.items()},
         "container_startup_s": round(startup, 2),
         "container_MiB_per_s": round(mib / shared, 1),
         "cpus": args.cpus,
-        "load_average": os.getloadavg(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ memory (`ModelClient.run(out=...)`), and all three are timed from the request to
 The `*_fresh` rows deliver into a fresh array instead (the client's default: a new result array
 per run), where page faults, not the transport, set the pace on this machine.
 
-Every path is measured in turns, `--rounds` times, and reports its best round, so that load
-from other work on the machine hits them alike; the load average is reported before and after.
+Every path is measured in turns, `--rounds` times (each round starting with the next path), and
+reports its best round, so that load from other work on the machine hits them alike; the load
+average is reported before and after.
 
     python perf/transfer.py [--gib 1] [--rounds 5] [--out perf/results/transfer.json]
 
@@ -166,9 +167,10 @@ def main() -> None:
     try:
         for path in ("cortexbox_shared_memory", "cortexbox_grpc", "plain_unix_socket"):  # warm-up: the area is mapped
             paths[path]()
-        for _ in range(args.rounds):
-            for path, measure in paths.items():
-                rounds[path].append(measure())
+        order = list(paths)
+        for r in range(args.rounds):
+            for path in order[r % len(order) :] + order[: r % len(order)]:  # each round starts with another path
+                rounds[path].append(paths[path]())
     finally:
         server.close()
         plain.close()
