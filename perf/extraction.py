@@ -45,7 +45,7 @@ def load_template_model(template: str):
     return classes[0]()
 
 
-def in_process(model, stimuli, layers: list[str], features: dict[str, int]) -> float:
+def in_process(model, stimuli, layers: list[str], features: dict[str, int]) -> tuple[float, dict[str, np.ndarray]]:
     from cortexbox.sdk import Stimulus
 
     n = len(stimuli)
@@ -57,7 +57,12 @@ def in_process(model, stimuli, layers: list[str], features: dict[str, int]) -> f
         result = model.activations(chunk, layers)
         for layer in layers:
             out[layer][start : start + len(chunk)] = np.asarray(result[layer], np.float32).reshape(len(chunk), -1)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, out
+
+
+def layer_sums(outputs: dict[str, np.ndarray]) -> list[float]:
+    """One float64 sum per layer: the paths' values are compared by these (outside the timed part)."""
+    return [float(np.add.reduce(values, axis=None, dtype=np.float64)) for values in outputs.values()]
 
 
 def container_cpu_s(container) -> float | None:
@@ -120,6 +125,7 @@ def main() -> None:
     budgets = {"shared_memory": WireBudgets(), "chunked": WireBudgets(shared_memory_bytes=0)}
     walls: dict[str, list[float]] = {"in_process": [], "shared_memory": [], "chunked": []}
     cpu: dict[str, list[float]] = {"in_process": [], "shared_memory": [], "chunked": []}  # CPU s: this process (+ the container)
+    sums: dict[str, list[float]] = {}
     shared_bytes = 0
     try:
         d = session.description
@@ -131,14 +137,18 @@ def main() -> None:
             for path in paths[r % 3 :] + paths[: r % 3]:  # each round starts with another path
                 c0, k0 = time.process_time(), container_cpu_s(session.container)
                 if path == "in_process":
-                    walls[path].append(in_process(model, stimuli, layers, layer_outputs))
+                    wall, out = in_process(model, stimuli, layers, layer_outputs)
                     cpu[path].append(time.process_time() - c0)
+                    walls[path].append(wall)
+                    sums[path] = layer_sums(out)
+                    del out
                     continue
                 session.client.budgets = budgets[path]
                 result = session.client.run(d, iter(stimuli), ids, layers=layers, timeout_s=1800)
                 k1 = container_cpu_s(session.container)
                 cpu[path].append(time.process_time() - c0 + (k1 - k0 if k0 is not None and k1 is not None else math.nan))
                 walls[path].append(result.wall_s)
+                sums[path] = layer_sums(result.outputs)
                 if path == "shared_memory":
                     shared_bytes = result.shared_memory_bytes
                 del result
@@ -157,6 +167,11 @@ def main() -> None:
         "ratio_shared_memory": round(shared / local, 3),
         "ratio_chunked": round(chunked / local, 3),
         "shared_memory_MiB": round(shared_bytes / 2**20, 1),
+        # The values: the two container paths must agree exactly; in process, torch may round differently.
+        "container_paths_agree": sums["shared_memory"] == sums["chunked"],
+        "max_relative_difference_to_in_process": max(
+            abs(a - b) / max(abs(b), 1e-30) for a, b in zip(sums["shared_memory"], sums["in_process"])
+        ),
         "rounds_s": {path: [round(w, 3) for w in ws] for path, ws in walls.items()},
         # CPU seconds of each round: in process, this process; through the container, the client and the container.
         "rounds_cpu_s": {path: [round(c, 2) for c in cs] for path, cs in cpu.items()},
