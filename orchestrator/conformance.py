@@ -37,6 +37,8 @@ DEGREES = (1.0, 60.0)
 N_IMAGES = 6
 #: Text: two contexts of public sentences, parts of a word each.
 SENTENCES = ("The old man walked slowly along the river", "Colorless green ideas sleep furiously tonight")
+#: Results held per conformance run (float32 rows of every stimulus); outputs beyond it go in further runs.
+GROUP_BYTES = 256 * 1024**2
 #: Failures that a single output can cause; when others work, the output's declaration is the lie.
 _PER_OUTPUT = (FailureClass.MODEL_ERROR, FailureClass.BAD_OUTPUT, FailureClass.REJECTED)
 
@@ -112,14 +114,16 @@ def check_labels(description: ModelDescription, outputs: dict[str, np.ndarray]) 
 
 
 def _groups(description: ModelDescription, names: list[str], n: int, budgets) -> list[list[str]]:
-    """The outputs in runs that each fit the wire budgets (an output over them alone is its own group: the client
-    refuses it as the protocol violation it is)."""
+    """The outputs in runs that each fit the wire budgets and hold at most GROUP_BYTES of results (an output over
+    either alone is its own group: the client refuses one over the budgets as the protocol violation it is)."""
     groups: list[list[str]] = []
     for name in names:
         for group in groups:
             try:
                 check_output_budgets(description, [*group, name], n, budgets)
             except ProtocolViolation:
+                continue
+            if n * 4 * sum(description.outputs[g].features for g in [*group, name]) > GROUP_BYTES:
                 continue
             group.append(name)
             break

@@ -88,6 +88,17 @@ def test_the_public_stimuli_are_fixed_distinct_and_placed_at_the_models_degrees(
     assert {context for _, _, context in text} == {"c0", "c1"} and all(word.strip() for _, word, _ in text)
 
 
+def test_outputs_are_checked_in_runs_of_bounded_size():
+    """A conformance run holds at most GROUP_BYTES of results: small outputs share a run, big ones get their own."""
+    from cortexbox.orchestrator.budgets import WireBudgets
+
+    big = 6 * 1024**2  # features: 6 stimuli x 4 bytes x 6 Mi = 144 MiB held
+    description = _description(layers=lambda self: [Output("a", (16,)), Output("big1", (big,)), Output("b", (3, 4)),
+                                                     Output("big2", (big,))])
+    groups = conformance._groups(description, ["a", "big1", "b", "big2"], 6, WireBudgets())
+    assert groups == [["a", "big1", "b"], ["big2"]]
+
+
 # -- real containers ----------------------------------------------------------------------------------------------
 @pytest.mark.docker
 @pytest.mark.parametrize("mode", list(LIES))
