@@ -318,9 +318,15 @@ class RunDirWatch:
                 log.warning("run folder watch: %s", e)
 
     def close(self) -> None:
+        """Stops looking (the container is gone by now) and unseals the folder, so that its owner can empty it."""
         self._done.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self.reason is not None:
+            try:
+                os.chmod(self.path, 0o700)
+            except OSError:
+                pass
 
 
 def _run_dir_owner(name: str) -> int | None:

@@ -208,6 +208,9 @@ def test_the_watch_counts_allocated_bytes_entries_and_no_links(tmp_path):
     (run / "real").write_bytes(b"y" * (3 << 20))
     assert watch.check() == "the model's run folder held 3.0 MiB, over its 2 MiB" and stops == [1]
     assert watch.check() is not None and stops == [1]  # stopped once
+    assert (run.stat().st_mode & 0o777) == 0o555  # sealed: no new file in it
+    watch.close()
+    assert (run.stat().st_mode & 0o777) == 0o700  # unsealed for its owner's cleanup
     for i in range(10):
         (run / f"f{i}").touch()
     assert RunDirWatch(run, SandboxLimits(run_dir_inodes=8), lambda: None).measure()[1:] == (9, "more than 8 files and folders")
