@@ -202,7 +202,7 @@ def _job(tmp_path, use_cache=True):
                cache=ActivationCache(tmp_path), events=lambda e, d: None)
     job.model_row = type("Row", (), {"digest": DIGEST, "info": {"visual_degrees": 8, "layers": {"a": [3], "b": [3]}}})()
     client = _FakeClient()
-    job.session = type("Session", (), {"client": client, "description": None})()
+    job.session = type("Session", (), {"client": client, "description": None, "check_budgets": lambda self: None})()
     job.recorded = True  # the model's description is stored already
     return job, client
 
