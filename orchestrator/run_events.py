@@ -110,18 +110,11 @@ class RunEventLog:
         batch = list(self._pending.values()) + events
         self._pending.clear()
         rows = [(self.seq + i, event, data) for i, (event, data) in enumerate(batch)]
-        for attempt in (1, 2):
-            # Twice: a Ctrl-C or SIGTERM that lands inside a write leaves that connection broken, and the events
-            # written on the way out (the cancellation) would otherwise be lost with a traceback on the terminal.
-            try:
-                self.registry.add_run_events(self.run_id, rows)
-                break
-            except Exception as e:  # noqa: BLE001 - a progress display must never fail a score
-                if attempt == 2:
-                    logger.warning("could not store %d event(s) of run %s: %s", len(rows), self.run_id,
-                                   type(e).__name__)
-                    logger.debug("the event write failed", exc_info=True)
-                    return
+        try:
+            self.registry.add_run_events(self.run_id, rows)
+        except Exception:  # noqa: BLE001 - a progress display must never fail a score
+            logger.warning("could not store %d event(s) of run %s", len(rows), self.run_id, exc_info=True)
+            return
         self.seq += len(rows)
         self._last_write = time.monotonic()
 

@@ -412,41 +412,6 @@ def test_progress_events_are_throttled_but_the_last_one_and_the_order_are_kept()
     assert [row for rows in registry.writes for row in rows] == rows  # nothing is stored after done
 
 
-def test_an_event_write_broken_once_is_written_again_and_a_lasting_failure_is_one_line(caplog):
-    """A Ctrl-C or SIGTERM inside a write breaks that connection: the events after it (the cancellation) are written
-    on a second try; a registry that keeps failing costs the events, with one line and no traceback."""
-    import logging
-
-    from cortexbox.orchestrator.run_events import RunEventLog
-
-    class Flaky(_FakeRegistry):
-        def __init__(self, failures: int):
-            super().__init__()
-            self.failures = failures
-
-        def add_run_events(self, run_id, rows):
-            if self.failures:
-                self.failures -= 1
-                raise RuntimeError("the connection was interrupted")
-            super().add_run_events(run_id, rows)
-
-    registry = Flaky(failures=1)
-    log = RunEventLog(registry, 1, benchmark="B", min_interval=0)
-    with caplog.at_level(logging.DEBUG, logger="cortexbox.orchestrator.run_events"):
-        log.finish("failed", ("failed", {"failure_class": "cancelled", "error": "interrupted"}))
-    assert [row[1] for rows in registry.writes for row in rows] == ["failed", "done"]
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-
-    caplog.clear()
-    registry = Flaky(failures=4)
-    log = RunEventLog(registry, 1, benchmark="B", min_interval=0)
-    with caplog.at_level(logging.INFO, logger="cortexbox.orchestrator.run_events"):
-        log("stage", {"text": "go"})
-    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warning.getMessage() == "could not store 1 event(s) of run 1: RuntimeError" and warning.exc_info is None
-    assert registry.failures == 2 and registry.writes == []
-
-
 def test_a_run_whose_process_died_ends_its_stream_as_lost(seeded, monkeypatch):
     import subprocess
     import sys
